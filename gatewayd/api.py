@@ -1,0 +1,339 @@
+"""The operations users and scripts call, whatever the transport.
+
+The RPC server maps JSON-RPC methods onto :class:`Gateway`. Every change is
+written to the store first and then told to the scheduler; reads never change
+anything (I8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from gatewayd import __version__
+from gatewayd.clock import Clock
+from gatewayd.codec import JsonObject, job_to_json, run_to_json, spec_to_json
+from gatewayd.durations import format_time
+from gatewayd.errors import InvalidInput, NotFound
+from gatewayd.ids import new_job_id
+from gatewayd.jobspec import job_from_spec, patched_spec
+from gatewayd.model import Job, JobSource, Run, RunStatus, ScheduleKind
+from gatewayd.planning import first_slot
+from gatewayd.runs import STOP_CANCELLED, STOP_JOB_REMOVED, RunPipeline
+from gatewayd.scheduler import Scheduler
+from gatewayd.store.base import Store
+
+log = structlog.get_logger("gatewayd.api")
+
+MAX_RUNS_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Facts about this daemon shown by ``gateway.status``."""
+
+    instance_id: str
+    pid: int
+    host: str
+    state_dir: Path
+    socket_path: Path
+    started_at: datetime
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+class Gateway:
+    """Jobs and runs, as the CLI and the RPC see them."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        pipeline: RunPipeline,
+        scheduler: Scheduler,
+        identity: Identity,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._pipeline = pipeline
+        self._scheduler = scheduler
+        self.identity = identity
+        pipeline.add_finished_listener(self._after_run)
+
+    # --- looking things up ----------------------------------------------------------
+
+    async def job(self, ref: str) -> Job:
+        if not isinstance(ref, str) or not ref:
+            raise InvalidInput("job: expected a job id or name")
+        job = await self._store.find_job(ref)
+        if job is None:
+            raise NotFound(f"no job with id or name {ref!r}")
+        return job
+
+    async def run(self, run_id: str) -> Run:
+        run = await self._store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return run
+
+    async def _views(self, jobs: Sequence[Job]) -> list[JsonObject]:
+        latest = await self._store.latest_runs(None if len(jobs) > 50 else [j.id for j in jobs])
+        running: dict[str, str] = {}
+        for run in await self._store.live_runs():
+            if run.status is RunStatus.RUNNING or run.job_id not in running:
+                running.setdefault(run.job_id, run.run_id)
+        return [
+            job_to_json(job, running_run_id=running.get(job.id), last_run=latest.get(job.id))
+            for job in jobs
+        ]
+
+    async def job_view(self, job: Job) -> JsonObject:
+        return (await self._views([job]))[0]
+
+    async def list_jobs(self, *, include_disabled: bool) -> list[JsonObject]:
+        jobs = await self._store.list_jobs()
+        if not include_disabled:
+            jobs = [j for j in jobs if j.enabled]
+        return await self._views(jobs)
+
+    async def runs(self, ref: str, *, limit: int) -> list[JsonObject]:
+        if not 1 <= limit <= MAX_RUNS_LIMIT:
+            raise InvalidInput(f"limit: must be 1 to {MAX_RUNS_LIMIT}, got {limit}")
+        job_id = await self._job_id_for_history(ref)
+        return [run_to_json(r) for r in await self._store.list_runs(job_id, limit=limit)]
+
+    async def _job_id_for_history(self, ref: str) -> str:
+        """A job's id; for a deleted job, its id as recorded by its runs."""
+        job = await self._store.find_job(ref)
+        if job is not None:
+            return job.id
+        if await self._store.list_runs(ref, limit=1):
+            return ref
+        raise NotFound(f"no job with id or name {ref!r}")
+
+    async def last_run(self, ref: str) -> JsonObject | None:
+        job_id = await self._job_id_for_history(ref)
+        latest = await self._store.latest_runs([job_id])
+        run = latest.get(job_id)
+        return run_to_json(run) if run else None
+
+    async def status(self) -> JsonObject:
+        jobs = await self._store.list_jobs()
+        counts = await self._store.count_runs()
+        ident = self.identity
+        return {
+            "version": __version__,
+            "instance_id": ident.instance_id,
+            "pid": ident.pid,
+            "host": ident.host,
+            "state_dir": str(ident.state_dir),
+            "socket": str(ident.socket_path),
+            "started_at": format_time(ident.started_at),
+            "now": format_time(self._clock.now()),
+            "jobs": {"total": len(jobs), "enabled": sum(1 for j in jobs if j.enabled)},
+            "runs": {
+                "total": counts.total,
+                "by_status": {s.value: n for s, n in counts.by_status},
+                "active": self._pipeline.active_count,
+            },
+            "next_wake_at": format_time(self._scheduler.next_wake_at),
+        }
+
+    # --- changing jobs --------------------------------------------------------------
+
+    async def add_job(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
+        now = self._clock.now()
+        job = job_from_spec(
+            spec,
+            job_id=new_job_id(),
+            source=source,
+            now=now,
+            created_at=now,
+            updated_at=now,
+        )
+        job = dataclasses.replace(job, next_slot=first_slot(job, now))
+        await self._store.add_job(job)
+        self._scheduler.job_changed(job)
+        log.info("job added", job_id=job.id, name=job.name, source=source.value)
+        return job
+
+    async def update_job(self, ref: str, patch: Any, *, source: JobSource | None = None) -> Job:
+        current = await self.job(ref)
+        if source is None and current.source is JobSource.CONFIG:
+            raise InvalidInput(
+                f"job {current.name!r} is declared in the config file; change it there"
+            )
+        async with self._pipeline.job_lock(current.id):
+            current = await self.job(current.id)
+            spec = patched_spec(current, patch)
+            schedule_changed = isinstance(patch, dict) and "schedule" in patch
+            now = self._clock.now()
+            job = job_from_spec(
+                spec,
+                job_id=current.id,
+                source=source or current.source,
+                now=now,
+                created_at=current.created_at,
+                updated_at=now,
+                next_slot_value=current.next_slot,
+                keep_schedule=None if schedule_changed else current.schedule,
+            )
+            if (
+                schedule_changed
+                or (job.enabled and not current.enabled)
+                or (job.stagger_s != current.stagger_s and job.next_slot is not None)
+            ):
+                job = dataclasses.replace(job, next_slot=first_slot(job, now))
+            await self._store.update_job(job)
+        self._scheduler.job_changed(job)
+        log.info("job updated", job_id=job.id, name=job.name)
+        return job
+
+    async def set_enabled(self, ref: str, enabled: bool) -> Job:
+        job = await self.job(ref)
+        if job.enabled == enabled:
+            return job
+        return await self.update_job(job.id, {"enabled": enabled}, source=job.source)
+
+    async def remove_job(self, ref: str, *, allow_config: bool = False) -> Job:
+        job = await self.job(ref)
+        if job.source is JobSource.CONFIG and not allow_config:
+            raise InvalidInput(f"job {job.name!r} is declared in the config file; remove it there")
+        async with self._pipeline.job_lock(job.id):
+            await self._store.delete_job(job.id)
+        self._scheduler.job_removed(job.id)
+        self._pipeline.forget_job(job.id)
+        for run in await self._store.live_runs(job.id):
+            await self._pipeline.cancel(run.run_id, reason=STOP_JOB_REMOVED)
+        log.info("job removed", job_id=job.id, name=job.name)
+        return job
+
+    async def reconcile(self, declared: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+        """Make the jobs from the config file match the ``declared`` specs, by name.
+
+        Jobs added through the API are never touched. A declared job whose
+        normalised spec is unchanged keeps its schedule anchor and next slot;
+        ``enabled`` is only reconciled when the config sets it. Returns the
+        names added, changed and removed.
+        """
+        jobs = {j.name: j for j in await self._store.list_jobs()}
+        names = {spec.get("name") for spec in declared}
+        result: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        for spec in declared:
+            name = spec.get("name")
+            existing = jobs.get(name) if isinstance(name, str) else None
+            if existing is None:
+                await self.add_job(spec, source=JobSource.CONFIG)
+                result["added"].append(str(name))
+                continue
+            if existing.source is not JobSource.CONFIG:
+                raise InvalidInput(
+                    f"jobs: {name!r} is declared in the config file, but a job added "
+                    "through the API has that name"
+                )
+            patch = self._declared_patch(existing, spec)
+            if patch:
+                await self.update_job(existing.id, patch, source=JobSource.CONFIG)
+                result["changed"].append(existing.name)
+        for job in jobs.values():
+            if job.source is JobSource.CONFIG and job.name not in names:
+                await self.remove_job(job.id, allow_config=True)
+                result["removed"].append(job.name)
+        return result
+
+    def _declared_patch(self, job: Job, spec: Mapping[str, Any]) -> JsonObject:
+        """The patch that turns ``job`` into its declaration; empty if they agree."""
+        now = self._clock.now()
+        wanted = spec_to_json(
+            job_from_spec(
+                spec,
+                job_id=job.id,
+                source=JobSource.CONFIG,
+                now=now,
+                created_at=now,
+                updated_at=now,
+                trusted=True,
+            )
+        )
+        current = spec_to_json(job)
+        if "enabled" not in spec:
+            wanted["enabled"] = current["enabled"]
+        for body in (wanted, current):
+            body["schedule"].pop("anchor")
+        patch = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if "schedule" in patch:
+            patch["schedule"] = dict(spec["schedule"])
+        return patch
+
+    # --- runs -----------------------------------------------------------------------
+
+    async def run_job(self, ref: str, *, due: bool) -> JsonObject:
+        job = await self.job(ref)
+        if due:
+            runs = await self._scheduler.fire(job.id)
+            started = [r for r in runs if r.status is RunStatus.QUEUED]
+            if not runs:
+                return {"ok": True, "ran": False, "reason": "not-due"}
+            if not started:
+                live = await self._store.live_runs(job.id)
+                return _refused(live[0] if live else runs[-1])
+            return {"ok": True, "ran": True, "run_id": started[-1].run_id}
+        submitted = await self._pipeline.submit_manual(job)
+        if not submitted.ran:
+            return _refused(submitted.run)
+        return {"ok": True, "ran": True, "run_id": submitted.run.run_id}
+
+    async def cancel(self, ref: str) -> list[Run]:
+        """Cancel a run by id, or every live run of a job by id or name."""
+        run = await self._store.get_run(ref)
+        if run is not None:
+            return [await self._pipeline.cancel(run.run_id, reason=STOP_CANCELLED)]
+        job = await self.job(ref)
+        live = await self._store.live_runs(job.id)
+        if not live:
+            raise NotFound(f"job {job.name!r} has no queued or running run to cancel")
+        return [await self._pipeline.cancel(r.run_id, reason=STOP_CANCELLED) for r in live]
+
+    async def wait_run(self, run_id: str, *, timeout_s: float | None) -> Run:
+        await self.run(run_id)
+        with anyio.move_on_after(timeout_s):
+            return await self._pipeline.wait(run_id)
+        return await self.run(run_id)
+
+    async def _after_run(self, run: Run, job: Job) -> None:
+        if (
+            job.delete_after_run
+            and job.schedule.kind is ScheduleKind.AT
+            and run.status.is_terminal
+            and await self._store.get_job(job.id) is not None
+        ):
+            await self._store.delete_job(job.id)
+            self._scheduler.job_removed(job.id)
+            self._pipeline.forget_job(job.id)
+            log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)
+
+
+def _refused(live: Run) -> JsonObject:
+    return {
+        "ok": True,
+        "ran": False,
+        "reason": "already-running",
+        "run_id": live.run_id,
+        "running_since": format_time(live.started_at or live.queued_at),
+    }
+
+
+def instance_pid() -> int:
+    return os.getpid()

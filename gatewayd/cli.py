@@ -1,0 +1,284 @@
+"""The ``gatewayd`` command: ``serve`` runs the daemon, everything else talks to it.
+
+Client commands import nothing heavy, so that they start fast. Exit codes are
+those of DESIGN.md: 0 ok, 1 the awaited run did not succeed, 2 usage or
+validation, 3 daemon not reachable, 4 not found, 5 conflict, 6 internal or a
+failed start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gatewayd import __version__, cli_output
+from gatewayd.errors import (
+    EXIT_CONFLICT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    GatewaydError,
+    InvalidInput,
+)
+from gatewayd.flatspec import spec_from_flat
+from gatewayd.paths import resolve_socket, resolve_state_dir
+from gatewayd.rpc.client import RpcClient
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that exits 2 with one line naming the problem."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--state-dir", default=argparse.SUPPRESS, help="the daemon's state directory"
+    )
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="the daemon's socket")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    return common
+
+
+def _job_flags(parser: argparse.ArgumentParser, *, adding: bool) -> None:
+    parser.add_argument("--name", required=adding)
+    when = parser.add_mutually_exclusive_group(required=adding)
+    when.add_argument("--cron", metavar="EXPR", help="5 fields, or 6 with leading seconds")
+    when.add_argument("--every", metavar="DUR", help="an interval such as 30s, 5m, 1h")
+    when.add_argument("--at", metavar="WHEN", help="ISO 8601, or relative like +20m")
+    parser.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron (default UTC)")
+    what = parser.add_mutually_exclusive_group(required=adding)
+    what.add_argument("--command", metavar="CMD", help="argv, split like a shell does")
+    what.add_argument("--shell", metavar="SCRIPT", help="run by /bin/sh -c")
+    what.add_argument("--agent-message", metavar="TEXT", help="an agent turn")
+    what.add_argument("--system-event", metavar="TEXT", help="appended to the main inbox")
+    parser.add_argument("--agent", metavar="NAME", help="the [agents.NAME] of an agent turn")
+    parser.add_argument("--cwd", metavar="DIR", help="working directory of an exec")
+    parser.add_argument(
+        "--env", metavar="KEY=VALUE", action="append", help="environment of an exec (repeat)"
+    )
+    parser.add_argument("--timeout", metavar="DUR", help="0 for none; default from config")
+    parser.add_argument("--overlap", choices=["skip", "queue", "replace", "allow"])
+    parser.add_argument("--catchup", choices=["latest", "all", "none"])
+    parser.add_argument("--catchup-window", metavar="DUR")
+    parser.add_argument("--retry", metavar="N", type=int, help="retries after a failure")
+    parser.add_argument("--retry-backoff", metavar="DUR")
+    parser.add_argument("--stagger", metavar="DUR")
+    parser.add_argument("--session", choices=["isolated", "main"])
+    parser.add_argument("--disabled", action="store_true", default=None)
+    parser.add_argument("--delete-after-run", action="store_true", default=None)
+
+
+_FLAT_FROM_ARGS = (
+    "name",
+    "cron",
+    "tz",
+    "every",
+    "at",
+    "command",
+    "shell",
+    "agent_message",
+    "agent",
+    "system_event",
+    "cwd",
+    "timeout",
+    "overlap",
+    "catchup",
+    "catchup_window",
+    "retry",
+    "retry_backoff",
+    "stagger",
+    "session",
+    "delete_after_run",
+)
+
+
+def _flat(args: argparse.Namespace) -> dict[str, Any]:
+    flat = {k: getattr(args, k) for k in _FLAT_FROM_ARGS if getattr(args, k, None) is not None}
+    if args.disabled:
+        flat["enabled"] = False
+    if args.env:
+        env = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise InvalidInput(f"--env: expected KEY=VALUE, got {item!r}")
+            env[key] = value
+        flat["env"] = env
+    return flat
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="gatewayd", description=__doc__.splitlines()[0], parents=[common])
+    parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the daemon in the foreground")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file")
+    sub.add_parser("status", parents=[common], help="the daemon's status")
+
+    cron = sub.add_parser("cron", help="jobs").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    add = cron.add_parser("add", parents=[common], help="add a job")
+    _job_flags(add, adding=True)
+    listing = cron.add_parser("list", parents=[common], help="list jobs")
+    listing.add_argument("--all", action="store_true", help="include disabled jobs")
+    for name, text in (
+        ("show", "show a job"),
+        ("rm", "remove a job (its runs stay in history)"),
+        ("enable", "enable a job"),
+        ("disable", "disable a job"),
+    ):
+        cron.add_parser(name, parents=[common], help=text).add_argument("job", metavar="JOB")
+    edit = cron.add_parser("edit", parents=[common], help="change a job")
+    edit.add_argument("job", metavar="JOB")
+    _job_flags(edit, adding=False)
+    run = cron.add_parser("run", parents=[common], help="run a job now")
+    run.add_argument("job", metavar="JOB")
+    run.add_argument("--due", action="store_true", help="only if a slot is due")
+    run.add_argument("--wait", action="store_true", help="wait for the run to end")
+    cancel = cron.add_parser("cancel", parents=[common], help="cancel a run, or a job's runs")
+    cancel.add_argument("ref", metavar="JOB|RUN_ID")
+    history = cron.add_parser("runs", parents=[common], help="a job's run history")
+    history.add_argument("--id", dest="job", metavar="JOB", required=True)
+    history.add_argument("--limit", type=int, default=20)
+
+    runs = sub.add_parser("runs", help="runs").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    runs.add_parser("show", parents=[common], help="show a run").add_argument("run_id")
+    last = runs.add_parser("last", parents=[common], help="a job's latest run")
+    last.add_argument("--job", required=True, metavar="JOB")
+    return parser
+
+
+def _client(args: argparse.Namespace) -> RpcClient:
+    env = os.environ
+    state_dir = resolve_state_dir(getattr(args, "state_dir", None), env)
+    return RpcClient(resolve_socket(getattr(args, "socket", None), env, state_dir))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gatewayd.clock import SystemClock
+    from gatewayd.config import load_config
+    from gatewayd.daemon import Daemon, config_path, run_daemon
+    from gatewayd.logs import configure_logging
+
+    config = load_config(config_path(args.config), now=SystemClock().now())
+    configure_logging(level=config.gateway.log_level, fmt=config.gateway.log_format)
+    daemon = Daemon(
+        config,
+        state_dir_flag=getattr(args, "state_dir", None),
+        socket_flag=getattr(args, "socket", None),
+    )
+    return run_daemon(daemon)
+
+
+def _show(args: argparse.Namespace, value: Any, printer: Callable[[Any], None]) -> int:
+    if getattr(args, "json", False):
+        cli_output.print_json(value)
+    else:
+        printer(value)
+    return EXIT_OK
+
+
+def _cron(args: argparse.Namespace, client: RpcClient) -> int:
+    action = args.action
+    if action == "add":
+        job = client.call("cron.add", spec_from_flat(_flat(args)))
+        return _show(args, job, cli_output.print_job)
+    if action == "list":
+        jobs = client.call("cron.list", {"all": args.all})
+        return _show(args, jobs, cli_output.print_jobs)
+    if action == "show":
+        return _show(args, client.call("cron.get", {"job": args.job}), cli_output.print_job)
+    if action == "edit":
+        patch = spec_from_flat(_flat(args))
+        if not patch:
+            raise InvalidInput("cron edit: give at least one flag to change")
+        job = client.call("cron.update", {"job": args.job, "patch": patch})
+        return _show(args, job, cli_output.print_job)
+    if action == "rm":
+        result = client.call("cron.remove", {"job": args.job})
+        return _show(args, result, lambda r: print(f"removed job {r['removed']} ({r['name']})"))
+    if action in ("enable", "disable"):
+        job = client.call(f"cron.{action}", {"job": args.job})
+        return _show(args, job, cli_output.print_job)
+    if action == "run":
+        return _run(args, client)
+    if action == "cancel":
+        runs = client.call("cron.cancel", {"job": args.ref})
+        return _show(args, runs, cli_output.print_runs)
+    runs = client.call("cron.runs", {"job": args.job, "limit": args.limit})
+    return _show(args, runs, cli_output.print_runs)
+
+
+def _run(args: argparse.Namespace, client: RpcClient) -> int:
+    result = client.call("cron.run", {"job": args.job, "due": args.due})
+    if not result.get("ran"):
+        _show(args, result, _print_not_ran)
+        return EXIT_CONFLICT if result.get("reason") == "already-running" else EXIT_OK
+    if not args.wait:
+        return _show(args, result, lambda r: print(f"queued run {r['run_id']}"))
+    client.set_timeout(None)
+    run = client.call("runs.wait", {"run_id": result["run_id"]})
+    _show(args, run, cli_output.print_run)
+    return EXIT_OK if run.get("status") == "succeeded" else EXIT_RUN_FAILED
+
+
+def _print_not_ran(result: dict[str, Any]) -> None:
+    if result.get("reason") == "already-running":
+        print(f"not run: run {result['run_id']} is live since {result.get('running_since')}")
+    else:
+        print(f"not run: {result.get('reason')}")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "serve":
+        return _serve(args)
+    with _client(args) as client:
+        if args.cmd == "status":
+            return _show(args, client.call("gateway.status"), cli_output.print_status)
+        if args.cmd == "cron":
+            return _cron(args, client)
+        if args.action == "show":
+            return _show(
+                args, client.call("runs.get", {"run_id": args.run_id}), cli_output.print_run
+            )
+        run = client.call("runs.last", {"job": args.job})
+        return _show(args, run, lambda r: cli_output.print_run(r) if r else print("no runs yet"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except GatewaydError as exc:
+        if getattr(args, "json", False):
+            cli_output.print_json(
+                {
+                    "ok": False,
+                    "error": {"kind": exc.kind, "code": exc.rpc_code, "message": exc.message},
+                }
+            )
+        print(f"gatewayd: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        print(f"gatewayd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""How the CLI prints results: readable tables by default, JSON with ``--json``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from gatewayd.durations import format_duration
+
+
+def print_json(value: Any, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def print_json_line(value: Any, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(orjson.dumps(value).decode() + "\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    stream.write("\n".join(lines) + "\n")
+
+
+def schedule_text(schedule: dict[str, Any]) -> str:
+    kind = schedule.get("kind")
+    if kind == "cron":
+        tz = schedule.get("tz") or "UTC"
+        return f"cron {schedule.get('expr')}" + ("" if tz == "UTC" else f" ({tz})")
+    if kind == "every":
+        return f"every {format_duration(float(schedule.get('every_s') or 0))}"
+    return f"at {schedule.get('at')}"
+
+
+def payload_text(payload: dict[str, Any]) -> str:
+    kind = payload.get("kind")
+    if kind == "exec":
+        text = payload.get("command") or f"sh -c {payload.get('shell')!r}"
+    elif kind == "agent_turn":
+        text = f"agent {payload.get('agent')}: {payload.get('message')}"
+    else:
+        text = f"event: {payload.get('text')}"
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def print_jobs(jobs: Sequence[dict[str, Any]]) -> None:
+    if not jobs:
+        print("no jobs")
+        return
+    rows = []
+    for job in jobs:
+        last = job.get("last_run") or {}
+        rows.append(
+            [
+                job["id"],
+                job["name"],
+                "yes" if job["enabled"] else "no",
+                schedule_text(job["schedule"]),
+                job.get("next_run_at"),
+                last.get("status"),
+                job.get("running_run_id"),
+            ]
+        )
+    table(["ID", "NAME", "ENABLED", "SCHEDULE", "NEXT RUN", "LAST", "RUNNING"], rows)
+
+
+def print_job(job: dict[str, Any]) -> None:
+    last = job.get("last_run") or {}
+    retry = job.get("retry") or {}
+    timeout = job.get("timeout_s")
+    fields = [
+        ("id", job["id"]),
+        ("name", job["name"]),
+        ("enabled", "yes" if job["enabled"] else "no"),
+        ("schedule", schedule_text(job["schedule"])),
+        ("payload", payload_text(job["payload"])),
+        ("next run", job.get("next_run_at")),
+        ("running", job.get("running_run_id")),
+        ("last run", f"{last.get('run_id')} {last.get('status')}" if last else None),
+        ("timeout", "default" if timeout is None else format_duration(float(timeout))),
+        ("overlap", job.get("overlap")),
+        ("catch-up", job.get("catchup")),
+        ("retry", f"{retry.get('max_attempts', 1) - 1} retries"),
+        ("stagger", format_duration(float(job.get("stagger_s") or 0))),
+        ("session", job.get("session")),
+        ("source", job.get("source")),
+    ]
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+def print_runs(runs: Sequence[dict[str, Any]]) -> None:
+    if not runs:
+        print("no runs")
+        return
+    rows = [
+        [
+            r["run_id"],
+            r["trigger"],
+            r["status"],
+            r.get("scheduled_for"),
+            r.get("started_at"),
+            None if r.get("duration_ms") is None else f"{r['duration_ms']}ms",
+            r.get("exit_code"),
+            r.get("error"),
+        ]
+        for r in runs
+    ]
+    table(["RUN ID", "TRIGGER", "STATUS", "SCHEDULED", "STARTED", "TOOK", "EXIT", "ERROR"], rows)
+
+
+def print_run(run: dict[str, Any]) -> None:
+    keys = [
+        "run_id",
+        "job_id",
+        "job_name",
+        "trigger",
+        "status",
+        "attempt",
+        "scheduled_for",
+        "queued_at",
+        "started_at",
+        "ended_at",
+        "duration_ms",
+        "exit_code",
+        "error",
+        "error_kind",
+        "stop_reason",
+        "session_key",
+        "owner",
+        "pid",
+        "summary",
+    ]
+    width = max(len(k) for k in keys)
+    for key in keys:
+        value = run.get(key)
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    tail = run.get("output_tail")
+    if tail:
+        print("output (tail):")
+        for line in tail.rstrip("\n").splitlines()[-20:]:
+            print(f"  {line}")
+
+
+def print_status(status: dict[str, Any]) -> None:
+    runs = status.get("runs", {})
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(runs.get("by_status", {}).items()))
+    fields = [
+        ("version", status.get("version")),
+        ("instance", status.get("instance_id")),
+        ("pid", status.get("pid")),
+        ("state dir", status.get("state_dir")),
+        ("socket", status.get("socket")),
+        ("started", status.get("started_at")),
+        ("jobs", f"{status['jobs']['total']} ({status['jobs']['enabled']} enabled)"),
+        ("runs", f"{runs.get('total')} ({by_status or 'none'}); {runs.get('active')} active"),
+        ("next wake", status.get("next_wake_at")),
+    ]
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")

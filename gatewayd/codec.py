@@ -1,0 +1,131 @@
+"""The JSON shapes of DESIGN.md for jobs, schedules, payloads and runs.
+
+These are the contracts scripts rely on: keys are never removed or renamed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatewayd.durations import format_time, parse_time
+from gatewayd.model import (
+    AgentTurnPayload,
+    ExecPayload,
+    Job,
+    Payload,
+    Run,
+    Schedule,
+    SystemEventPayload,
+)
+from gatewayd.planning import next_run_at
+
+JsonObject = dict[str, Any]
+
+
+def schedule_to_json(schedule: Schedule) -> JsonObject:
+    return {
+        "kind": schedule.kind.value,
+        "expr": schedule.expr,
+        "tz": schedule.tz,
+        "every_s": schedule.every_s,
+        "at": format_time(schedule.at),
+        "anchor": format_time(schedule.anchor),
+    }
+
+
+def payload_to_json(payload: Payload) -> JsonObject:
+    if isinstance(payload, ExecPayload):
+        return {
+            "kind": payload.kind.value,
+            "command": payload.command,
+            "shell": payload.shell,
+            "cwd": payload.cwd,
+            "env": dict(payload.env),
+        }
+    if isinstance(payload, AgentTurnPayload):
+        return {"kind": payload.kind.value, "message": payload.message, "agent": payload.agent}
+    return {"kind": payload.kind.value, "text": payload.text}
+
+
+def spec_to_json(job: Job) -> JsonObject:
+    """The parts of a job a user sets: what ``cron.add`` takes and ``cron.update`` patches."""
+    return {
+        "name": job.name,
+        "enabled": job.enabled,
+        "schedule": schedule_to_json(job.schedule),
+        "payload": payload_to_json(job.payload),
+        "timeout_s": job.timeout_s,
+        "overlap": job.overlap.value,
+        "catchup": job.catchup.value,
+        "catchup_window_s": job.catchup_window_s,
+        "stagger_s": job.stagger_s,
+        "retry": {
+            "max_attempts": job.retry.max_attempts,
+            "backoff_s": job.retry.backoff_s,
+            "max_backoff_s": job.retry.max_backoff_s,
+        },
+        "session": job.session.value,
+        "delete_after_run": job.delete_after_run,
+    }
+
+
+def job_to_json(job: Job, *, running_run_id: str | None, last_run: Run | None) -> JsonObject:
+    """A job in the shape of DESIGN.md, with its derived fields."""
+    body: JsonObject = {"id": job.id}
+    body.update(spec_to_json(job))
+    body.update(
+        {
+            "source": job.source.value,
+            "next_run_at": format_time(next_run_at(job)),
+            "running_run_id": running_run_id,
+            "last_run": run_to_json(last_run) if last_run is not None else None,
+            "created_at": format_time(job.created_at),
+            "updated_at": format_time(job.updated_at),
+        }
+    )
+    return body
+
+
+def run_to_json(run: Run) -> JsonObject:
+    return {
+        "run_id": run.run_id,
+        "job_id": run.job_id,
+        "job_name": run.job_name,
+        "trigger": run.trigger.value,
+        "status": run.status.value,
+        "scheduled_for": format_time(run.scheduled_for),
+        "queued_at": format_time(run.queued_at),
+        "started_at": format_time(run.started_at),
+        "ended_at": format_time(run.ended_at),
+        "duration_ms": run.duration_ms,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "error_kind": run.error_kind.value if run.error_kind else None,
+        "stop_reason": run.stop_reason,
+        "session_key": run.session_key,
+        "attempt": run.attempt,
+        "summary": run.summary,
+        "output_tail": run.output_tail,
+        "owner": run.owner,
+        "pid": run.pid,
+    }
+
+
+def optional_time(value: Any) -> Any:
+    """``parse_time`` for stored optional ISO strings."""
+    return parse_time(value) if isinstance(value, str) else None
+
+
+def payload_from_stored(body: JsonObject) -> Payload:
+    """A payload from the JSON this module wrote; trusted input, not validated again."""
+    kind = body["kind"]
+    if kind == "exec":
+        return ExecPayload(
+            command=body.get("command"),
+            shell=body.get("shell"),
+            cwd=body.get("cwd"),
+            env=tuple(sorted((body.get("env") or {}).items())),
+        )
+    if kind == "agent_turn":
+        return AgentTurnPayload(message=body["message"], agent=body.get("agent") or "default")
+    return SystemEventPayload(text=body["text"])

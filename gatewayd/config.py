@@ -1,0 +1,226 @@
+"""The TOML configuration, read into a frozen :class:`Config`.
+
+Loading has no side effects: it reads one file and returns a value, or raises
+:class:`ConfigError` naming the key (and its line, where it can be found).
+Every key, with its default, is documented in ``config.example.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from gatewayd.durations import parse_duration
+from gatewayd.errors import ConfigError, InvalidInput
+from gatewayd.flatspec import spec_from_flat
+from gatewayd.jobspec import job_from_spec
+from gatewayd.model import JobSource
+
+ON_SHUTDOWN = ("cancel", "wait")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "console", "json")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySettings:
+    state_dir: str | None = None
+    socket: str | None = None
+    max_concurrent_runs: int = 16
+    default_timeout_s: float = 3600.0
+    kill_grace_s: float = 5.0
+    on_shutdown: str = "cancel"
+    drain_timeout_s: float = 30.0
+    log_level: str = "info"
+    log_format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    misfire_grace_s: float = 30.0
+    catchup_window_s: float = 86400.0
+    catchup_max_runs: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    gateway: GatewaySettings = GatewaySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    path: Path | None = None
+    source_text: str = field(default="", repr=False)
+
+
+def _line_of(text: str, table: str, key: str) -> int | None:
+    """The line where ``key`` is set inside ``[table]``, if it can be found."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?", stripped)
+        if header:
+            current = header.group(1)
+        elif current == table and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+class _Reader:
+    """Reads one table of the file, naming the file, key and line in every error."""
+
+    def __init__(self, path: Path | None, text: str, table: str, body: Any) -> None:
+        self.path = path
+        self.text = text
+        self.table = table
+        if not isinstance(body, dict):
+            raise self.error(table, f"[{table}] must be a table")
+        self.body: dict[str, Any] = body
+
+    def error(self, key: str, message: str) -> ConfigError:
+        line = _line_of(self.text, self.table, key) if key != self.table else None
+        where = str(self.path) if self.path else "config"
+        if line is not None:
+            where += f":{line}"
+        return ConfigError(f"{where}: {self.table}.{key}: {message}", data={"key": key})
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.body:
+            if key not in allowed:
+                raise self.error(key, f"unknown key; known keys are {', '.join(sorted(allowed))}")
+
+    def string(self, key: str, default: str | None) -> str | None:
+        value = self.body.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {value!r}")
+        return value
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.body.get(key, default)
+        if value not in options:
+            raise self.error(key, f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    def integer(self, key: str, default: int, minimum: int) -> int:
+        value = self.body.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {value!r}")
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def duration(self, key: str, default: float) -> float:
+        value = self.body.get(key, default)
+        try:
+            return parse_duration(value, what=key)
+        except InvalidInput as exc:
+            raise self.error(key, exc.message.removeprefix(f"{key}: ")) from None
+
+
+def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
+    r = _Reader(path, text, "gateway", body)
+    d = GatewaySettings()
+    r.check_keys(
+        {
+            "state_dir",
+            "socket",
+            "max_concurrent_runs",
+            "default_timeout",
+            "kill_grace",
+            "on_shutdown",
+            "drain_timeout",
+            "log_level",
+            "log_format",
+        }
+    )
+    return GatewaySettings(
+        state_dir=r.string("state_dir", None),
+        socket=r.string("socket", None),
+        max_concurrent_runs=r.integer("max_concurrent_runs", d.max_concurrent_runs, 1),
+        default_timeout_s=r.duration("default_timeout", d.default_timeout_s),
+        kill_grace_s=r.duration("kill_grace", d.kill_grace_s),
+        on_shutdown=r.choice("on_shutdown", d.on_shutdown, ON_SHUTDOWN),
+        drain_timeout_s=r.duration("drain_timeout", d.drain_timeout_s),
+        log_level=r.choice("log_level", d.log_level, LOG_LEVELS),
+        log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
+    )
+
+
+def _scheduler(path: Path | None, text: str, body: Any) -> SchedulerSettings:
+    r = _Reader(path, text, "scheduler", body)
+    d = SchedulerSettings()
+    r.check_keys({"misfire_grace", "catchup_window", "catchup_max_runs"})
+    return SchedulerSettings(
+        misfire_grace_s=r.duration("misfire_grace", d.misfire_grace_s),
+        catchup_window_s=r.duration("catchup_window", d.catchup_window_s),
+        catchup_max_runs=r.integer("catchup_max_runs", d.catchup_max_runs, 1),
+    )
+
+
+def _jobs(path: Path | None, text: str, body: Any, now: datetime) -> tuple[Mapping[str, Any], ...]:
+    where = str(path) if path else "config"
+    if not isinstance(body, list):
+        raise ConfigError(f"{where}: jobs: declare jobs as [[jobs]] tables")
+    specs = []
+    seen: set[str] = set()
+    for index, item in enumerate(body):
+        label = f"jobs[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label = f"jobs[{index}] ({item['name']!r})"
+        try:
+            if not isinstance(item, dict):
+                raise InvalidInput("each [[jobs]] entry must be a table")
+            spec = spec_from_flat(item, what="job")
+            job_from_spec(
+                spec,
+                job_id="config-check",
+                source=JobSource.CONFIG,
+                now=now,
+                created_at=now,
+                updated_at=now,
+                allow_past_at=True,
+            )
+        except InvalidInput as exc:
+            raise ConfigError(f"{where}: {label}: {exc.message}") from None
+        if spec["name"] in seen:
+            raise ConfigError(f"{where}: {label}: the name {spec['name']!r} is declared twice")
+        seen.add(spec["name"])
+        specs.append(MappingProxyType(spec))
+    return tuple(specs)
+
+
+def parse_config(text: str, *, now: datetime, path: Path | None = None) -> Config:
+    """A :class:`Config` from TOML text; ``now`` resolves relative one-shot times."""
+    where = str(path) if path else "config"
+    try:
+        body = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    unknown = sorted(set(body) - {"gateway", "scheduler", "jobs", "agents"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown table or key {unknown[0]!r}; known are gateway, scheduler, jobs"
+        )
+    return Config(
+        gateway=_gateway(path, text, body.get("gateway", {})),
+        scheduler=_scheduler(path, text, body.get("scheduler", {})),
+        jobs=_jobs(path, text, body.get("jobs", []), now),
+        path=path,
+        source_text=text,
+    )
+
+
+def load_config(path: Path | None, *, now: datetime) -> Config:
+    """The configuration in ``path``, or the defaults when there is no file."""
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the config file {path} is not UTF-8 text") from None
+    return parse_config(text, path=path, now=now)

@@ -1,0 +1,231 @@
+"""The composition root: one event loop, signals, readiness and shutdown.
+
+:meth:`Daemon.startup` takes the state directory's lock, opens the store,
+settles what a previous instance left, reconciles declared jobs, starts the
+scheduler and only then listens and reports ready. :meth:`Daemon.main_loop`
+waits for signals. :meth:`Daemon.shutdown` stops accepting requests, stops the
+timer and ends the runs as ``on_shutdown`` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+
+from gatewayd.api import Gateway, Identity, host_name
+from gatewayd.clock import Clock, SystemClock
+from gatewayd.config import Config, load_config
+from gatewayd.errors import EXIT_OK, GatewaydError
+from gatewayd.ids import new_instance_id
+from gatewayd.model import Instance, PayloadKind
+from gatewayd.notify import Notifier
+from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir
+from gatewayd.planning import CatchupLimits
+from gatewayd.recovery import settle_orphans
+from gatewayd.rpc.methods import build_methods
+from gatewayd.rpc.server import RpcServer, bind_unix_socket
+from gatewayd.runners.base import Runner
+from gatewayd.runners.exec import ExecRunner
+from gatewayd.runners.system_event import SystemEventRunner
+from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline, open_pipeline
+from gatewayd.scheduler import Scheduler
+from gatewayd.statelock import hold_state_dir
+from gatewayd.store.sqlite import SQLiteStore
+
+log = structlog.get_logger("gatewayd.daemon")
+
+
+class Daemon:
+    """One gatewayd instance serving one state directory."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state_dir_flag: str | None = None,
+        socket_flag: str | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.env = dict(os.environ if env is None else env)
+        self.clock = clock or SystemClock()
+        self.state_dir = resolve_state_dir(state_dir_flag, self.env, config.gateway.state_dir)
+        self.socket_path = resolve_socket(
+            socket_flag, self.env, self.state_dir, config.gateway.socket
+        )
+        self.instance_id = new_instance_id()
+        self.notifier = Notifier(self.env)
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._pipeline: RunPipeline | None = None
+        self._gateway: Gateway | None = None
+        self._server: RpcServer | None = None
+
+    async def serve(self) -> int:
+        """Start, serve until SIGTERM or SIGINT, shut down; the process exit code."""
+        async with self._stack:
+            try:
+                await self.startup()
+            except GatewaydError as exc:
+                log.error("gatewayd could not start", error=exc.message, kind=exc.kind)
+                return exc.exit_code
+            try:
+                await self.main_loop()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.shutdown()
+        log.info("gatewayd stopped", instance_id=self.instance_id)
+        return EXIT_OK
+
+    async def startup(self) -> None:
+        stack = self._stack
+        stack.enter_context(hold_state_dir(self.state_dir))
+        store = SQLiteStore(self.state_dir / DB_NAME)
+        await store.open()
+        stack.push_async_callback(store.close)
+        now = self.clock.now()
+        await store.register_instance(
+            Instance(
+                instance_id=self.instance_id,
+                pid=os.getpid(),
+                host=host_name(),
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        gw, sched = self.config.gateway, self.config.scheduler
+        settings = PipelineSettings(
+            instance_id=self.instance_id,
+            state_dir=self.state_dir,
+            socket_path=self.socket_path,
+            max_concurrent_runs=gw.max_concurrent_runs,
+            default_timeout_s=gw.default_timeout_s,
+            kill_grace_s=gw.kill_grace_s,
+            catchup_window_s=sched.catchup_window_s,
+            catchup=CatchupLimits(grace_s=sched.misfire_grace_s, max_runs=sched.catchup_max_runs),
+        )
+        runners: dict[PayloadKind, Runner] = {
+            PayloadKind.EXEC: ExecRunner(tail_bytes=settings.tail_bytes),
+            PayloadKind.SYSTEM_EVENT: SystemEventRunner(),
+        }
+        self._tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(self._tasks.cancel_scope.cancel)
+        pipeline = await stack.enter_async_context(
+            open_pipeline(store=store, clock=self.clock, runners=runners, settings=settings)
+        )
+        self._pipeline = pipeline
+        await settle_orphans(store, self.clock, self.instance_id)
+        scheduler = Scheduler(store=store, clock=self.clock, pipeline=pipeline)
+        self._gateway = gateway = Gateway(
+            store=store,
+            clock=self.clock,
+            pipeline=pipeline,
+            scheduler=scheduler,
+            identity=Identity(
+                instance_id=self.instance_id,
+                pid=os.getpid(),
+                host=host_name(),
+                state_dir=self.state_dir,
+                socket_path=self.socket_path,
+                started_at=now,
+            ),
+        )
+        await gateway.reconcile(self.config.jobs)
+        await scheduler.load()
+        await self._tasks.start(scheduler.run)
+        sock = bind_unix_socket(self.socket_path)
+        stack.callback(self._remove_socket)
+        self._server = RpcServer(methods=build_methods(gateway))
+        await self._server.start(sock)
+        if self.notifier.watchdog_interval_s:
+            self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)
+        status = await gateway.status()
+        summary = f"{status['jobs']['total']} jobs, {status['runs']['total']} runs"
+        self.notifier.ready(summary)
+        log.info(
+            "gatewayd ready",
+            instance_id=self.instance_id,
+            pid=os.getpid(),
+            state_dir=str(self.state_dir),
+            socket=str(self.socket_path),
+            jobs=status["jobs"]["total"],
+        )
+
+    async def main_loop(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("stopping", signal=signal.Signals(signum).name)
+                return
+
+    async def reload(self) -> None:
+        """Read the config file again; keep the old one if the new one is bad."""
+        assert self._gateway is not None
+        path = self.config.path
+        if path is None:
+            log.info("SIGHUP: no config file to reload")
+            return
+        self.notifier.reloading()
+        try:
+            fresh = load_config(path, now=self.clock.now())
+            changes = await self._gateway.reconcile(fresh.jobs)
+        except GatewaydError as exc:
+            log.error("reload refused; keeping the running configuration", error=exc.message)
+        else:
+            if (fresh.gateway, fresh.scheduler) != (self.config.gateway, self.config.scheduler):
+                log.warning("reload: [gateway] and [scheduler] changes take effect at restart")
+            self.config = replace(self.config, jobs=fresh.jobs, source_text=fresh.source_text)
+            log.info("configuration reloaded", **changes)
+        self.notifier.status("reloaded")
+        self.notifier.send("READY=1")
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        if self._server is not None:
+            await self._server.close()
+        if self._tasks is not None:
+            self._tasks.cancel_scope.cancel()
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        gateway = self.config.gateway
+        if gateway.on_shutdown == "wait" and pipeline.active_count:
+            log.info("waiting for runs to end", runs=pipeline.active_count)
+            with anyio.move_on_after(gateway.drain_timeout_s):
+                await pipeline.wait_idle()
+        await pipeline.stop_all(STOP_SHUTDOWN)
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await anyio.sleep(interval_s)
+
+    def _remove_socket(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+
+def run_daemon(daemon: Daemon) -> int:
+    """Run ``daemon`` on its own event loop (uvloop where available)."""
+    try:
+        import uvloop  # noqa: F401
+
+        options = {"use_uvloop": True}
+    except ImportError:
+        options = {}
+    return anyio.run(daemon.serve, backend="asyncio", backend_options=options)
+
+
+def config_path(flag: str | None) -> Path | None:
+    return Path(flag).expanduser() if flag else None

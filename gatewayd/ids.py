@@ -1,0 +1,35 @@
+"""Short, URL-safe identifiers for jobs, runs and instances."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
+
+
+def _encode(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def new_job_id() -> str:
+    """Ten random characters (50 bits)."""
+    return _encode(secrets.randbits(50), 10)
+
+
+def new_instance_id() -> str:
+    """Twelve random characters (60 bits)."""
+    return _encode(secrets.randbits(60), 12)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sixteen characters: milliseconds since the epoch, then 30 random bits.
+
+    Ids of runs queued in different milliseconds sort in the order they were queued.
+    """
+    ms = int(now.timestamp() * 1000)
+    return _encode(ms, 10) + _encode(secrets.randbits(30), 6)

@@ -1,0 +1,308 @@
+"""Job specifications from users, scripts and the config file, validated.
+
+A spec is the JSON shape of a job without the fields the daemon owns. Every
+problem is reported as :class:`InvalidInput` naming the field, before anything
+is stored. The config file and the CLI write specs in a flat form
+(``cron = "..."``, ``command = "..."``), turned into the JSON shape by
+:func:`spec_from_flat`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from gatewayd.codec import JsonObject, spec_to_json
+from gatewayd.durations import parse_duration, parse_time, parse_when
+from gatewayd.errors import InvalidInput
+from gatewayd.model import (
+    AgentTurnPayload,
+    Catchup,
+    ExecPayload,
+    Job,
+    JobSource,
+    Overlap,
+    Payload,
+    PayloadKind,
+    RetryPolicy,
+    Schedule,
+    ScheduleKind,
+    SessionTarget,
+    SystemEventPayload,
+)
+from gatewayd.planning import next_slot, validate_cron, zone
+
+MIN_EVERY_S = 1.0
+MAX_NAME_LEN = 100
+MAX_TEXT_LEN = 256 * 1024
+MAX_ATTEMPTS = 100
+
+# Fields a job's JSON carries that the daemon owns: accepted and ignored in input,
+# so that the output of `cron get` can be fed back.
+DAEMON_OWNED = frozenset(
+    {"id", "next_run_at", "running_run_id", "last_run", "source", "created_at", "updated_at"}
+)
+SPEC_FIELDS = frozenset(
+    {
+        "name",
+        "enabled",
+        "schedule",
+        "payload",
+        "timeout_s",
+        "overlap",
+        "catchup",
+        "catchup_window_s",
+        "stagger_s",
+        "retry",
+        "session",
+        "delete_after_run",
+    }
+)
+
+E = TypeVar("E")
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{what}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _string(value: Any, what: str, *, max_len: int = MAX_TEXT_LEN) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what}: expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput(f"{what}: must not be empty")
+    if len(value) > max_len:
+        raise InvalidInput(f"{what}: longer than {max_len} characters")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what}: expected true or false, got {value!r}")
+    return value
+
+
+def _choice(value: Any, what: str, enum: type[E]) -> E:
+    options = [m.value for m in enum]  # type: ignore[attr-defined]
+    if value not in options:
+        raise InvalidInput(f"{what}: expected one of {', '.join(options)}, got {value!r}")
+    return enum(value)  # type: ignore[call-arg]
+
+
+def _unknown(body: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise InvalidInput(f"{what}: unknown field {extra[0]!r}")
+
+
+def _duration(value: Any, what: str, *, minimum: float = 0.0) -> float:
+    seconds = parse_duration(value, what=what)
+    if seconds < minimum:
+        raise InvalidInput(f"{what}: must be at least {minimum:g}s, got {seconds:g}s")
+    return seconds
+
+
+def _optional_duration(value: Any, what: str) -> float | None:
+    return None if value is None else _duration(value, what)
+
+
+def _schedule(
+    body: Any, *, now: datetime | None, trusted: bool, allow_past_at: bool = False
+) -> Schedule:
+    body = _object(body, "schedule")
+    _unknown(body, frozenset({"kind", "expr", "tz", "every_s", "at", "anchor"}), "schedule")
+    kind = _choice(body.get("kind"), "schedule.kind", ScheduleKind)
+    tz = body.get("tz") or "UTC"
+    _string(tz, "schedule.tz")
+    if not trusted:
+        zone(tz)
+    if kind is ScheduleKind.CRON:
+        expr = _string(body.get("expr"), "schedule.expr", max_len=200).strip()
+        if not trusted:
+            validate_cron(expr)
+        return Schedule(kind=kind, expr=expr, tz=tz)
+    if kind is ScheduleKind.EVERY:
+        every = _duration(body.get("every_s"), "schedule.every_s", minimum=MIN_EVERY_S)
+        raw_anchor = body.get("anchor")
+        anchor = parse_time(raw_anchor, what="schedule.anchor") if raw_anchor else now
+        if anchor is None:
+            raise InvalidInput("schedule.anchor: an every schedule needs an anchor")
+        return Schedule(kind=kind, every_s=every, tz=tz, anchor=anchor)
+    raw_at = _string(body.get("at"), "schedule.at", max_len=100)
+    if now is None:
+        at = parse_time(raw_at, what="schedule.at")
+    else:
+        at = parse_when(raw_at, now=now, what="schedule.at")
+    if not trusted and not allow_past_at and now is not None and at <= now:
+        raise InvalidInput(f"schedule.at: {raw_at!r} is in the past (now is {now.isoformat()})")
+    return Schedule(kind=kind, at=at, tz=tz)
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    body = _object(value, "payload.env")
+    pairs = []
+    for key, item in body.items():
+        if not key or "=" in key or "\0" in key:
+            raise InvalidInput(f"payload.env: invalid variable name {key!r}")
+        if not isinstance(item, str):
+            raise InvalidInput(f"payload.env.{key}: expected a string, got {type(item).__name__}")
+        pairs.append((key, item))
+    return tuple(sorted(pairs))
+
+
+def _payload(body: Any) -> Payload:
+    body = _object(body, "payload")
+    kind = _choice(body.get("kind"), "payload.kind", PayloadKind)
+    if kind is PayloadKind.EXEC:
+        _unknown(body, frozenset({"kind", "command", "shell", "cwd", "env"}), "payload")
+        command, shell = body.get("command"), body.get("shell")
+        if (command is None) == (shell is None):
+            raise InvalidInput("payload: an exec payload needs exactly one of command or shell")
+        if command is not None:
+            command = _string(command, "payload.command")
+            try:
+                shlex.split(command)
+            except ValueError as exc:
+                raise InvalidInput(f"payload.command: cannot split {command!r}: {exc}") from None
+        else:
+            shell = _string(shell, "payload.shell")
+        cwd = body.get("cwd")
+        if cwd is not None:
+            cwd = _string(cwd, "payload.cwd", max_len=4096)
+        return ExecPayload(command=command, shell=shell, cwd=cwd, env=_env(body.get("env")))
+    if kind is PayloadKind.AGENT_TURN:
+        _unknown(body, frozenset({"kind", "message", "agent"}), "payload")
+        agent = body.get("agent") or "default"
+        return AgentTurnPayload(
+            message=_string(body.get("message"), "payload.message"),
+            agent=_string(agent, "payload.agent", max_len=100),
+        )
+    _unknown(body, frozenset({"kind", "text"}), "payload")
+    return SystemEventPayload(text=_string(body.get("text"), "payload.text"))
+
+
+def _retry(value: Any) -> RetryPolicy:
+    if value is None:
+        return RetryPolicy()
+    body = _object(value, "retry")
+    _unknown(body, frozenset({"max_attempts", "backoff_s", "max_backoff_s"}), "retry")
+    attempts = body.get("max_attempts", 1)
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        raise InvalidInput(f"retry.max_attempts: expected an integer, got {attempts!r}")
+    if not 1 <= attempts <= MAX_ATTEMPTS:
+        raise InvalidInput(f"retry.max_attempts: must be 1 to {MAX_ATTEMPTS}, got {attempts}")
+    defaults = RetryPolicy()
+    return RetryPolicy(
+        max_attempts=attempts,
+        backoff_s=_duration(body.get("backoff_s", defaults.backoff_s), "retry.backoff_s"),
+        max_backoff_s=_duration(
+            body.get("max_backoff_s", defaults.max_backoff_s), "retry.max_backoff_s"
+        ),
+    )
+
+
+def _name(value: Any) -> str:
+    name = _string(value, "name", max_len=MAX_NAME_LEN)
+    if name != name.strip() or any(ord(c) < 32 for c in name) or name.startswith("-"):
+        raise InvalidInput(
+            f"name: {name!r} must not start with '-' or contain control characters "
+            "or leading or trailing spaces"
+        )
+    return name
+
+
+def job_from_spec(
+    body: Any,
+    *,
+    job_id: str,
+    source: JobSource,
+    now: datetime | None,
+    created_at: datetime,
+    updated_at: datetime,
+    next_slot_value: datetime | None = None,
+    trusted: bool = False,
+    keep_schedule: Schedule | None = None,
+    allow_past_at: bool = False,
+) -> Job:
+    """A :class:`Job` from a spec in the JSON shape.
+
+    Untrusted specs (``trusted=False``) are checked in full; ``now`` resolves a
+    relative ``at`` and anchors an ``every`` schedule. Trusted specs are the
+    store's own and skip the checks that cost time or depend on the present.
+    ``keep_schedule`` is used as is instead of the spec's schedule, for an edit
+    that leaves the schedule alone. ``allow_past_at`` accepts a one-shot time
+    that has passed (a declared job that already fired).
+    """
+    body = _object(body, "job")
+    _unknown(body, SPEC_FIELDS | DAEMON_OWNED, "job")
+    if keep_schedule is not None:
+        schedule = keep_schedule
+    else:
+        schedule = _schedule(
+            body.get("schedule"), now=now, trusted=trusted, allow_past_at=allow_past_at
+        )
+    delete_after_run = _bool(body.get("delete_after_run", False), "delete_after_run")
+    if delete_after_run and schedule.kind is not ScheduleKind.AT:
+        raise InvalidInput("delete_after_run: applies only to one-shot at schedules")
+    stagger = _duration(body.get("stagger_s") or 0, "stagger_s")
+    job = Job(
+        id=job_id,
+        name=_name(body.get("name")),
+        enabled=_bool(body.get("enabled", True), "enabled"),
+        schedule=schedule,
+        payload=_payload(body.get("payload")),
+        timeout_s=_optional_duration(body.get("timeout_s"), "timeout_s"),
+        overlap=_choice(body.get("overlap") or "skip", "overlap", Overlap),
+        catchup=_choice(body.get("catchup") or "latest", "catchup", Catchup),
+        catchup_window_s=_optional_duration(body.get("catchup_window_s"), "catchup_window_s"),
+        stagger_s=stagger,
+        retry=_retry(body.get("retry")),
+        session=_choice(body.get("session") or "isolated", "session", SessionTarget),
+        source=source,
+        delete_after_run=delete_after_run,
+        next_slot=next_slot_value,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+    checks_cron = not trusted and keep_schedule is None and schedule.kind is ScheduleKind.CRON
+    if checks_cron and now is not None and next_slot(schedule, now) is None:
+        raise InvalidInput(f"schedule.expr: {schedule.expr!r} never fires")
+    return job
+
+
+def patched_spec(job: Job, patch: Any) -> JsonObject:
+    """The spec of ``job`` with ``patch`` applied.
+
+    ``schedule``, ``payload`` and ``retry`` merge key by key when the patch keeps
+    their kind, and are replaced when it names another kind. An exec payload
+    holds one of ``command`` and ``shell``: setting one clears the other. A
+    patched schedule is anchored again at the time of the edit.
+    """
+    patch = _object(patch, "patch")
+    _unknown(patch, SPEC_FIELDS, "patch")
+    spec = spec_to_json(job)
+    for key, change in patch.items():
+        current = spec.get(key)
+        value = change
+        if isinstance(change, Mapping) and isinstance(current, dict):
+            if "kind" in change and change["kind"] != current.get("kind"):
+                merged = dict(change)
+                if key == "schedule":
+                    merged.setdefault("tz", current["tz"])
+            else:
+                merged = {**current, **change}
+                if key == "payload" and current.get("kind") == "exec":
+                    for one, other in (("command", "shell"), ("shell", "command")):
+                        if one in change and other not in change:
+                            merged[other] = None
+            if key == "schedule":
+                merged.pop("anchor", None)
+            value = merged
+        spec[key] = value
+    return spec

@@ -1,0 +1,263 @@
+"""The domain values of gatewayd: jobs, schedules, payloads, runs, instances.
+
+Everything here is a frozen value with no I/O. State changes are new values
+made with :func:`dataclasses.replace`, recorded by a store.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ScheduleKind(enum.StrEnum):
+    CRON = "cron"
+    EVERY = "every"
+    AT = "at"
+
+
+class PayloadKind(enum.StrEnum):
+    EXEC = "exec"
+    AGENT_TURN = "agent_turn"
+    SYSTEM_EVENT = "system_event"
+
+
+class Overlap(enum.StrEnum):
+    """What happens when a run is due while an earlier run of the job is live."""
+
+    SKIP = "skip"
+    QUEUE = "queue"
+    REPLACE = "replace"
+    ALLOW = "allow"
+
+
+class Catchup(enum.StrEnum):
+    """What happens to slots that were missed, for example while the daemon was down."""
+
+    LATEST = "latest"
+    ALL = "all"
+    NONE = "none"
+
+
+class SessionTarget(enum.StrEnum):
+    ISOLATED = "isolated"
+    MAIN = "main"
+
+
+class JobSource(enum.StrEnum):
+    API = "api"
+    CONFIG = "config"
+
+
+class Trigger(enum.StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCHUP = "catchup"
+    RETRY = "retry"
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_live(self) -> bool:
+        return self in LIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in LIVE_STATUSES
+
+
+LIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a run did not succeed."""
+
+    EXIT = "exit"
+    SIGNAL = "signal"
+    TIMEOUT = "timeout"
+    SPAWN = "spawn"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    OVERLAP = "overlap"
+    MISSED = "missed"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """When a job fires.
+
+    ``cron`` uses ``expr`` in ``tz``; ``every`` fires at ``anchor + k * every_s``
+    for k >= 1; ``at`` fires once at ``at``.
+    """
+
+    kind: ScheduleKind
+    expr: str | None = None
+    tz: str = "UTC"
+    every_s: float | None = None
+    at: datetime | None = None
+    anchor: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecPayload:
+    """A command as an argv (split with shlex) or a shell script run by /bin/sh -c."""
+
+    command: str | None = None
+    shell: str | None = None
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    kind: PayloadKind = field(default=PayloadKind.EXEC, init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentTurnPayload:
+    """A message sent to the agent command configured as ``[agents.<agent>]``."""
+
+    message: str
+    agent: str = "default"
+
+    kind: PayloadKind = field(default=PayloadKind.AGENT_TURN, init=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemEventPayload:
+    """A line of text appended to the main session's inbox."""
+
+    text: str
+
+    kind: PayloadKind = field(default=PayloadKind.SYSTEM_EVENT, init=False)
+
+
+Payload = ExecPayload | AgentTurnPayload | SystemEventPayload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """``max_attempts`` counts the first attempt: 1 means no retry."""
+
+    max_attempts: int = 1
+    backoff_s: float = 30.0
+    max_backoff_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A schedule, a payload and its policies.
+
+    ``timeout_s`` and ``catchup_window_s`` are ``None`` when the job follows the
+    configured default; a ``timeout_s`` of 0 means no timeout. ``next_slot`` is
+    the next nominal slot the scheduler will handle (before stagger); only the
+    scheduler moves it, in the same transaction that records the slot's run.
+    """
+
+    id: str
+    name: str
+    enabled: bool = True
+    schedule: Schedule
+    payload: Payload
+    timeout_s: float | None = None
+    overlap: Overlap = Overlap.SKIP
+    catchup: Catchup = Catchup.LATEST
+    catchup_window_s: float | None = None
+    stagger_s: float = 0.0
+    retry: RetryPolicy = RetryPolicy()
+    session: SessionTarget = SessionTarget.ISOLATED
+    source: JobSource = JobSource.API
+    delete_after_run: bool = False
+    next_slot: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One execution of a job, from ``queued`` to exactly one terminal status."""
+
+    run_id: str
+    job_id: str
+    job_name: str
+    trigger: Trigger
+    status: RunStatus
+    scheduled_for: datetime | None = None
+    queued_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    stop_reason: str | None = None
+    session_key: str
+    attempt: int = 1
+    summary: str | None = None
+    output_tail: str | None = None
+    owner: str | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    """How a run ended: what a store records in one transition."""
+
+    status: RunStatus
+    ended_at: datetime
+    exit_code: int | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    stop_reason: str | None = None
+    summary: str | None = None
+    output_tail: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.status.is_terminal:
+            raise ValueError(f"an outcome needs a terminal status, not {self.status}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """One lifetime of a gatewayd process."""
+
+    instance_id: str
+    pid: int
+    host: str
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunCounts:
+    """Counts of runs by status, for status reports."""
+
+    by_status: tuple[tuple[RunStatus, int], ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.by_status)
+
+    def get(self, status: RunStatus) -> int:
+        return dict(self.by_status).get(status, 0)
+
+
+def isolated_session_key(job_id: str, run_id: str) -> str:
+    return f"cron:{job_id}:run:{run_id}"
+
+
+MAIN_SESSION_KEY = "main"
+
+
+def session_key_for(job: Job, run_id: str) -> str:
+    if job.session is SessionTarget.MAIN:
+        return MAIN_SESSION_KEY
+    return isolated_session_key(job.id, run_id)

@@ -1,0 +1,352 @@
+"""Pure schedule maths: slots, stagger, time zones, catch-up and overlap decisions.
+
+Nothing here does I/O or reads a clock: every function takes the time it needs.
+
+Time zone rules for cron schedules (both are documented in the README):
+
+* a local time that does not exist (the spring-forward gap) fires once, at the
+  first instant after the gap;
+* a local time that occurs twice (the fall-back fold) fires once, at its first
+  occurrence.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+from gatewayd.durations import format_time
+from gatewayd.errors import InvalidInput
+from gatewayd.model import (
+    Catchup,
+    ErrorKind,
+    Job,
+    Overlap,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleKind,
+    Trigger,
+)
+
+_CRON_ALIASES = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+_ONE_US = timedelta(microseconds=1)
+
+
+# --- time zones and cron expressions -------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name``; :class:`InvalidInput` if there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"tz: unknown time zone {name!r}; use an IANA name") from None
+
+
+def _has_seconds(expr: str) -> bool:
+    return len(expr.split()) == 6
+
+
+def validate_cron(expr: str) -> None:
+    """Raise :class:`InvalidInput` naming the problem unless ``expr`` is a usable cron expression.
+
+    Five fields (minute hour day month weekday), or six with a leading seconds
+    field, or one of the ``@daily``-style aliases.
+    """
+    text = expr.strip()
+    fields = text.split()
+    if text.startswith("@"):
+        if text.lower() not in _CRON_ALIASES:
+            raise InvalidInput(f"cron: unknown alias {expr!r}; use one of {sorted(_CRON_ALIASES)}")
+        return
+    if len(fields) not in (5, 6):
+        raise InvalidInput(
+            f"cron: {expr!r} has {len(fields)} fields; write 5 (minute hour day month weekday) "
+            "or 6 with a leading seconds field"
+        )
+    try:
+        croniter(text, datetime(2026, 1, 1), second_at_beginning=_has_seconds(text))  # noqa: DTZ001
+    except CroniterError as exc:
+        raise InvalidInput(f"cron: invalid expression {expr!r}: {exc}") from None
+
+
+def _local_to_utc(naive: datetime, tz: ZoneInfo) -> datetime:
+    """The instant a wall-clock time in ``tz`` stands for, by the gap and fold rules."""
+    first = naive.replace(tzinfo=tz, fold=0)
+    second = naive.replace(tzinfo=tz, fold=1)
+    early = first.astimezone(UTC)
+    if first.utcoffset() == second.utcoffset():
+        return early
+    if early.astimezone(tz).replace(tzinfo=None) == naive:
+        return early  # a fold: the first occurrence
+    return _transition_instant(tz, second.astimezone(UTC), early)
+
+
+def _transition_instant(tz: ZoneInfo, lo: datetime, hi: datetime) -> datetime:
+    """The first instant in (lo, hi] whose offset is that of ``hi``: the end of a gap."""
+    target = hi.astimezone(tz).utcoffset()
+    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(tz).utcoffset() == target:
+            hi_s = mid
+        else:
+            lo_s = mid
+    return datetime.fromtimestamp(hi_s, UTC)
+
+
+def _cron_next(expr: str, tz: ZoneInfo, after: datetime) -> datetime | None:
+    naive = after.astimezone(tz).replace(tzinfo=None, fold=0)
+    it = croniter(expr, naive, second_at_beginning=_has_seconds(expr))
+    while True:
+        try:
+            candidate: datetime = it.get_next(datetime)
+        except CroniterBadDateError:
+            return None
+        instant = _local_to_utc(candidate, tz)
+        if instant > after:
+            return instant
+
+
+def _every_next(every_s: float, anchor: datetime, after: datetime) -> datetime:
+    step_us = max(1, round(every_s * 1_000_000))
+    elapsed_us = (after - anchor) // _ONE_US
+    k = max(1, elapsed_us // step_us + 1)
+    return anchor + timedelta(microseconds=k * step_us)
+
+
+def next_slot(schedule: Schedule, after: datetime) -> datetime | None:
+    """The first nominal slot strictly after ``after``, or ``None`` if there is none."""
+    if schedule.kind is ScheduleKind.CRON:
+        assert schedule.expr is not None
+        return _cron_next(schedule.expr, zone(schedule.tz), after)
+    if schedule.kind is ScheduleKind.EVERY:
+        assert schedule.every_s is not None and schedule.anchor is not None
+        return _every_next(schedule.every_s, schedule.anchor, after)
+    assert schedule.at is not None
+    return schedule.at if schedule.at > after else None
+
+
+# --- stagger -------------------------------------------------------------------------
+
+
+def stagger_offset(job_id: str, stagger_s: float) -> timedelta:
+    """A deterministic offset in ``[0, stagger_s)``: a hash of the job id modulo the stagger."""
+    span_us = round(stagger_s * 1_000_000)
+    if span_us <= 0:
+        return timedelta(0)
+    digest = hashlib.sha256(job_id.encode()).digest()
+    return timedelta(microseconds=int.from_bytes(digest[:8], "big") % span_us)
+
+
+def due_at(job: Job, slot: datetime) -> datetime:
+    """When the scheduler fires ``slot`` of ``job``: the slot plus the job's stagger."""
+    if job.schedule.kind is ScheduleKind.AT:
+        return slot
+    return slot + stagger_offset(job.id, job.stagger_s)
+
+
+def next_run_at(job: Job) -> datetime | None:
+    """When the job will next fire, or ``None`` if it will not (disabled or done)."""
+    if not job.enabled or job.next_slot is None:
+        return None
+    return due_at(job, job.next_slot)
+
+
+def first_slot(job: Job, now: datetime) -> datetime | None:
+    """The first slot a job (new, edited or re-enabled at ``now``) should handle."""
+    if job.schedule.kind is ScheduleKind.AT:
+        return job.schedule.at
+    return next_slot(job.schedule, now - stagger_offset(job.id, job.stagger_s))
+
+
+# --- due slots and catch-up ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchupLimits:
+    """Bounds on what one pass over a job's due slots may produce.
+
+    ``grace_s``: a single slot handled within this long of its due time is an
+    ordinary scheduled run, not a missed one. ``max_runs``: most catch-up runs
+    for policy ``all``. ``max_records``: most missed slots recorded one by one;
+    older ones are summarised in one ``skipped`` run. ``max_scan``: most slots
+    enumerated inside the window.
+    """
+
+    grace_s: float = 30.0
+    max_runs: int = 10
+    max_records: int = 100
+    max_scan: int = 100_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotDecision:
+    """What to record for one slot: a run (``skip is None``) or a ``skipped`` run."""
+
+    scheduled_for: datetime
+    trigger: Trigger
+    skip: ErrorKind | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DuePlan:
+    """The decisions for every due slot of a job, and the slot to handle after them."""
+
+    decisions: tuple[SlotDecision, ...]
+    next_slot: datetime | None
+
+    @property
+    def runs(self) -> tuple[SlotDecision, ...]:
+        return tuple(d for d in self.decisions if d.skip is None)
+
+
+def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits) -> DuePlan:
+    """Decide what to record for the slots of ``job`` that are due at ``now``.
+
+    One slot handled within ``grace_s`` of its due time runs as a ``schedule`` run.
+    Otherwise every due slot counts as missed and the job's catch-up policy
+    decides: ``latest`` runs the latest slot inside the window, ``all`` runs up to
+    ``max_runs`` of the latest slots inside it, ``none`` runs nothing. Every
+    missed slot that does not run is recorded as ``skipped`` with ``missed``:
+    one by one up to ``max_records``, the rest summarised in one record.
+    """
+    first = job.next_slot
+    if first is None or due_at(job, first) > now:
+        return DuePlan(decisions=(), next_slot=first)
+    offset = due_at(job, first) - first
+    window_start = now - timedelta(seconds=window_s)
+
+    decisions: list[SlotDecision] = []
+    slot: datetime | None = first
+    if due_at(job, first) < window_start:
+        slot = next_slot(job.schedule, window_start - offset - _ONE_US)
+        last_outside = f"before {format_time(window_start)}"
+        decisions.append(
+            SlotDecision(
+                scheduled_for=first,
+                trigger=Trigger.CATCHUP,
+                skip=ErrorKind.MISSED,
+                note=f"missed: slots from {format_time(first)} to {last_outside} "
+                "were outside the catch-up window",
+            )
+        )
+
+    keep = limits.max_records + limits.max_runs
+    tail: collections.deque[datetime] = collections.deque(maxlen=keep)
+    dropped_first: datetime | None = None
+    dropped_last: datetime | None = None
+    dropped = 0
+    scanned = 0
+    while slot is not None and due_at(job, slot) <= now and scanned < limits.max_scan:
+        if len(tail) == keep:
+            dropped += 1
+            dropped_first = dropped_first or tail[0]
+            dropped_last = tail[0]
+        tail.append(slot)
+        scanned += 1
+        slot = next_slot(job.schedule, slot)
+    overflow = slot is not None and due_at(job, slot) <= now
+    if overflow:
+        # More slots than we may enumerate: the rest join the summary record.
+        dropped_first = dropped_first or slot
+        dropped_last = now
+        dropped += 1
+        slot = next_slot(job.schedule, now - offset)
+
+    in_window = list(tail)
+    on_time = (
+        not decisions
+        and dropped == 0
+        and len(in_window) == 1
+        and (now - due_at(job, in_window[0])).total_seconds() <= limits.grace_s
+    )
+    if on_time:
+        return DuePlan(
+            decisions=(SlotDecision(scheduled_for=in_window[0], trigger=Trigger.SCHEDULE),),
+            next_slot=slot,
+        )
+
+    if job.catchup is Catchup.LATEST:
+        run_count = 1
+    elif job.catchup is Catchup.ALL:
+        run_count = limits.max_runs
+    else:
+        run_count = 0
+    runs = in_window[len(in_window) - run_count :] if run_count else []
+    skipped = in_window[: len(in_window) - len(runs)]
+    if len(skipped) > limits.max_records:
+        extra = len(skipped) - limits.max_records
+        dropped += extra
+        dropped_first = dropped_first or skipped[0]
+        dropped_last = skipped[extra - 1]
+        skipped = skipped[extra:]
+    if dropped and dropped_first is not None:
+        decisions.append(
+            SlotDecision(
+                scheduled_for=dropped_first,
+                trigger=Trigger.CATCHUP,
+                skip=ErrorKind.MISSED,
+                note=f"missed: {'at least ' if overflow else ''}{dropped} slots from "
+                f"{format_time(dropped_first)} "
+                f"to {format_time(dropped_last)}, recorded as this one run",
+            )
+        )
+    decisions.extend(
+        SlotDecision(
+            scheduled_for=s,
+            trigger=Trigger.CATCHUP,
+            skip=ErrorKind.MISSED,
+            note=f"missed: catch-up policy {job.catchup.value}",
+        )
+        for s in skipped
+    )
+    decisions.extend(SlotDecision(scheduled_for=s, trigger=Trigger.CATCHUP) for s in runs)
+    return DuePlan(decisions=tuple(decisions), next_slot=slot)
+
+
+# --- overlap and retry ---------------------------------------------------------------
+
+
+class OverlapAction(enum.StrEnum):
+    START = "start"
+    SKIP = "skip"
+    QUEUE = "queue"
+    REPLACE = "replace"
+
+
+def decide_overlap(policy: Overlap, live: Sequence[Run]) -> OverlapAction:
+    """What to do with a new run of a job whose live (queued or running) runs are ``live``.
+
+    ``skip`` refuses it; ``queue`` buffers at most one run behind the live ones;
+    ``replace`` cancels the live runs first; ``allow`` starts it alongside.
+    """
+    if not live or policy is Overlap.ALLOW:
+        return OverlapAction.START
+    if policy is Overlap.SKIP:
+        return OverlapAction.SKIP
+    if policy is Overlap.QUEUE:
+        waiting = [r for r in live if r.status is RunStatus.QUEUED]
+        return OverlapAction.SKIP if waiting else OverlapAction.QUEUE
+    return OverlapAction.REPLACE
+
+
+def retry_delay(policy: RetryPolicy, attempt: int) -> float | None:
+    """Seconds to wait before attempt ``attempt + 1``, or ``None`` if no attempt is left."""
+    if attempt >= policy.max_attempts:
+        return None
+    return float(min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s))

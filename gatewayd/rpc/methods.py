@@ -1,0 +1,143 @@
+"""The RPC methods of DESIGN.md, mapped onto :class:`gatewayd.api.Gateway`.
+
+Each method checks the types of its params and names the one that is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gatewayd.api import Gateway
+from gatewayd.codec import run_to_json
+from gatewayd.errors import InvalidInput
+from gatewayd.rpc.server import Handler
+
+DEFAULT_RUNS_LIMIT = 20
+
+
+def _known(params: Mapping[str, Any], method: str, *names: str) -> None:
+    extra = sorted(set(params) - set(names))
+    if extra:
+        raise InvalidInput(f"invalid params: {method} does not take {extra[0]!r}")
+
+
+def _str(params: Mapping[str, Any], name: str, method: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        got = "nothing" if value is None else type(value).__name__
+        raise InvalidInput(f"invalid params: {method} needs {name!r} as a string, got {got}")
+    return value
+
+
+def _bool(params: Mapping[str, Any], name: str, method: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"invalid params: {method} needs {name!r} as true or false")
+    return value
+
+
+def _int(params: Mapping[str, Any], name: str, method: str, default: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"invalid params: {method} needs {name!r} as an integer")
+    return value
+
+
+def _number(params: Mapping[str, Any], name: str, method: str) -> float | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidInput(f"invalid params: {method} needs {name!r} as a number >= 0")
+    return float(value)
+
+
+def build_methods(gateway: Gateway) -> dict[str, Handler]:
+    """The method table served on the socket."""
+
+    async def status(params: dict[str, Any]) -> Any:
+        _known(params, "gateway.status")
+        return await gateway.status()
+
+    async def cron_add(params: dict[str, Any]) -> Any:
+        job = await gateway.add_job(params)
+        return await gateway.job_view(job)
+
+    async def cron_list(params: dict[str, Any]) -> Any:
+        _known(params, "cron.list", "all")
+        include = _bool(params, "all", "cron.list", False)
+        return await gateway.list_jobs(include_disabled=include)
+
+    async def cron_get(params: dict[str, Any]) -> Any:
+        _known(params, "cron.get", "job")
+        return await gateway.job_view(await gateway.job(_str(params, "job", "cron.get")))
+
+    async def cron_update(params: dict[str, Any]) -> Any:
+        _known(params, "cron.update", "job", "patch")
+        if not isinstance(params.get("patch"), dict):
+            raise InvalidInput("invalid params: cron.update needs 'patch' as an object")
+        job = await gateway.update_job(_str(params, "job", "cron.update"), params["patch"])
+        return await gateway.job_view(job)
+
+    async def cron_remove(params: dict[str, Any]) -> Any:
+        _known(params, "cron.remove", "job")
+        job = await gateway.remove_job(_str(params, "job", "cron.remove"))
+        return {"ok": True, "removed": job.id, "name": job.name}
+
+    async def cron_enable(params: dict[str, Any]) -> Any:
+        _known(params, "cron.enable", "job")
+        job = await gateway.set_enabled(_str(params, "job", "cron.enable"), True)
+        return await gateway.job_view(job)
+
+    async def cron_disable(params: dict[str, Any]) -> Any:
+        _known(params, "cron.disable", "job")
+        job = await gateway.set_enabled(_str(params, "job", "cron.disable"), False)
+        return await gateway.job_view(job)
+
+    async def cron_run(params: dict[str, Any]) -> Any:
+        _known(params, "cron.run", "job", "due")
+        due = _bool(params, "due", "cron.run", False)
+        return await gateway.run_job(_str(params, "job", "cron.run"), due=due)
+
+    async def cron_cancel(params: dict[str, Any]) -> Any:
+        _known(params, "cron.cancel", "job", "run_id")
+        ref = params.get("run_id") or params.get("job")
+        ref = _str({"job": ref}, "job", "cron.cancel")
+        return [run_to_json(r) for r in await gateway.cancel(ref)]
+
+    async def cron_runs(params: dict[str, Any]) -> Any:
+        _known(params, "cron.runs", "job", "limit")
+        limit = _int(params, "limit", "cron.runs", DEFAULT_RUNS_LIMIT)
+        return await gateway.runs(_str(params, "job", "cron.runs"), limit=limit)
+
+    async def runs_get(params: dict[str, Any]) -> Any:
+        _known(params, "runs.get", "run_id")
+        return run_to_json(await gateway.run(_str(params, "run_id", "runs.get")))
+
+    async def runs_last(params: dict[str, Any]) -> Any:
+        _known(params, "runs.last", "job")
+        return await gateway.last_run(_str(params, "job", "runs.last"))
+
+    async def runs_wait(params: dict[str, Any]) -> Any:
+        _known(params, "runs.wait", "run_id", "timeout_s")
+        run_id = _str(params, "run_id", "runs.wait")
+        timeout = _number(params, "timeout_s", "runs.wait")
+        return run_to_json(await gateway.wait_run(run_id, timeout_s=timeout))
+
+    return {
+        "gateway.status": status,
+        "cron.add": cron_add,
+        "cron.list": cron_list,
+        "cron.get": cron_get,
+        "cron.update": cron_update,
+        "cron.remove": cron_remove,
+        "cron.enable": cron_enable,
+        "cron.disable": cron_disable,
+        "cron.run": cron_run,
+        "cron.cancel": cron_cancel,
+        "cron.runs": cron_runs,
+        "runs.get": runs_get,
+        "runs.last": runs_last,
+        "runs.wait": runs_wait,
+    }

@@ -1,0 +1,180 @@
+"""The RPC server: a Unix socket with mode 0600 that only its own user may use.
+
+Each connection is read in chunks and split into frames; each request is
+answered in order. A bad frame gets a JSON-RPC error and the connection goes
+on; an unexpected failure in a method gets an internal error. Nothing a peer
+sends can stop the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import struct
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gatewayd.errors import GatewaydError, MethodNotFound, StartupError
+from gatewayd.rpc.protocol import (
+    FrameDecoder,
+    Oversized,
+    RequestError,
+    encode_error,
+    encode_result,
+    oversized_error,
+    parse_request,
+)
+
+log = structlog.get_logger("gatewayd.rpc")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+_READ_CHUNK = 64 * 1024
+# Unix socket paths are limited to 108 bytes on Linux and 104 on macOS.
+MAX_SOCKET_PATH = 104 if sys.platform == "darwin" else 108
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket, if the OS tells."""
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return int(uid)
+    if sys.platform == "darwin":
+        local_peercred = 0x001
+        raw = sock.getsockopt(0, local_peercred, 76)
+        return int(struct.unpack_from("I", raw, 4)[0])
+    return None
+
+
+def bind_unix_socket(path: Path) -> socket.socket:
+    """A listening socket at ``path``, mode 0600, replacing a stale socket file.
+
+    The caller must hold the state directory's lock, so that a socket file found
+    at ``path`` belongs to a daemon that is gone.
+    """
+    if len(os.fsencode(path)) >= MAX_SOCKET_PATH:
+        raise StartupError(
+            f"the socket path {path} is longer than the {MAX_SOCKET_PATH - 1} bytes a Unix "
+            "socket allows; pass a shorter --socket"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise StartupError(f"{path} exists and is not a socket; refusing to replace it")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(os.fspath(path))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(256)
+    sock.setblocking(False)
+    return sock
+
+
+class RpcServer:
+    """Serves ``methods`` on a bound socket."""
+
+    def __init__(self, *, methods: Mapping[str, Handler], uid: int | None = None) -> None:
+        self._methods = methods
+        self._uid = os.getuid() if uid is None else uid
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            for task in list(self._connections):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve_connection(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        sock = writer.get_extra_info("socket")
+        uid = peer_uid(sock) if sock is not None else None
+        if uid is not None and uid != self._uid:
+            log.warning("refused a connection from another user", uid=uid)
+            writer.write(
+                encode_error(
+                    None,
+                    GatewaydError(
+                        f"permission denied: this daemon serves uid {self._uid}, not uid {uid}"
+                    ),
+                )
+            )
+            await writer.drain()
+            return
+
+        decoder = FrameDecoder()
+        while True:
+            data = await reader.read(_READ_CHUNK)
+            if not data:
+                return
+            for frame in decoder.feed(data):
+                if isinstance(frame, Oversized):
+                    reply: bytes | None = encode_error(None, oversized_error(frame.size))
+                else:
+                    reply = await self._answer(frame)
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+
+    async def _answer(self, frame: bytes) -> bytes | None:
+        try:
+            request = parse_request(frame)
+        except RequestError as exc:
+            return encode_error(exc.request_id, exc.error)
+        handler = self._methods.get(request.method)
+        try:
+            if handler is None:
+                raise MethodNotFound(f"method not found: {request.method!r}")
+            result = await handler(request.params)
+        except GatewaydError as exc:
+            if request.notification:
+                return None
+            return encode_error(request.id, exc)
+        except Exception as exc:
+            log.exception("an RPC method failed", method=request.method)
+            if request.notification:
+                return None
+            return encode_error(
+                request.id, GatewaydError(f"internal error in {request.method}: {exc}")
+            )
+        if request.notification:
+            return None
+        return encode_result(request.id, result)

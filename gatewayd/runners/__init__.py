@@ -1,0 +1,3 @@
+"""Runners: how each payload kind does its work."""
+
+from __future__ import annotations

@@ -1,0 +1,609 @@
+"""The one run pipeline: claim, record, execute, finish (invariant I3).
+
+Scheduled, catch-up and manual runs all enter here. For each run:
+
+1. its id is minted and stored as ``queued`` (or ``skipped``) before anything
+   else, together with the slot it consumes (I6, I7);
+2. it waits for its predecessors and for a free slot under
+   ``max_concurrent_runs``;
+3. its work starts and it is recorded ``running`` with its owner and pid;
+4. exactly one terminal status is recorded (I2).
+
+The in-memory handles kept here are only a way to reach a run's task; whether
+a run is live is always read from the store (I1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+
+from gatewayd.clock import Clock
+from gatewayd.durations import format_time
+from gatewayd.errors import Conflict, NotFound, RunAlreadyEnded, SpawnFailed
+from gatewayd.ids import new_run_id
+from gatewayd.model import (
+    ErrorKind,
+    ExecPayload,
+    Job,
+    PayloadKind,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Trigger,
+    session_key_for,
+)
+from gatewayd.planning import (
+    CatchupLimits,
+    DuePlan,
+    OverlapAction,
+    SlotDecision,
+    decide_overlap,
+    plan_due,
+)
+from gatewayd.runners.base import ExecResult, Execution, RunContext, Runner
+from gatewayd.store.base import Store
+
+log = structlog.get_logger("gatewayd.runs")
+
+STOP_TIMEOUT = "timeout"
+STOP_CANCELLED = "cancelled"
+STOP_REPLACED = "replaced"
+STOP_SHUTDOWN = "shutdown"
+STOP_JOB_REMOVED = "job-removed"
+
+_STOP_ERRORS = {
+    STOP_CANCELLED: "cancelled on request",
+    STOP_REPLACED: "cancelled: replaced by a newer run of the job",
+    STOP_SHUTDOWN: "cancelled: the daemon shut down",
+    STOP_JOB_REMOVED: "cancelled: the job was removed",
+}
+TIMEOUT_ERROR = "job execution timed out"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineSettings:
+    instance_id: str
+    state_dir: Path
+    socket_path: Path
+    max_concurrent_runs: int = 16
+    default_timeout_s: float = 3600.0
+    kill_grace_s: float = 5.0
+    tail_bytes: int = 4096
+    catchup_window_s: float = 86400.0
+    catchup: CatchupLimits = CatchupLimits()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submitted:
+    """The answer to a request for a run: the new run, or the live run that refused it."""
+
+    run: Run
+    ran: bool
+    reason: str | None = None
+
+
+def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: datetime) -> RunOutcome:
+    """The terminal status of a run whose work ended with ``result``.
+
+    A stop (timeout, cancel) decides over whatever the stopped work exited with.
+    """
+    common = {"ended_at": ended_at, "summary": result.summary, "output_tail": result.output_tail}
+    if stop_reason == STOP_TIMEOUT:
+        return RunOutcome(
+            status=RunStatus.TIMED_OUT,
+            exit_code=result.exit_code,
+            error=TIMEOUT_ERROR,
+            error_kind=ErrorKind.TIMEOUT,
+            stop_reason=STOP_TIMEOUT,
+            **common,  # type: ignore[arg-type]
+        )
+    if stop_reason is not None:
+        return RunOutcome(
+            status=RunStatus.CANCELLED,
+            exit_code=result.exit_code,
+            error=_STOP_ERRORS.get(stop_reason, f"cancelled: {stop_reason}"),
+            error_kind=ErrorKind.CANCELLED,
+            stop_reason=stop_reason,
+            **common,  # type: ignore[arg-type]
+        )
+    if result.signal is not None:
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            error=result.error,
+            error_kind=ErrorKind.SIGNAL,
+            **common,  # type: ignore[arg-type]
+        )
+    if result.exit_code == 0:
+        return RunOutcome(status=RunStatus.SUCCEEDED, exit_code=0, **common)  # type: ignore[arg-type]
+    return RunOutcome(
+        status=RunStatus.FAILED,
+        exit_code=result.exit_code,
+        error=result.error or f"exited with code {result.exit_code}",
+        error_kind=ErrorKind.EXIT,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def run_log_path(state_dir: Path, job_id: str, run_id: str) -> Path:
+    """Where a run's output goes: one file per run, grouped by job."""
+    return state_dir / "runs" / job_id / f"{run_id}.log"
+
+
+class _Active:
+    """This instance's handle on one of its runs: how to reach and stop its task."""
+
+    __slots__ = ("done", "job_id", "run_id", "stop_reason", "stop_requested")
+
+    def __init__(self, run: Run) -> None:
+        self.run_id = run.run_id
+        self.job_id = run.job_id
+        self.stop_reason: str | None = None
+        self.stop_requested = anyio.Event()
+        self.done = anyio.Event()
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop_requested.set()
+
+
+FinishedListener = Callable[[Run, Job], Awaitable[None]]
+
+
+class RunPipeline:
+    """Records and executes runs; see the module docstring for the steps."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        runners: Mapping[PayloadKind, Runner],
+        settings: PipelineSettings,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._runners = runners
+        self._settings = settings
+        self._tg = task_group
+        self._slots = anyio.Semaphore(settings.max_concurrent_runs)
+        self._locks: dict[str, anyio.Lock] = {}
+        self._active: dict[str, _Active] = {}
+        self._finished_listeners: list[FinishedListener] = []
+
+    @property
+    def settings(self) -> PipelineSettings:
+        return self._settings
+
+    def add_finished_listener(self, listener: FinishedListener) -> None:
+        """Call ``listener(run, job)`` after each run's terminal status is recorded."""
+        self._finished_listeners.append(listener)
+
+    def job_lock(self, job_id: str) -> anyio.Lock:
+        """The lock that serialises every decision about one job's runs and slots."""
+        lock = self._locks.get(job_id)
+        if lock is None:
+            lock = self._locks[job_id] = anyio.Lock()
+        return lock
+
+    def forget_job(self, job_id: str) -> None:
+        self._locks.pop(job_id, None)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # --- making runs ----------------------------------------------------------------
+
+    def _new_run(
+        self,
+        job: Job,
+        *,
+        trigger: Trigger,
+        now: datetime,
+        scheduled_for: datetime | None = None,
+        attempt: int = 1,
+    ) -> Run:
+        run_id = new_run_id(now)
+        return Run(
+            run_id=run_id,
+            job_id=job.id,
+            job_name=job.name,
+            trigger=trigger,
+            status=RunStatus.QUEUED,
+            scheduled_for=scheduled_for,
+            queued_at=now,
+            session_key=session_key_for(job, run_id),
+            attempt=attempt,
+            owner=self._settings.instance_id,
+        )
+
+    def _skipped(
+        self, job: Job, decision: SlotDecision, *, now: datetime, kind: ErrorKind, error: str
+    ) -> Run:
+        run = self._new_run(
+            job, trigger=decision.trigger, now=now, scheduled_for=decision.scheduled_for
+        )
+        return replace(run, status=RunStatus.SKIPPED, ended_at=now, error=error, error_kind=kind)
+
+    async def submit_manual(self, job: Job) -> Submitted:
+        """Queue a manual run of ``job`` now, as its overlap policy allows (I6)."""
+        async with self.job_lock(job.id):
+            live = await self._store.live_runs(job.id)
+            action = decide_overlap(job.overlap, live)
+            if action is OverlapAction.SKIP:
+                running = [r for r in live if r.status is RunStatus.RUNNING]
+                return Submitted(run=(running or live)[0], ran=False, reason="already-running")
+            run = self._new_run(job, trigger=Trigger.MANUAL, now=self._clock.now())
+            await self._store.record_runs([run])
+            self._launch(run, job, after=self._waits_for(action, live))
+            self._replace(action, live)
+            return Submitted(run=run, ran=True)
+
+    async def fire_due(self, job_id: str) -> tuple[list[Run], Job | None]:
+        """Record and start what the due slots of a job call for; return the runs and the job.
+
+        The slots and the job's new ``next_slot`` are recorded in one transaction.
+        Returns the job as it is afterwards (``None`` if it no longer exists).
+        """
+        async with self.job_lock(job_id):
+            job = await self._store.get_job(job_id)
+            if job is None or not job.enabled:
+                return [], job
+            now = self._clock.now()
+            window = job.catchup_window_s
+            plan = plan_due(
+                job,
+                now,
+                window_s=self._settings.catchup_window_s if window is None else window,
+                limits=self._settings.catchup,
+            )
+            if not plan.decisions:
+                return [], job
+            runs = await self._record_plan(job, plan, now)
+            return runs, replace(job, next_slot=plan.next_slot)
+
+    async def _record_plan(self, job: Job, plan: DuePlan, now: datetime) -> list[Run]:
+        live = await self._store.live_runs(job.id)
+        runs: list[Run] = []
+        launches: list[tuple[Run, tuple[str, ...]]] = []
+        action = OverlapAction.START
+        previous: Run | None = None
+        for decision in plan.decisions:
+            if decision.skip is not None:
+                runs.append(
+                    self._skipped(
+                        job,
+                        decision,
+                        now=now,
+                        kind=decision.skip,
+                        error=decision.note or decision.skip.value,
+                    )
+                )
+                continue
+            if previous is None:
+                action = decide_overlap(job.overlap, live)
+                if action is OverlapAction.SKIP:
+                    blocking = live[0].run_id
+                    runs.append(
+                        self._skipped(
+                            job,
+                            decision,
+                            now=now,
+                            kind=ErrorKind.OVERLAP,
+                            error=f"skipped: run {blocking} of the job is still live",
+                        )
+                    )
+                    continue
+                after = self._waits_for(action, live)
+            else:
+                after = (previous.run_id,)
+            run = self._new_run(
+                job, trigger=decision.trigger, now=now, scheduled_for=decision.scheduled_for
+            )
+            runs.append(run)
+            launches.append((run, after))
+            previous = run
+        await self._store.record_runs(runs, advance_job=job.id, next_slot=plan.next_slot)
+        for run, after in launches:
+            self._launch(run, job, after=after)
+        self._replace(action, live)
+        return runs
+
+    @staticmethod
+    def _waits_for(action: OverlapAction, live: Sequence[Run]) -> tuple[str, ...]:
+        if action in (OverlapAction.QUEUE, OverlapAction.REPLACE):
+            return tuple(r.run_id for r in live)
+        return ()
+
+    def _replace(self, action: OverlapAction, live: Sequence[Run]) -> None:
+        if action is OverlapAction.REPLACE:
+            for run in live:
+                active = self._active.get(run.run_id)
+                if active is not None:
+                    active.request_stop(STOP_REPLACED)
+
+    def _launch(self, run: Run, job: Job, *, after: tuple[str, ...]) -> None:
+        active = _Active(run)
+        self._active[run.run_id] = active
+        self._tg.start_soon(self._execute, run, job, after, active, name=f"run {run.run_id}")
+
+    # --- stopping and waiting -------------------------------------------------------
+
+    async def cancel(self, run_id: str, *, reason: str = STOP_CANCELLED) -> Run:
+        """Stop a live run and return it once its terminal status is recorded."""
+        active = self._active.get(run_id)
+        if active is not None:
+            active.request_stop(reason)
+            await active.done.wait()
+            run = await self._store.get_run(run_id)
+            assert run is not None
+            return run
+        run = await self._store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id}")
+        if run.status.is_terminal:
+            raise RunAlreadyEnded(
+                f"run {run_id} already ended {run.status.value}; there is nothing to cancel",
+                data={"status": run.status.value},
+            )
+        if run.status is RunStatus.QUEUED:
+            return await self._store.finish_run(
+                run_id,
+                RunOutcome(
+                    status=RunStatus.CANCELLED,
+                    ended_at=self._clock.now(),
+                    error=_STOP_ERRORS.get(reason, reason),
+                    error_kind=ErrorKind.CANCELLED,
+                    stop_reason=reason,
+                ),
+            )
+        raise Conflict(
+            f"run {run_id} is running under instance {run.owner}, not this one; "
+            "it cannot be cancelled from here"
+        )
+
+    async def wait(self, run_id: str) -> Run:
+        """The run once it has a terminal status, if this instance is running it; else as is."""
+        active = self._active.get(run_id)
+        if active is not None:
+            await active.done.wait()
+        run = await self._store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id}")
+        return run
+
+    async def wait_idle(self) -> None:
+        """Return once this instance has no run in progress."""
+        while self._active:
+            await next(iter(self._active.values())).done.wait()
+
+    async def stop_all(self, reason: str) -> None:
+        """Stop every run of this instance and wait until each has its terminal status."""
+        handles = list(self._active.values())
+        for active in handles:
+            active.request_stop(reason)
+        for active in handles:
+            await active.done.wait()
+
+    # --- executing ------------------------------------------------------------------
+
+    async def _execute(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
+        try:
+            await self._drive(run, job, after, active)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._finish_if_live(run, job, self._stopped(STOP_SHUTDOWN))
+            raise
+        except Exception as exc:
+            log.exception("run failed inside gatewayd", run_id=run.run_id, job_id=job.id)
+            with anyio.CancelScope(shield=True):
+                await self._finish_if_live(
+                    run,
+                    job,
+                    RunOutcome(
+                        status=RunStatus.FAILED,
+                        ended_at=self._clock.now(),
+                        error=f"internal error: {type(exc).__name__}: {exc}",
+                        error_kind=ErrorKind.INTERNAL,
+                    ),
+                )
+        finally:
+            active.done.set()
+            self._active.pop(run.run_id, None)
+
+    def _stopped(self, reason: str) -> RunOutcome:
+        return outcome_for(ExecResult(), reason, ended_at=self._clock.now())
+
+    async def _unless_stopped(self, active: _Active, wait: Callable[[], Awaitable[object]]) -> bool:
+        """Await ``wait()``; ``False`` if a stop was requested before it returned."""
+        if active.stop_requested.is_set():
+            return False
+        done = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await active.stop_requested.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await wait()
+            done = True
+            tg.cancel_scope.cancel()
+        return done
+
+    async def _drive(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
+        for predecessor in after:
+            handle = self._active.get(predecessor)
+            if handle is not None and not await self._unless_stopped(active, handle.done.wait):
+                await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
+                return
+        if not await self._unless_stopped(active, self._slots.acquire):
+            await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
+            return
+        try:
+            if active.stop_requested.is_set():
+                await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
+                return
+            ctx = await self._context(run, job)
+            try:
+                execution = await self._runners[job.payload.kind].start(ctx)
+            except SpawnFailed as exc:
+                run = await self._store.start_run(
+                    run.run_id,
+                    started_at=self._clock.now(),
+                    owner=self._settings.instance_id,
+                    pid=None,
+                )
+                await self._finish(
+                    run,
+                    job,
+                    RunOutcome(
+                        status=RunStatus.FAILED,
+                        ended_at=self._clock.now(),
+                        error=exc.message,
+                        error_kind=ErrorKind.SPAWN,
+                    ),
+                )
+                return
+            try:
+                run = await self._store.start_run(
+                    run.run_id,
+                    started_at=self._clock.now(),
+                    owner=self._settings.instance_id,
+                    pid=execution.pid,
+                )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await execution.stop(0)
+                raise
+            log.info("run started", run_id=run.run_id, job=job.name, pid=execution.pid)
+            outcome = await self._supervise(job, execution, active)
+            await self._finish(run, job, outcome)
+        finally:
+            self._slots.release()
+
+    async def _supervise(self, job: Job, execution: Execution, active: _Active) -> RunOutcome:
+        timeout = self._settings.default_timeout_s if job.timeout_s is None else job.timeout_s
+        result: ExecResult | None = None
+        stop_reason: str | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def natural_end() -> None:
+                    nonlocal result
+                    result = await execution.wait()
+                    tg.cancel_scope.cancel()
+
+                async def deadline() -> None:
+                    nonlocal stop_reason
+                    await self._clock.sleep(timeout)
+                    stop_reason = stop_reason or STOP_TIMEOUT
+                    tg.cancel_scope.cancel()
+
+                async def stop_request() -> None:
+                    nonlocal stop_reason
+                    await active.stop_requested.wait()
+                    stop_reason = stop_reason or active.stop_reason or STOP_CANCELLED
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(natural_end)
+                tg.start_soon(stop_request)
+                if timeout > 0:
+                    tg.start_soon(deadline)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await execution.stop(self._settings.kill_grace_s)
+            raise
+        if result is not None:
+            return outcome_for(result, None, ended_at=self._clock.now())
+        with anyio.CancelScope(shield=True):
+            await execution.stop(self._settings.kill_grace_s)
+            ended = await execution.wait()
+        return outcome_for(ended, stop_reason, ended_at=self._clock.now())
+
+    async def _context(self, run: Run, job: Job) -> RunContext:
+        previous = await self._store.previous_started_run(job.id, run.run_id)
+        env = dict(os.environ)
+        if isinstance(job.payload, ExecPayload):
+            env.update(job.payload.env)
+        env.update(
+            {
+                "GATEWAYD_RUN_ID": run.run_id,
+                "GATEWAYD_JOB_ID": job.id,
+                "GATEWAYD_JOB_NAME": job.name,
+                "GATEWAYD_SESSION_KEY": run.session_key,
+                "GATEWAYD_TRIGGER": run.trigger.value,
+                "GATEWAYD_SCHEDULED_FOR": format_time(run.scheduled_for) or "",
+                "GATEWAYD_ATTEMPT": str(run.attempt),
+                "GATEWAYD_PREV_RUN_ID": previous.run_id if previous else "",
+                "GATEWAYD_PREV_RUN_STATUS": previous.status.value if previous else "",
+                "GATEWAYD_SOCKET": str(self._settings.socket_path),
+                "GATEWAYD_STATE_DIR": str(self._settings.state_dir),
+            }
+        )
+        return RunContext(
+            run=run,
+            job=job,
+            env=env,
+            log_path=run_log_path(self._settings.state_dir, job.id, run.run_id),
+            state_dir=self._settings.state_dir,
+        )
+
+    async def _finish_if_live(self, run: Run, job: Job, outcome: RunOutcome) -> None:
+        current = await self._store.get_run(run.run_id)
+        if current is not None and current.status.is_live:
+            await self._finish(current, job, outcome)
+
+    async def _finish(self, run: Run, job: Job, outcome: RunOutcome) -> None:
+        try:
+            run = await self._store.finish_run(run.run_id, outcome)
+        except RunAlreadyEnded:
+            log.warning("run already had its ending", run_id=run.run_id)
+            return
+        log.info(
+            "run finished",
+            run_id=run.run_id,
+            job=job.name,
+            status=run.status.value,
+            exit_code=run.exit_code,
+            duration_ms=run.duration_ms,
+        )
+        for listener in self._finished_listeners:
+            try:
+                await listener(run, job)
+            except Exception:
+                log.exception("a run-finished listener failed", run_id=run.run_id)
+
+
+@asynccontextmanager
+async def open_pipeline(
+    *,
+    store: Store,
+    clock: Clock,
+    runners: Mapping[PayloadKind, Runner],
+    settings: PipelineSettings,
+) -> AsyncIterator[RunPipeline]:
+    """A pipeline whose run tasks live inside this context.
+
+    Leaving the context cancels runs still in progress; each is stopped and
+    recorded ``cancelled`` with ``stop_reason`` ``shutdown`` before it returns.
+    """
+    async with anyio.create_task_group() as tg:
+        pipeline = RunPipeline(
+            store=store, clock=clock, runners=runners, settings=settings, task_group=tg
+        )
+        try:
+            yield pipeline
+        finally:
+            tg.cancel_scope.cancel()

@@ -1,0 +1,135 @@
+"""The timer: sleeps until the earliest due slot, fires it through the pipeline.
+
+There is no polling tick. The scheduler keeps a heap of ``(due_at, job_id)``
+built from the jobs' stored ``next_slot``; it sleeps until the top entry is due
+and wakes early when a job changes. Stale heap entries are dropped lazily.
+The slot itself is only ever advanced by the pipeline, in the transaction that
+records the slot's run (I7).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.abc
+import structlog
+
+from gatewayd.clock import Clock
+from gatewayd.model import Job, Run
+from gatewayd.planning import next_run_at
+from gatewayd.runs import RunPipeline
+from gatewayd.store.base import Store
+
+log = structlog.get_logger("gatewayd.scheduler")
+
+# After a store error while firing a job, the job is tried again this much later.
+RETRY_AFTER_ERROR_S = 5.0
+
+
+class Scheduler:
+    """Fires due slots; see the module docstring."""
+
+    def __init__(self, *, store: Store, clock: Clock, pipeline: RunPipeline) -> None:
+        self._store = store
+        self._clock = clock
+        self._pipeline = pipeline
+        self._due: dict[str, datetime] = {}
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._order = itertools.count()
+        self._changed = anyio.Event()
+        self._fires = 0
+
+    async def load(self) -> None:
+        """Read every job's next slot from the store."""
+        for job in await self._store.list_jobs():
+            self._track(job)
+
+    @property
+    def next_wake_at(self) -> datetime | None:
+        """When the scheduler will next fire a slot, or ``None`` if nothing is scheduled."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    @property
+    def fires(self) -> int:
+        """How many times a job's due slots have been handled since start."""
+        return self._fires
+
+    def job_changed(self, job: Job) -> None:
+        """Take note that ``job`` was added or changed; wake up if it is due sooner."""
+        self._track(job)
+        self._changed.set()
+
+    def job_removed(self, job_id: str) -> None:
+        self._due.pop(job_id, None)
+        self._changed.set()
+
+    def _track(self, job: Job) -> None:
+        due = next_run_at(job)
+        if due is None:
+            self._due.pop(job.id, None)
+            return
+        if self._due.get(job.id) == due:
+            return
+        self._due[job.id] = due
+        heapq.heappush(self._heap, (due, next(self._order), job.id))
+
+    def _drop_stale(self) -> None:
+        while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+
+    def _pop_due(self, now: datetime) -> list[str]:
+        due: list[str] = []
+        self._drop_stale()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, job_id = heapq.heappop(self._heap)
+            self._due.pop(job_id, None)
+            due.append(job_id)
+            self._drop_stale()
+        return due
+
+    async def fire(self, job_id: str) -> list[Run]:
+        """Handle the due slots of one job now; the runs recorded (none if not due)."""
+        try:
+            runs, job = await self._pipeline.fire_due(job_id)
+        except Exception:
+            log.exception("could not fire a job; trying again later", job_id=job_id)
+            self._due[job_id] = self._clock.now() + timedelta(seconds=RETRY_AFTER_ERROR_S)
+            heapq.heappush(self._heap, (self._due[job_id], next(self._order), job_id))
+            return []
+        self._fires += 1
+        if job is not None:
+            self._track(job)
+        return runs
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Fire slots as they come due, until cancelled."""
+        task_status.started()
+        while True:
+            for job_id in self._pop_due(self._clock.now()):
+                await self.fire(job_id)
+            self._changed = anyio.Event()
+            wake_at = self.next_wake_at
+            if wake_at is not None and wake_at <= self._clock.now():
+                continue
+            await self._sleep(wake_at)
+
+    async def _sleep(self, until: datetime | None) -> None:
+        changed = self._changed
+        async with anyio.create_task_group() as tg:
+
+            async def on_change() -> None:
+                await changed.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_change)
+            if until is None:
+                await anyio.sleep_forever()
+            else:
+                await self._clock.sleep_until(until)
+            tg.cancel_scope.cancel()

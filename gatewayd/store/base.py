@@ -1,0 +1,154 @@
+"""The store interface: the one durable record of jobs, runs and instances.
+
+Every implementation passes the contract suite in ``tests/test_store_contract.py``.
+The contract is written so that a database shared by several gateway instances
+(PostgreSQL) can follow it: each state change is one transaction, guarded by the
+state it expects, so two writers can never both win.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import datetime
+
+from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome
+
+
+class Store(abc.ABC):
+    """Durable jobs, runs and instances.
+
+    All methods are coroutines and never block the event loop. A method that
+    changes state either does all of its change or none of it, and raises a
+    :class:`gatewayd.errors.GatewaydError` describing why not.
+    """
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open the store, creating or migrating its schema.
+
+        Raises :class:`gatewayd.errors.StoreCorrupt` if the underlying data is
+        damaged or is not a gatewayd store, and
+        :class:`gatewayd.errors.StoreError` if it was written by a newer version.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the store's resources. Idempotent."""
+
+    # --- instances ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_instance(self, instance: Instance) -> None:
+        """Record a new instance, the owner of the runs it starts."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, instance_id: str, at: datetime) -> None:
+        """Record that ``instance_id`` is alive at ``at``."""
+
+    @abc.abstractmethod
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        """The instance, or ``None``."""
+
+    # --- jobs -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_job(self, job: Job) -> None:
+        """Insert a job.
+
+        Raises :class:`gatewayd.errors.NameTaken` if another job has its name,
+        and :class:`gatewayd.errors.Conflict` if its id exists.
+        """
+
+    @abc.abstractmethod
+    async def update_job(self, job: Job) -> None:
+        """Replace the stored job with the same id, including ``next_slot``.
+
+        Raises :class:`gatewayd.errors.NotFound` if there is none and
+        :class:`gatewayd.errors.NameTaken` if another job has the new name.
+        """
+
+    @abc.abstractmethod
+    async def delete_job(self, job_id: str) -> None:
+        """Delete a job. Its runs stay in history.
+
+        Raises :class:`gatewayd.errors.NotFound` if there is no such job.
+        """
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or ``None``."""
+
+    @abc.abstractmethod
+    async def find_job(self, ref: str) -> Job | None:
+        """The job whose id is ``ref``, else the job whose name is ``ref``, else ``None``."""
+
+    @abc.abstractmethod
+    async def list_jobs(self) -> list[Job]:
+        """Every job, by name."""
+
+    # --- runs -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_runs(
+        self,
+        runs: Sequence[Run],
+        *,
+        advance_job: str | None = None,
+        next_slot: datetime | None = None,
+    ) -> None:
+        """Insert new runs and, if ``advance_job`` is given, set its ``next_slot``.
+
+        All in one transaction: a slot is never advanced without its run being
+        recorded. Runs whose trigger is not ``retry`` and whose ``scheduled_for``
+        is set claim the slot ``(job_id, scheduled_for)``; if any slot is already
+        claimed, :class:`gatewayd.errors.SlotTaken` is raised and nothing is
+        written. ``advance_job`` must exist, else
+        :class:`gatewayd.errors.NotFound` and nothing is written.
+        """
+
+    @abc.abstractmethod
+    async def start_run(
+        self, run_id: str, *, started_at: datetime, owner: str, pid: int | None
+    ) -> Run:
+        """Move a ``queued`` run to ``running``, owned by ``owner``; return it.
+
+        Raises :class:`gatewayd.errors.RunAlreadyEnded` if the run is not
+        ``queued`` any more (for example, it was cancelled), and
+        :class:`gatewayd.errors.NotFound` if it does not exist.
+        """
+
+    @abc.abstractmethod
+    async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
+        """Record the one terminal status of a live run; return the run.
+
+        ``duration_ms`` is derived from ``started_at`` when the run started.
+        Raises :class:`gatewayd.errors.RunAlreadyEnded` if it already has a
+        terminal status (which is kept), and :class:`gatewayd.errors.NotFound`.
+        """
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> Run | None:
+        """The run, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
+        """The job's latest ``limit`` runs, newest first."""
+
+    @abc.abstractmethod
+    async def latest_runs(self, job_ids: Sequence[str] | None = None) -> dict[str, Run]:
+        """The newest run of each job (of every job if ``job_ids`` is ``None``)."""
+
+    @abc.abstractmethod
+    async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
+        """The newest run of the job that started and was queued before ``before_run_id``."""
+
+    @abc.abstractmethod
+    async def live_runs(self, job_id: str | None = None) -> list[Run]:
+        """Runs that are ``queued`` or ``running``, oldest first; of one job if given."""
+
+    @abc.abstractmethod
+    async def count_runs(self) -> RunCounts:
+        """How many runs there are in each status."""

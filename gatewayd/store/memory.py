@@ -1,0 +1,181 @@
+"""A store held in memory: for unit tests, and the reference for the contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from datetime import datetime
+
+import anyio.lowlevel
+
+from gatewayd.errors import Conflict, NameTaken, NotFound, SlotTaken
+from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, RunStatus
+from gatewayd.store.base import Store
+from gatewayd.store.transitions import finished, slot_key, started
+
+
+class MemoryStore(Store):
+    """Every record in dictionaries; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._runs: dict[str, Run] = {}
+        self._seq: dict[str, int] = {}
+        self._slots: set[tuple[str, datetime]] = set()
+        self._instances: dict[str, Instance] = {}
+        self._counter = itertools.count(1)
+
+    async def open(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def close(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def register_instance(self, instance: Instance) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._instances[instance.instance_id] = instance
+
+    async def heartbeat(self, instance_id: str, at: datetime) -> None:
+        await anyio.lowlevel.checkpoint()
+        if instance_id in self._instances:
+            self._instances[instance_id] = dataclasses.replace(
+                self._instances[instance_id], heartbeat_at=at
+            )
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        await anyio.lowlevel.checkpoint()
+        return self._instances.get(instance_id)
+
+    def _check_name(self, job: Job) -> None:
+        for other in self._jobs.values():
+            if other.name == job.name and other.id != job.id:
+                raise NameTaken(f"the name {job.name!r} is taken by job {other.id}")
+
+    async def add_job(self, job: Job) -> None:
+        await anyio.lowlevel.checkpoint()
+        if job.id in self._jobs:
+            raise Conflict(f"a job with id {job.id} exists")
+        self._check_name(job)
+        self._jobs[job.id] = job
+
+    async def update_job(self, job: Job) -> None:
+        await anyio.lowlevel.checkpoint()
+        if job.id not in self._jobs:
+            raise NotFound(f"no job with id {job.id}")
+        self._check_name(job)
+        self._jobs[job.id] = job
+
+    async def delete_job(self, job_id: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        if self._jobs.pop(job_id, None) is None:
+            raise NotFound(f"no job with id {job_id}")
+
+    async def get_job(self, job_id: str) -> Job | None:
+        await anyio.lowlevel.checkpoint()
+        return self._jobs.get(job_id)
+
+    async def find_job(self, ref: str) -> Job | None:
+        await anyio.lowlevel.checkpoint()
+        if ref in self._jobs:
+            return self._jobs[ref]
+        return next((j for j in self._jobs.values() if j.name == ref), None)
+
+    async def list_jobs(self) -> list[Job]:
+        await anyio.lowlevel.checkpoint()
+        return sorted(self._jobs.values(), key=lambda j: j.name)
+
+    async def record_runs(
+        self,
+        runs: Sequence[Run],
+        *,
+        advance_job: str | None = None,
+        next_slot: datetime | None = None,
+    ) -> None:
+        await anyio.lowlevel.checkpoint()
+        if advance_job is not None and advance_job not in self._jobs:
+            raise NotFound(f"no job with id {advance_job}")
+        claimed: set[tuple[str, datetime]] = set()
+        for run in runs:
+            if run.run_id in self._runs:
+                raise Conflict(f"a run with id {run.run_id} exists")
+            key = slot_key(run)
+            if key is not None:
+                if key in self._slots or key in claimed:
+                    raise SlotTaken(f"job {run.job_id} already has a run for slot {key[1]}")
+                claimed.add(key)
+        for run in runs:
+            self._runs[run.run_id] = run
+            self._seq[run.run_id] = next(self._counter)
+        self._slots |= claimed
+        if advance_job is not None:
+            self._jobs[advance_job] = dataclasses.replace(
+                self._jobs[advance_job], next_slot=next_slot
+            )
+
+    def _live(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id}")
+        return run
+
+    async def start_run(
+        self, run_id: str, *, started_at: datetime, owner: str, pid: int | None
+    ) -> Run:
+        await anyio.lowlevel.checkpoint()
+        run = started(self._live(run_id), started_at=started_at, owner=owner, pid=pid)
+        self._runs[run_id] = run
+        return run
+
+    async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
+        await anyio.lowlevel.checkpoint()
+        run = finished(self._live(run_id), outcome)
+        self._runs[run_id] = run
+        return run
+
+    async def get_run(self, run_id: str) -> Run | None:
+        await anyio.lowlevel.checkpoint()
+        return self._runs.get(run_id)
+
+    def _newest_first(self, runs: list[Run]) -> list[Run]:
+        return sorted(runs, key=lambda r: self._seq[r.run_id], reverse=True)
+
+    async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
+        await anyio.lowlevel.checkpoint()
+        runs = [r for r in self._runs.values() if r.job_id == job_id]
+        return self._newest_first(runs)[:limit]
+
+    async def latest_runs(self, job_ids: Sequence[str] | None = None) -> dict[str, Run]:
+        await anyio.lowlevel.checkpoint()
+        wanted = None if job_ids is None else set(job_ids)
+        latest: dict[str, Run] = {}
+        for run in self._newest_first(list(self._runs.values())):
+            if (wanted is None or run.job_id in wanted) and run.job_id not in latest:
+                latest[run.job_id] = run
+        return latest
+
+    async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
+        await anyio.lowlevel.checkpoint()
+        limit = self._seq.get(before_run_id, 0)
+        candidates = [
+            r
+            for r in self._runs.values()
+            if r.job_id == job_id and r.started_at is not None and self._seq[r.run_id] < limit
+        ]
+        return next(iter(self._newest_first(candidates)), None)
+
+    async def live_runs(self, job_id: str | None = None) -> list[Run]:
+        await anyio.lowlevel.checkpoint()
+        runs = [
+            r
+            for r in self._runs.values()
+            if r.status.is_live and (job_id is None or r.job_id == job_id)
+        ]
+        return sorted(runs, key=lambda r: self._seq[r.run_id])
+
+    async def count_runs(self) -> RunCounts:
+        await anyio.lowlevel.checkpoint()
+        counts: dict[RunStatus, int] = {}
+        for run in self._runs.values():
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return RunCounts(by_status=tuple(sorted(counts.items())))

@@ -1,0 +1,77 @@
+"""The SQLite schema, by version. Migrations only go forward.
+
+``PRAGMA user_version`` holds the version of a store file. Times are integer
+microseconds since the Unix epoch, in UTC.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # version 1
+    (
+        """CREATE TABLE instances (
+            instance_id TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            heartbeat_at INTEGER NOT NULL
+        )""",
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            source TEXT NOT NULL,
+            spec BLOB NOT NULL,
+            next_slot INTEGER,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+        """CREATE TABLE runs (
+            seq INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            job_id TEXT NOT NULL,
+            job_name TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            status TEXT NOT NULL,
+            scheduled_for INTEGER,
+            queued_at INTEGER NOT NULL,
+            started_at INTEGER,
+            ended_at INTEGER,
+            duration_ms INTEGER,
+            exit_code INTEGER,
+            error TEXT,
+            error_kind TEXT,
+            stop_reason TEXT,
+            session_key TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            summary TEXT,
+            output_tail TEXT,
+            owner TEXT,
+            pid INTEGER
+        )""",
+        """CREATE UNIQUE INDEX runs_slot ON runs (job_id, scheduled_for)
+            WHERE scheduled_for IS NOT NULL AND trigger != 'retry'""",
+        "CREATE INDEX runs_job ON runs (job_id, seq)",
+        "CREATE INDEX runs_live ON runs (status) WHERE status IN ('queued', 'running')",
+        """CREATE TABLE sessions (
+            key TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            job_id TEXT,
+            run_id TEXT,
+            status TEXT NOT NULL,
+            started_at INTEGER,
+            ended_at INTEGER,
+            runtime_ms INTEGER,
+            error TEXT,
+            error_kind TEXT,
+            stop_reason TEXT
+        )""",
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            body BLOB NOT NULL
+        )""",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,507 @@
+"""The embedded store: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Every call runs on a worker thread, one at a time, on one connection, so the
+event loop never waits for the disk. Every state change is one transaction
+(``BEGIN IMMEDIATE`` ... ``COMMIT``), guarded by the state it expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from gatewayd.codec import spec_to_json
+from gatewayd.errors import (
+    Conflict,
+    NameTaken,
+    NotFound,
+    SlotTaken,
+    StoreCorrupt,
+    StoreError,
+)
+from gatewayd.jobspec import job_from_spec
+from gatewayd.model import (
+    ErrorKind,
+    Instance,
+    Job,
+    JobSource,
+    Run,
+    RunCounts,
+    RunOutcome,
+    RunStatus,
+    Trigger,
+)
+from gatewayd.store.base import Store
+from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from gatewayd.store.transitions import finished, slot_key, started
+
+T = TypeVar("T")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RUN_COLUMNS = (
+    "run_id, job_id, job_name, trigger, status, scheduled_for, queued_at, started_at, "
+    "ended_at, duration_ms, exit_code, error, error_kind, stop_reason, session_key, attempt, "
+    "summary, output_tail, owner, pid"
+)
+
+
+def to_us(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _run_row(run: Run) -> tuple[Any, ...]:
+    return (
+        run.run_id,
+        run.job_id,
+        run.job_name,
+        run.trigger.value,
+        run.status.value,
+        to_us(run.scheduled_for),
+        to_us(run.queued_at),
+        to_us(run.started_at),
+        to_us(run.ended_at),
+        run.duration_ms,
+        run.exit_code,
+        run.error,
+        run.error_kind.value if run.error_kind else None,
+        run.stop_reason,
+        run.session_key,
+        run.attempt,
+        run.summary,
+        run.output_tail,
+        run.owner,
+        run.pid,
+    )
+
+
+def _run_from_row(row: Sequence[Any]) -> Run:
+    queued_at = from_us(row[6])
+    assert queued_at is not None
+    return Run(
+        run_id=row[0],
+        job_id=row[1],
+        job_name=row[2],
+        trigger=Trigger(row[3]),
+        status=RunStatus(row[4]),
+        scheduled_for=from_us(row[5]),
+        queued_at=queued_at,
+        started_at=from_us(row[7]),
+        ended_at=from_us(row[8]),
+        duration_ms=row[9],
+        exit_code=row[10],
+        error=row[11],
+        error_kind=ErrorKind(row[12]) if row[12] else None,
+        stop_reason=row[13],
+        session_key=row[14],
+        attempt=row[15],
+        summary=row[16],
+        output_tail=row[17],
+        owner=row[18],
+        pid=row[19],
+    )
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    created_at, updated_at = from_us(row[4]), from_us(row[5])
+    assert created_at is not None and updated_at is not None
+    return job_from_spec(
+        orjson.loads(row[2]),
+        job_id=row[0],
+        source=JobSource(row[1]),
+        now=None,
+        created_at=created_at,
+        updated_at=updated_at,
+        next_slot_value=from_us(row[3]),
+        trusted=True,
+    )
+
+
+_JOB_COLUMNS = "id, source, spec, next_slot, created_at, updated_at"
+
+
+class SQLiteStore(Store):
+    """The store in ``path``, created if missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"the store {self.path} is not open")
+        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        self._conn = await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
+
+    def _open_sync(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"the store {self.path} cannot use WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreCorrupt(
+                f"the store {self.path} is damaged or is not a gatewayd store ({exc}); "
+                "nothing was changed: move it aside to start with an empty store"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, newer than this "
+                f"gatewayd supports ({SCHEMA_VERSION}); upgrade gatewayd"
+            )
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise StoreCorrupt(
+                    f"the file {self.path} is an SQLite database but not a gatewayd store; "
+                    "nothing was changed"
+                )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._tx(conn):
+                for statement in MIGRATIONS[target - 1]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    # --- instances ------------------------------------------------------------------
+
+    async def register_instance(self, instance: Instance) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute(
+                    "INSERT INTO instances VALUES (?, ?, ?, ?, ?)",
+                    (
+                        instance.instance_id,
+                        instance.pid,
+                        instance.host,
+                        to_us(instance.started_at),
+                        to_us(instance.heartbeat_at),
+                    ),
+                )
+
+        await self._call(op)
+
+    async def heartbeat(self, instance_id: str, at: datetime) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute(
+                    "UPDATE instances SET heartbeat_at = ? WHERE instance_id = ?",
+                    (to_us(at), instance_id),
+                )
+
+        await self._call(op)
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        def op(conn: sqlite3.Connection) -> Instance | None:
+            row = conn.execute(
+                "SELECT instance_id, pid, host, started_at, heartbeat_at FROM instances "
+                "WHERE instance_id = ?",
+                (instance_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            started_at, heartbeat_at = from_us(row[3]), from_us(row[4])
+            assert started_at is not None and heartbeat_at is not None
+            return Instance(
+                instance_id=row[0],
+                pid=row[1],
+                host=row[2],
+                started_at=started_at,
+                heartbeat_at=heartbeat_at,
+            )
+
+        return await self._call(op)
+
+    # --- jobs -----------------------------------------------------------------------
+
+    @staticmethod
+    def _job_values(job: Job) -> tuple[Any, ...]:
+        return (
+            job.name,
+            job.source.value,
+            orjson.dumps(spec_to_json(job)),
+            to_us(job.next_slot),
+            to_us(job.created_at),
+            to_us(job.updated_at),
+            job.id,
+        )
+
+    @staticmethod
+    def _name_taken(conn: sqlite3.Connection, job: Job) -> NameTaken:
+        row = conn.execute("SELECT id FROM jobs WHERE name = ?", (job.name,)).fetchone()
+        holder = row[0] if row else "another job"
+        return NameTaken(f"the name {job.name!r} is taken by job {holder}")
+
+    async def add_job(self, job: Job) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                    raise Conflict(f"a job with id {job.id} exists")
+                try:
+                    conn.execute(
+                        "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
+                        "updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        self._job_values(job),
+                    )
+                except sqlite3.IntegrityError:
+                    raise self._name_taken(conn, job) from None
+
+        await self._call(op)
+
+    async def update_job(self, job: Job) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                try:
+                    cursor = conn.execute(
+                        "UPDATE jobs SET name = ?, source = ?, spec = ?, next_slot = ?, "
+                        "created_at = ?, updated_at = ? WHERE id = ?",
+                        self._job_values(job),
+                    )
+                except sqlite3.IntegrityError:
+                    raise self._name_taken(conn, job) from None
+                if cursor.rowcount == 0:
+                    raise NotFound(f"no job with id {job.id}")
+
+        await self._call(op)
+
+    async def delete_job(self, job_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                if conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
+                    raise NotFound(f"no job with id {job_id}")
+
+        await self._call(op)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        def op(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            return _job_from_row(row) if row else None
+
+        return await self._call(op)
+
+    async def find_job(self, ref: str) -> Job | None:
+        def op(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? "
+                f"UNION ALL SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ? LIMIT 1",
+                (ref, ref),
+            ).fetchone()
+            return _job_from_row(row) if row else None
+
+        return await self._call(op)
+
+    async def list_jobs(self) -> list[Job]:
+        def op(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name").fetchall()
+            return [_job_from_row(r) for r in rows]
+
+        return await self._call(op)
+
+    # --- runs -----------------------------------------------------------------------
+
+    async def record_runs(
+        self,
+        runs: Sequence[Run],
+        *,
+        advance_job: str | None = None,
+        next_slot: datetime | None = None,
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                for run in runs:
+                    try:
+                        conn.execute(
+                            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            _run_row(run),
+                        )
+                    except sqlite3.IntegrityError:
+                        key = slot_key(run)
+                        if (
+                            key is not None
+                            and conn.execute(
+                                "SELECT 1 FROM runs WHERE job_id = ? AND scheduled_for = ? "
+                                "AND trigger != 'retry'",
+                                (key[0], to_us(key[1])),
+                            ).fetchone()
+                        ):
+                            raise SlotTaken(
+                                f"job {run.job_id} already has a run for slot {key[1]}"
+                            ) from None
+                        raise Conflict(f"a run with id {run.run_id} exists") from None
+                if advance_job is not None:
+                    cursor = conn.execute(
+                        "UPDATE jobs SET next_slot = ? WHERE id = ?",
+                        (to_us(next_slot), advance_job),
+                    )
+                    if cursor.rowcount == 0:
+                        raise NotFound(f"no job with id {advance_job}")
+
+        await self._call(op)
+
+    @staticmethod
+    def _load_run(conn: sqlite3.Connection, run_id: str) -> Run:
+        row = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no run with id {run_id}")
+        return _run_from_row(row)
+
+    def _transition(
+        self, run_id: str, change: Callable[[Run], Run]
+    ) -> Callable[[sqlite3.Connection], Run]:
+        def op(conn: sqlite3.Connection) -> Run:
+            with self._tx(conn):
+                run = change(self._load_run(conn, run_id))
+                row = _run_row(run)
+                conn.execute(
+                    "UPDATE runs SET status = ?, started_at = ?, ended_at = ?, duration_ms = ?, "
+                    "exit_code = ?, error = ?, error_kind = ?, stop_reason = ?, summary = ?, "
+                    "output_tail = ?, owner = ?, pid = ? WHERE run_id = ?",
+                    (row[4], *row[7:14], *row[16:20], run_id),
+                )
+                return run
+
+        return op
+
+    async def start_run(
+        self, run_id: str, *, started_at: datetime, owner: str, pid: int | None
+    ) -> Run:
+        return await self._call(
+            self._transition(
+                run_id, lambda run: started(run, started_at=started_at, owner=owner, pid=pid)
+            )
+        )
+
+    async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
+        return await self._call(self._transition(run_id, lambda run: finished(run, outcome)))
+
+    async def get_run(self, run_id: str) -> Run | None:
+        def op(conn: sqlite3.Connection) -> Run | None:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return _run_from_row(row) if row else None
+
+        return await self._call(op)
+
+    async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
+        def op(conn: sqlite3.Connection) -> list[Run]:
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY seq DESC LIMIT ?",
+                (job_id, limit),
+            ).fetchall()
+            return [_run_from_row(r) for r in rows]
+
+        return await self._call(op)
+
+    async def latest_runs(self, job_ids: Sequence[str] | None = None) -> dict[str, Run]:
+        def op(conn: sqlite3.Connection) -> dict[str, Run]:
+            if job_ids is None:
+                rows = conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq IN "
+                    "(SELECT max(seq) FROM runs GROUP BY job_id)"
+                ).fetchall()
+            else:
+                rows = []
+                for job_id in job_ids:
+                    row = conn.execute(
+                        f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? "
+                        "ORDER BY seq DESC LIMIT 1",
+                        (job_id,),
+                    ).fetchone()
+                    if row is not None:
+                        rows.append(row)
+            return {r[1]: _run_from_row(r) for r in rows}
+
+        return await self._call(op)
+
+    async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
+        def op(conn: sqlite3.Connection) -> Run | None:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? AND started_at IS NOT NULL "
+                "AND seq < coalesce((SELECT seq FROM runs WHERE run_id = ?), 0) "
+                "ORDER BY seq DESC LIMIT 1",
+                (job_id, before_run_id),
+            ).fetchone()
+            return _run_from_row(row) if row else None
+
+        return await self._call(op)
+
+    async def live_runs(self, job_id: str | None = None) -> list[Run]:
+        def op(conn: sqlite3.Connection) -> list[Run]:
+            query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
+            params: tuple[str, ...] = ()
+            if job_id is not None:
+                query += " AND job_id = ?"
+                params = (job_id,)
+            rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+            return [_run_from_row(r) for r in rows]
+
+        return await self._call(op)
+
+    async def count_runs(self) -> RunCounts:
+        def op(conn: sqlite3.Connection) -> RunCounts:
+            rows = conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+            return RunCounts(by_status=tuple(sorted((RunStatus(s), n) for s, n in rows)))
+
+        return await self._call(op)
