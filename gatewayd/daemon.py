@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +41,8 @@ from gatewayd.statelock import hold_state_dir
 from gatewayd.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("gatewayd.daemon")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Daemon:
@@ -72,17 +74,20 @@ class Daemon:
 
     async def serve(self) -> int:
         """Start, serve until SIGTERM or SIGINT, shut down; the process exit code."""
-        async with self._stack:
-            try:
-                await self.startup()
-            except GatewaydError as exc:
-                log.error("gatewayd could not start", error=exc.message, kind=exc.kind)
-                return exc.exit_code
-            try:
-                await self.main_loop()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.shutdown()
+        # Signals are caught from the start; those that arrive during start-up are
+        # handled once the daemon serves.
+        with anyio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+            async with self._stack:
+                try:
+                    await self.startup()
+                except GatewaydError as exc:
+                    log.error("gatewayd could not start", error=exc.message, kind=exc.kind)
+                    return exc.exit_code
+                try:
+                    await self.main_loop(signals)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.shutdown()
         log.info("gatewayd stopped", instance_id=self.instance_id)
         return EXIT_OK
 
@@ -160,14 +165,14 @@ class Daemon:
             jobs=status["jobs"]["total"],
         )
 
-    async def main_loop(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self.reload()
-                    continue
-                log.info("stopping", signal=signal.Signals(signum).name)
-                return
+    async def main_loop(self, signals: AsyncIterator[int]) -> None:
+        """Serve until SIGTERM or SIGINT; reload the config on SIGHUP."""
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await self.reload()
+                continue
+            log.info("stopping", signal=signal.Signals(signum).name)
+            return
 
     async def reload(self) -> None:
         """Read the config file again; keep the old one if the new one is bad."""

@@ -113,6 +113,8 @@ def _optional_duration(value: Any, what: str) -> float | None:
 def _schedule(
     body: Any, *, now: datetime | None, trusted: bool, allow_past_at: bool = False
 ) -> Schedule:
+    if body is None:
+        raise InvalidInput("schedule: missing; give one of cron, every or at")
     body = _object(body, "schedule")
     _unknown(body, frozenset({"kind", "expr", "tz", "every_s", "at", "anchor"}), "schedule")
     kind = _choice(body.get("kind"), "schedule.kind", ScheduleKind)
@@ -157,6 +159,10 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _payload(body: Any) -> Payload:
+    if body is None:
+        raise InvalidInput(
+            "payload: missing; give a command, a shell script, an agent message or a system event"
+        )
     body = _object(body, "payload")
     kind = _choice(body.get("kind"), "payload.kind", PayloadKind)
     if kind is PayloadKind.EXEC:

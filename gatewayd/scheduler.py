@@ -41,6 +41,8 @@ class Scheduler:
         self._order = itertools.count()
         self._changed = anyio.Event()
         self._fires = 0
+        self._naps = 0
+        self._asleep = False
 
     async def load(self) -> None:
         """Read every job's next slot from the store."""
@@ -57,6 +59,11 @@ class Scheduler:
     def fires(self) -> int:
         """How many times a job's due slots have been handled since start."""
         return self._fires
+
+    @property
+    def naps(self) -> tuple[int, bool]:
+        """How many times the timer went to sleep, and whether it sleeps now."""
+        return self._naps, self._asleep
 
     def job_changed(self, job: Job) -> None:
         """Take note that ``job`` was added or changed; wake up if it is due sooner."""
@@ -121,6 +128,14 @@ class Scheduler:
 
     async def _sleep(self, until: datetime | None) -> None:
         changed = self._changed
+        self._naps += 1
+        self._asleep = True
+        try:
+            await self._sleep_or_change(until, changed)
+        finally:
+            self._asleep = False
+
+    async def _sleep_or_change(self, until: datetime | None, changed: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
 
             async def on_change() -> None:

@@ -1,0 +1,299 @@
+"""Helpers for testing gatewayd and code that uses it, shipped with the package.
+
+* :class:`FakeRunner` is a runner whose executions end when the test says so.
+* :class:`DaemonProcess` starts ``gatewayd serve`` as a real process on a
+  temporary state directory and knows when it is ready from a real
+  ``NOTIFY_SOCKET`` datagram, not from a sleep.
+* :func:`wait_until` waits for a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+
+from gatewayd.rpc.client import RpcClient
+from gatewayd.runners.base import ExecResult, RunContext
+
+T = TypeVar("T")
+
+
+# --- in-process fakes ----------------------------------------------------------------
+
+
+class FakeExecution:
+    """An execution that ends when :meth:`finish` is called, or when stopped."""
+
+    def __init__(self, ctx: RunContext, pid: int) -> None:
+        self.ctx = ctx
+        self._pid = pid
+        self._ended = anyio.Event()
+        self._result = ExecResult(exit_code=0)
+        self.stopped_with_grace: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def finish(self, result: ExecResult | None = None) -> None:
+        self._result = result or ExecResult(exit_code=0)
+        self._ended.set()
+
+    async def wait(self) -> ExecResult:
+        await self._ended.wait()
+        return self._result
+
+    async def stop(self, grace_s: float) -> None:
+        self.stopped_with_grace = grace_s
+        self.finish(ExecResult(signal=signal.SIGTERM, error="killed by signal SIGTERM"))
+
+
+@dataclass(kw_only=True)
+class FakeRunner:
+    """A runner for unit tests: records each start; ends runs on request.
+
+    With ``auto_finish`` every execution ends as soon as it starts, successfully.
+    """
+
+    auto_finish: bool = False
+    started: list[FakeExecution] = field(default_factory=list)
+    _next_pid: int = 40000
+    _changed: anyio.Event | None = None
+
+    async def start(self, ctx: RunContext) -> FakeExecution:
+        self._next_pid += 1
+        execution = FakeExecution(ctx, self._next_pid)
+        self.started.append(execution)
+        if self.auto_finish:
+            execution.finish()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+        return execution
+
+    async def wait_started(self, count: int) -> FakeExecution:
+        """Wait until ``count`` executions have started; return the last of them."""
+        while len(self.started) < count:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        return self.started[count - 1]
+
+
+# --- conditions with deadlines -------------------------------------------------------
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "a condition",
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout}s (last: {last!r})")
+        time.sleep(interval)
+
+
+# --- a real daemon -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.stdout)
+
+
+class DaemonProcess:
+    """``gatewayd serve`` in a child process, on its own state directory.
+
+    Start it with :meth:`start` (or as a context manager); it returns once the
+    daemon has sent ``READY=1`` on a notify socket bound by this helper.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        config: str | None = None,
+        env: Mapping[str, str] | None = None,
+        ready_timeout: float = 20.0,
+    ) -> None:
+        self.state_dir = state_dir
+        self.config_text = config
+        self.extra_env = dict(env or {})
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = state_dir.parent / f"{state_dir.name}.daemon.log"
+        self.notify_path = state_dir.parent / f"{state_dir.name}.notify"
+        self._notify: socket.socket | None = None
+        self.messages: list[str] = []
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "gatewayd.sock"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAYD_", "NOTIFY_"))}
+        env.update(self.extra_env)
+        env["GATEWAYD_STATE_DIR"] = str(self.state_dir)
+        return env
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to be ready."""
+        argv = [sys.executable, "-m", "gatewayd", "serve"]
+        if self.config_text is not None:
+            config = self.state_dir.parent / f"{self.state_dir.name}.toml"
+            config.write_text(self.config_text)
+            argv += ["--config", str(config)]
+        if self._notify is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.notify_path.unlink()
+            self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._notify.bind(str(self.notify_path))
+        env = self.env()
+        env["NOTIFY_SOCKET"] = str(self.notify_path)
+        env.update(self.extra_env)
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+        finally:
+            log.close()
+        return self.process
+
+    def start(self) -> DaemonProcess:
+        self.spawn()
+        self.wait_for_message("READY=1", timeout=self.ready_timeout)
+        return self
+
+    def wait_for_message(self, wanted: str, *, timeout: float) -> str:
+        """Wait for a notify datagram containing the line ``wanted``."""
+        assert self._notify is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {wanted} from gatewayd in {timeout}s; log:\n{self.log()}")
+            self._notify.settimeout(min(remaining, 0.5))
+            try:
+                data = self._notify.recv(65536).decode()
+            except TimeoutError:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"gatewayd exited with {self.process.returncode} before {wanted}; "
+                        f"log:\n{self.log()}"
+                    ) from None
+                continue
+            self.messages.append(data)
+            if wanted in data.splitlines():
+                return data
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def client(self) -> RpcClient:
+        return RpcClient(self.socket_path)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with self.client() as client:
+            return client.call(method, params)
+
+    def cli(self, *args: str, timeout: float = 60.0) -> CliResult:
+        """Run ``gatewayd ARGS`` against this daemon, as a user would."""
+        return run_cli(args, env=self.env(), timeout=timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, *, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: the daemon gets no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in a process group."""
+    from gatewayd.runners.procgroup import group_members
+
+    return group_members(pgid)
+
+
+def run_cli(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 60.0) -> CliResult:
+    """Run ``gatewayd ARGS`` with ``env``, outside any daemon helper."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gatewayd", *args],
+        env=dict(env),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return CliResult(
+        code=done.returncode,
+        stdout=done.stdout.decode(errors="replace"),
+        stderr=done.stderr.decode(errors="replace"),
+    )

@@ -1,0 +1,138 @@
+"""An in-process gatewayd for unit tests: memory store, FakeClock, FakeRunner.
+
+The real pipeline, scheduler and Gateway run on the test's event loop; only the
+clock, the store backend and the runner are fakes (the daemon tests use real ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from gatewayd.api import Gateway, Identity
+from gatewayd.clock import FakeClock
+from gatewayd.model import PayloadKind, Run, RunStatus
+from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
+from gatewayd.scheduler import Scheduler
+from gatewayd.store import MemoryStore
+from gatewayd.testing import FakeRunner
+
+T = TypeVar("T")
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass(kw_only=True)
+class Harness:
+    clock: FakeClock
+    store: MemoryStore
+    runner: FakeRunner
+    pipeline: RunPipeline
+    scheduler: Scheduler
+    gateway: Gateway
+
+    async def add(self, **flat: Any) -> str:
+        from gatewayd.flatspec import spec_from_flat
+
+        job = await self.gateway.add_job(spec_from_flat(flat))
+        return job.id
+
+    async def runs(self, job_id: str) -> list[Run]:
+        """The job's runs, oldest first."""
+        return list(reversed(await self.store.list_runs(job_id, limit=1000)))
+
+    async def asleep(self) -> bool:
+        """Whether the timer is asleep."""
+        return self.scheduler.naps[1]
+
+    async def ended_runs(
+        self, job_id: str, count: int, status: RunStatus | None = None
+    ) -> list[Run]:
+        """The job's runs once ``count`` of them have ended (all with ``status`` if given)."""
+        runs = await self.runs(job_id)
+        if len(runs) < count or sum(r.status.is_terminal for r in runs) < count:
+            return []
+        if status is not None and any(r.status is not status for r in runs):
+            return []
+        return runs
+
+    async def until(self, check: Callable[[], Awaitable[T]], *, timeout: float = 5.0) -> T:
+        """Run the event loop until ``check()`` is truthy; fail after ``timeout`` real seconds."""
+        with anyio.fail_after(timeout):
+            while True:
+                value = await check()
+                if value:
+                    return value
+                await anyio.sleep(0)
+
+    async def advance_to(self, when: datetime) -> None:
+        """Move the clock to ``when`` and wait until the timer has handled what is due."""
+        naps, _ = self.scheduler.naps
+        wake_at = self.scheduler.next_wake_at
+        self.clock.set(when)
+        if wake_at is not None and wake_at <= when:
+            await self.until(self._slept_again(naps))
+
+    def _slept_again(self, naps: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            count, asleep = self.scheduler.naps
+            return count > naps and asleep
+
+        return check
+
+
+@asynccontextmanager
+async def open_harness(
+    tmp_path: Path, *, start: datetime = START, **settings: Any
+) -> AsyncIterator[Harness]:
+    clock = FakeClock(start)
+    store = MemoryStore()
+    await store.open()
+    runner = FakeRunner()
+    options: dict[str, Any] = {
+        "instance_id": "test-instance",
+        "state_dir": tmp_path,
+        "socket_path": tmp_path / "gatewayd.sock",
+    }
+    options.update(settings)
+    async with open_pipeline(
+        store=store,
+        clock=clock,
+        runners={
+            PayloadKind.EXEC: runner,
+            PayloadKind.SYSTEM_EVENT: runner,
+            PayloadKind.AGENT_TURN: runner,
+        },
+        settings=PipelineSettings(**options),
+    ) as pipeline:
+        scheduler = Scheduler(store=store, clock=clock, pipeline=pipeline)
+        gateway = Gateway(
+            store=store,
+            clock=clock,
+            pipeline=pipeline,
+            scheduler=scheduler,
+            identity=Identity(
+                instance_id="test-instance",
+                pid=1,
+                host="test",
+                state_dir=tmp_path,
+                socket_path=tmp_path / "gatewayd.sock",
+                started_at=start,
+            ),
+        )
+        await scheduler.load()
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.run)
+            yield Harness(
+                clock=clock,
+                store=store,
+                runner=runner,
+                pipeline=pipeline,
+                scheduler=scheduler,
+                gateway=gateway,
+            )
+            tg.cancel_scope.cancel()

@@ -1,0 +1,63 @@
+"""The config file: defaults, declared jobs, and errors that name the key and line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from gatewayd.config import Config, load_config, parse_config
+from gatewayd.errors import ConfigError
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TestConfig:
+    def test_no_file_means_defaults(self) -> None:
+        assert load_config(None, now=NOW) == Config()
+
+    def test_example_config_loads(self) -> None:
+        """The shipped example is valid and declares at least one job."""
+        config = load_config(ROOT / "config.example.toml", now=NOW)
+        assert config.jobs
+        assert config.gateway.max_concurrent_runs == 16
+
+    def test_values_are_read(self) -> None:
+        config = parse_config(
+            '[gateway]\nmax_concurrent_runs = 3\nkill_grace = "2s"\n'
+            '[scheduler]\ncatchup_window = "1h"\n'
+            '[[jobs]]\nname = "a"\nevery = "5m"\ncommand = "true"\n',
+            now=NOW,
+        )
+        assert config.gateway.max_concurrent_runs == 3
+        assert config.gateway.kill_grace_s == 2.0
+        assert config.scheduler.catchup_window_s == 3600.0
+        assert config.jobs[0]["schedule"] == {"kind": "every", "every_s": "5m"}
+
+    @pytest.mark.parametrize(
+        ("text", "words"),
+        [
+            ("[gateway\n", "not valid TOML"),
+            ("[gateway]\nmax_concurrent_runs = 'many'\n", "x.toml:2: gateway.max_concurrent_runs"),
+            ("[gateway]\n\nkill_grace = '-1s'\n", "x.toml:3: gateway.kill_grace"),
+            ("[gateway]\nbogus = 1\n", "gateway.bogus: unknown key"),
+            ("[gateway]\non_shutdown = 'explode'\n", "expected one of cancel, wait"),
+            ("[[jobs]]\nname = 'a'\ncron = '99 * * * *'\ncommand = 'x'\n", "jobs[0] ('a')"),
+            ("[[jobs]]\nname = 'a'\nevery = '1m'\n", "payload: missing"),
+            (
+                "[[jobs]]\nname = 'a'\nevery = '1m'\ncommand = 'x'\n"
+                "[[jobs]]\nname = 'a'\nevery = '1m'\ncommand = 'x'\n",
+                "declared twice",
+            ),
+            ("[surprise]\n", "unknown table or key 'surprise'"),
+        ],
+    )
+    def test_errors_name_the_problem(self, text: str, words: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text, path=Path("x.toml"), now=NOW)
+        assert words in caught.value.message
+
+    def test_unreadable_file(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="cannot read the config file"):
+            load_config(tmp_path / "missing.toml", now=NOW)

@@ -1,0 +1,291 @@
+"""The store contract: one suite, run over every store (memory and SQLite)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from gatewayd.errors import (
+    Conflict,
+    NameTaken,
+    NotFound,
+    RunAlreadyEnded,
+    SlotTaken,
+    StoreCorrupt,
+    StoreError,
+)
+from gatewayd.model import (
+    ErrorKind,
+    ExecPayload,
+    Instance,
+    Job,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Schedule,
+    ScheduleKind,
+    Trigger,
+)
+from gatewayd.store import MemoryStore, SQLiteStore, Store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "g.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def job(job_id: str = "job0000001", name: str = "backup", **kw: object) -> Job:
+    fields: dict[str, object] = {
+        "id": job_id,
+        "name": name,
+        "schedule": Schedule(kind=ScheduleKind.EVERY, every_s=60, anchor=T0),
+        "payload": ExecPayload(command="true", env=(("A", "1"),)),
+        "next_slot": T0 + timedelta(minutes=1),
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    fields.update(kw)
+    return Job(**fields)  # type: ignore[arg-type]
+
+
+def run(
+    run_id: str,
+    *,
+    job_id: str = "job0000001",
+    slot: datetime | None = None,
+    trigger: Trigger = Trigger.SCHEDULE,
+    status: RunStatus = RunStatus.QUEUED,
+) -> Run:
+    return Run(
+        run_id=run_id,
+        job_id=job_id,
+        job_name="backup",
+        trigger=trigger,
+        status=status,
+        scheduled_for=slot,
+        queued_at=T0,
+        session_key=f"cron:{job_id}:run:{run_id}",
+    )
+
+
+def ended(status: RunStatus = RunStatus.SUCCEEDED, **kw: object) -> RunOutcome:
+    return RunOutcome(status=status, ended_at=T0 + timedelta(seconds=5), **kw)  # type: ignore[arg-type]
+
+
+class TestJobs:
+    """Jobs: unique names, full round trip, deletion keeps history."""
+
+    async def test_round_trip(self, store: Store) -> None:
+        """A job reads back equal to what was written, by id and by name."""
+        original = job()
+        await store.add_job(original)
+        assert await store.get_job(original.id) == original
+        assert await store.find_job("backup") == original
+        assert await store.find_job(original.id) == original
+        assert await store.find_job("nope") is None
+
+    async def test_names_are_unique(self, store: Store) -> None:
+        """A second job with a taken name is refused, and the first is unchanged."""
+        await store.add_job(job())
+        with pytest.raises(NameTaken, match="'backup' is taken by job job0000001"):
+            await store.add_job(job("job0000002"))
+        other = job("job0000002", name="other")
+        await store.add_job(other)
+        with pytest.raises(NameTaken):
+            await store.update_job(dataclasses.replace(other, name="backup"))
+        assert [j.name for j in await store.list_jobs()] == ["backup", "other"]
+
+    async def test_duplicate_id(self, store: Store) -> None:
+        await store.add_job(job())
+        with pytest.raises(Conflict):
+            await store.add_job(job(name="again"))
+
+    async def test_update_and_delete(self, store: Store) -> None:
+        """Updates replace the whole job; deleting keeps the job's runs."""
+        await store.add_job(job())
+        await store.record_runs([run("r1")])
+        changed = dataclasses.replace(job(), enabled=False, next_slot=None)
+        await store.update_job(changed)
+        assert await store.get_job(changed.id) == changed
+        await store.delete_job(changed.id)
+        assert await store.get_job(changed.id) is None
+        assert [r.run_id for r in await store.list_runs(changed.id, limit=10)] == ["r1"]
+        with pytest.raises(NotFound):
+            await store.delete_job(changed.id)
+        with pytest.raises(NotFound):
+            await store.update_job(changed)
+
+
+class TestRuns:
+    """Runs: slots claimed once, transitions guarded, exactly one ending."""
+
+    async def test_record_runs_and_advance_is_atomic(self, store: Store) -> None:
+        """I7: runs and the job's next slot are written together, or not at all."""
+        await store.add_job(job())
+        slot = T0 + timedelta(minutes=1)
+        await store.record_runs(
+            [run("r1", slot=slot)], advance_job="job0000001", next_slot=slot + timedelta(minutes=1)
+        )
+        stored = await store.get_job("job0000001")
+        assert stored is not None and stored.next_slot == slot + timedelta(minutes=1)
+        with pytest.raises(SlotTaken):
+            await store.record_runs(
+                [run("r2", slot=slot + timedelta(minutes=1)), run("r3", slot=slot)],
+                advance_job="job0000001",
+                next_slot=slot + timedelta(minutes=5),
+            )
+        stored = await store.get_job("job0000001")
+        assert stored is not None and stored.next_slot == slot + timedelta(minutes=1)
+        assert await store.get_run("r2") is None
+
+    async def test_unknown_job_to_advance_writes_nothing(self, store: Store) -> None:
+        with pytest.raises(NotFound):
+            await store.record_runs([run("r1")], advance_job="ghost", next_slot=None)
+        assert await store.get_run("r1") is None
+
+    async def test_slots_are_per_job_and_retries_reuse_them(self, store: Store) -> None:
+        """(job_id, scheduled_for) is unique; other jobs and retries do not clash."""
+        slot = T0 + timedelta(minutes=1)
+        await store.record_runs([run("r1", slot=slot)])
+        await store.record_runs([run("r2", slot=slot, job_id="job0000002")])
+        await store.record_runs([run("r3", slot=slot, trigger=Trigger.RETRY)])
+        await store.record_runs([run("r4"), run("r5")])
+        with pytest.raises(SlotTaken):
+            await store.record_runs([run("r6", slot=slot, trigger=Trigger.CATCHUP)])
+
+    async def test_lifecycle(self, store: Store) -> None:
+        """queued -> running -> succeeded, with owner, pid and a derived duration."""
+        await store.record_runs([run("r1")])
+        started = await store.start_run("r1", started_at=T0, owner="inst1", pid=123)
+        assert (started.status, started.owner, started.pid) == (RunStatus.RUNNING, "inst1", 123)
+        done = await store.finish_run("r1", ended(exit_code=0, output_tail="ok\n", summary="fine"))
+        assert done.status is RunStatus.SUCCEEDED
+        assert done.duration_ms == 5000
+        assert await store.get_run("r1") == done
+
+    async def test_exactly_one_ending(self, store: Store) -> None:
+        """I2: a second ending is refused and the first is kept."""
+        await store.record_runs([run("r1")])
+        await store.finish_run(
+            "r1", ended(RunStatus.CANCELLED, error_kind=ErrorKind.CANCELLED, stop_reason="x")
+        )
+        with pytest.raises(RunAlreadyEnded, match="already ended cancelled"):
+            await store.finish_run("r1", ended(RunStatus.SUCCEEDED))
+        with pytest.raises(RunAlreadyEnded):
+            await store.start_run("r1", started_at=T0, owner="i", pid=None)
+        stored = await store.get_run("r1")
+        assert stored is not None and stored.status is RunStatus.CANCELLED
+
+    async def test_unknown_run(self, store: Store) -> None:
+        with pytest.raises(NotFound):
+            await store.start_run("ghost", started_at=T0, owner="i", pid=None)
+        with pytest.raises(NotFound):
+            await store.finish_run("ghost", ended())
+        assert await store.get_run("ghost") is None
+
+    async def test_queries(self, store: Store) -> None:
+        """History is newest first; live runs oldest first; latest per job; counts."""
+        await store.record_runs([run("r1"), run("r2"), run("r3", job_id="job0000002")])
+        await store.start_run("r1", started_at=T0, owner="i", pid=1)
+        await store.finish_run("r1", ended())
+        await store.record_runs([run("r4", status=RunStatus.SKIPPED)])
+        assert [r.run_id for r in await store.list_runs("job0000001", limit=10)] == [
+            "r4",
+            "r2",
+            "r1",
+        ]
+        assert [r.run_id for r in await store.list_runs("job0000001", limit=1)] == ["r4"]
+        assert [r.run_id for r in await store.live_runs()] == ["r2", "r3"]
+        assert [r.run_id for r in await store.live_runs("job0000002")] == ["r3"]
+        latest = await store.latest_runs()
+        assert {k: v.run_id for k, v in latest.items()} == {
+            "job0000001": "r4",
+            "job0000002": "r3",
+        }
+        assert {k: v.run_id for k, v in (await store.latest_runs(["job0000002"])).items()} == {
+            "job0000002": "r3"
+        }
+        previous = await store.previous_started_run("job0000001", "r4")
+        assert previous is not None and previous.run_id == "r1"
+        assert await store.previous_started_run("job0000001", "r1") is None
+        counts = await store.count_runs()
+        assert counts.total == 4
+        assert counts.get(RunStatus.QUEUED) == 2
+        assert counts.get(RunStatus.SUCCEEDED) == 1
+
+
+class TestInstances:
+    async def test_register_and_heartbeat(self, store: Store) -> None:
+        inst = Instance(instance_id="i1", pid=10, host="h", started_at=T0, heartbeat_at=T0)
+        await store.register_instance(inst)
+        later = T0 + timedelta(seconds=30)
+        await store.heartbeat("i1", later)
+        got = await store.get_instance("i1")
+        assert got is not None and got.heartbeat_at == later
+        assert await store.get_instance("i2") is None
+
+
+class TestSQLiteFile:
+    """The SQLite store itself: durable settings, migrations, refusing bad files."""
+
+    async def test_wal_and_full_sync(self, tmp_path: Path) -> None:
+        """The file is in WAL mode with synchronous=FULL and the current schema version."""
+        path = tmp_path / "g.db"
+        store = SQLiteStore(path)
+        await store.open()
+        await store.add_job(job())
+        await store.close()
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        conn.close()
+
+    async def test_survives_reopen(self, tmp_path: Path) -> None:
+        path = tmp_path / "g.db"
+        store = SQLiteStore(path)
+        await store.open()
+        await store.add_job(job())
+        await store.record_runs([run("r1")])
+        await store.close()
+        again = SQLiteStore(path)
+        await again.open()
+        assert await again.get_job("job0000001") == job()
+        assert (await again.live_runs())[0].run_id == "r1"
+        await again.close()
+
+    async def test_garbage_file_is_refused_and_kept(self, tmp_path: Path) -> None:
+        """A corrupt store gets a clear error, and the file is not changed."""
+        path = tmp_path / "g.db"
+        path.write_bytes(b"this is not sqlite" * 100)
+        with pytest.raises(StoreCorrupt, match="damaged or is not a gatewayd store"):
+            await SQLiteStore(path).open()
+        assert path.read_bytes() == b"this is not sqlite" * 100
+
+    async def test_foreign_database_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "g.db"
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE mine (x)")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreCorrupt, match="not a gatewayd store"):
+            await SQLiteStore(path).open()
+
+    async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "g.db"
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+        with pytest.raises(StoreError, match="schema version 99, newer"):
+            await SQLiteStore(path).open()
