@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATE_DIR ?= .state
 CONFIG ?= config.example.toml
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gatewayd needs Python 3.11+, found " + sys.version.split()[0])'
@@ -20,17 +20,14 @@ run: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check gatewayd tests benchmarks
-	$(BIN)/ruff format --check gatewayd tests benchmarks
+	$(BIN)/ruff check gatewayd tests
+	$(BIN)/ruff format --check gatewayd tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest
-
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) $(STATE_DIR) .mypy_cache .ruff_cache .pytest_cache
