@@ -60,6 +60,9 @@ class Harness:
             return []
         return runs
 
+    async def job_gone(self, job_id: str) -> bool:
+        return await self.store.get_job(job_id) is None
+
     async def until(self, check: Callable[[], Awaitable[T]], *, timeout: float = 5.0) -> T:
         """Run the event loop until ``check()`` is truthy; fail after ``timeout`` real seconds."""
         with anyio.fail_after(timeout):

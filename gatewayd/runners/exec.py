@@ -84,7 +84,12 @@ class ExecRunner:
         argv = command_argv(payload)
         if not argv:
             raise SpawnFailed("the command is empty")
-        log = await anyio.to_thread.run_sync(_open_log, ctx)
+        try:
+            log = await anyio.to_thread.run_sync(_open_log, ctx)
+        except OSError as exc:
+            raise SpawnFailed(
+                f"cannot open the run log {ctx.log_path}: {exc.strerror or exc}"
+            ) from None
         try:
             process = await anyio.open_process(
                 argv,
