@@ -20,8 +20,8 @@ run: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check gatewayd tests
-	$(BIN)/ruff format --check gatewayd tests
+	$(BIN)/ruff check gatewayd tests benchmarks
+	$(BIN)/ruff format --check gatewayd tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

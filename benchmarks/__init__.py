@@ -1,0 +1,3 @@
+"""Reproducible measurements of gatewayd; each prints a table, then a SUMMARY line."""
+
+from __future__ import annotations
