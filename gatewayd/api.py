@@ -312,12 +312,13 @@ class Gateway:
             return await self._pipeline.wait(run_id)
         return await self.run(run_id)
 
-    async def _after_run(self, run: Run, job: Job) -> None:
+    async def _after_run(self, run: Run, job: Job | None) -> None:
         if (
-            job.delete_after_run
+            job is not None
+            and job.delete_after_run
             and job.schedule.kind is ScheduleKind.AT
-            and run.status.is_terminal
             and await self._store.get_job(job.id) is not None
+            and not await self._store.live_runs(job.id)
         ):
             await self._store.delete_job(job.id)
             self._scheduler.job_removed(job.id)

@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--id", dest="job", metavar="JOB", required=True)
     history.add_argument("--limit", type=int, default=20)
 
+    sub.add_parser("doctor", parents=[common], help="check the store's run records (works offline)")
+
     runs = sub.add_parser("runs", help="runs").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
@@ -241,9 +243,20 @@ def _print_not_ran(result: dict[str, Any]) -> None:
         print(f"not run: {result.get('reason')}")
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from gatewayd.doctor import examine, report, violations_of
+
+    state_dir = resolve_state_dir(getattr(args, "state_dir", None), os.environ)
+    found = examine(state_dir)
+    print(report(found, as_json=getattr(args, "json", False)))
+    return EXIT_RUN_FAILED if violations_of(found) else EXIT_OK
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "serve":
         return _serve(args)
+    if args.cmd == "doctor":
+        return _doctor(args)
     with _client(args) as client:
         if args.cmd == "status":
             return _show(args, client.call("gateway.status"), cli_output.print_status)

@@ -22,7 +22,7 @@ from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
 from gatewayd.model import JobSource
 
-ON_SHUTDOWN = ("cancel", "wait")
+ON_SHUTDOWN = ("detach", "wait", "cancel")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 
@@ -34,8 +34,11 @@ class GatewaySettings:
     max_concurrent_runs: int = 16
     default_timeout_s: float = 3600.0
     kill_grace_s: float = 5.0
-    on_shutdown: str = "cancel"
+    on_shutdown: str = "detach"
     drain_timeout_s: float = 30.0
+    sweep_interval_s: float = 60.0
+    history_per_job: int = 1000
+    history_max_age_s: float = 30 * 86400.0
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -112,12 +115,15 @@ class _Reader:
             raise self.error(key, f"must be at least {minimum}, got {value}")
         return value
 
-    def duration(self, key: str, default: float) -> float:
+    def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         value = self.body.get(key, default)
         try:
-            return parse_duration(value, what=key)
+            seconds = parse_duration(value, what=key)
         except InvalidInput as exc:
             raise self.error(key, exc.message.removeprefix(f"{key}: ")) from None
+        if seconds < minimum:
+            raise self.error(key, f"must be at least {minimum:g}s, got {seconds:g}s")
+        return seconds
 
 
 def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
@@ -132,6 +138,9 @@ def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
             "kill_grace",
             "on_shutdown",
             "drain_timeout",
+            "sweep_interval",
+            "history_per_job",
+            "history_max_age",
             "log_level",
             "log_format",
         }
@@ -144,6 +153,9 @@ def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
         kill_grace_s=r.duration("kill_grace", d.kill_grace_s),
         on_shutdown=r.choice("on_shutdown", d.on_shutdown, ON_SHUTDOWN),
         drain_timeout_s=r.duration("drain_timeout", d.drain_timeout_s),
+        sweep_interval_s=r.duration("sweep_interval", d.sweep_interval_s, minimum=0.05),
+        history_per_job=r.integer("history_per_job", d.history_per_job, 1),
+        history_max_age_s=r.duration("history_max_age", d.history_max_age_s),
         log_level=r.choice("log_level", d.log_level, LOG_LEVELS),
         log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
     )

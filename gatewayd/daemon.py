@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -29,7 +30,7 @@ from gatewayd.model import Instance, PayloadKind
 from gatewayd.notify import Notifier
 from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir
 from gatewayd.planning import CatchupLimits
-from gatewayd.recovery import settle_orphans
+from gatewayd.recovery import Recovery, Retention
 from gatewayd.rpc.methods import build_methods
 from gatewayd.rpc.server import RpcServer, bind_unix_socket
 from gatewayd.runners.base import Runner
@@ -118,8 +119,9 @@ class Daemon:
             catchup_window_s=sched.catchup_window_s,
             catchup=CatchupLimits(grace_s=sched.misfire_grace_s, max_runs=sched.catchup_max_runs),
         )
+        exec_runner = ExecRunner(tail_bytes=settings.tail_bytes)
         runners: dict[PayloadKind, Runner] = {
-            PayloadKind.EXEC: ExecRunner(tail_bytes=settings.tail_bytes),
+            PayloadKind.EXEC: exec_runner,
             PayloadKind.SYSTEM_EVENT: SystemEventRunner(),
         }
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
@@ -128,7 +130,15 @@ class Daemon:
             open_pipeline(store=store, clock=self.clock, runners=runners, settings=settings)
         )
         self._pipeline = pipeline
-        await settle_orphans(store, self.clock, self.instance_id)
+        recovery = Recovery(
+            store=store,
+            clock=self.clock,
+            pipeline=pipeline,
+            exec_runner=exec_runner,
+            instance_id=self.instance_id,
+            state_dir=self.state_dir,
+        )
+        await recovery.settle()
         scheduler = Scheduler(store=store, clock=self.clock, pipeline=pipeline)
         self._gateway = gateway = Gateway(
             store=store,
@@ -147,6 +157,15 @@ class Daemon:
         await gateway.reconcile(self.config.jobs)
         await scheduler.load()
         await self._tasks.start(scheduler.run)
+        await self._tasks.start(
+            partial(
+                recovery.sweep,
+                interval_s=gw.sweep_interval_s,
+                retention=Retention(
+                    keep_per_job=gw.history_per_job, max_age_s=gw.history_max_age_s
+                ),
+            )
+        )
         sock = bind_unix_socket(self.socket_path)
         stack.callback(self._remove_socket)
         self._server = RpcServer(methods=build_methods(gateway))
@@ -205,6 +224,11 @@ class Daemon:
         if pipeline is None:
             return
         gateway = self.config.gateway
+        if gateway.on_shutdown == "detach":
+            if pipeline.active_count:
+                log.info("leaving runs to the next instance", runs=pipeline.active_count)
+            await pipeline.detach_all()
+            return
         if gateway.on_shutdown == "wait" and pipeline.active_count:
             log.info("waiting for runs to end", runs=pipeline.active_count)
             with anyio.move_on_after(gateway.drain_timeout_s):

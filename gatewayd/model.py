@@ -205,6 +205,7 @@ class Run:
     output_tail: str | None = None
     owner: str | None = None
     pid: int | None = None
+    pid_start: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

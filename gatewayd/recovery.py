@@ -1,62 +1,175 @@
-"""Start-up settlement: runs left live by an instance that is gone (I4).
+"""Settling runs that no live instance watches, at start-up and by the sweeper (I1, I2, I4).
 
-Runs whose owner instance is dead are settled before the socket serves, so that
-no job is ever refused as "already running" because of a run that is not.
+At start, before the socket serves, every live run of a dead instance is settled:
+a running run whose process is still there (same pid, same start time) is
+re-adopted and watched to its real ending; one whose process has ended gets the
+exit status its waiter wrote, or ``interrupted`` if there is none; a queued
+run is ``interrupted``, except a pending retry, which this instance takes over.
+
+The sweeper repeats this periodically for anything that escaped (it never
+touches a run that this live instance watches), keeps the instance's heartbeat,
+and prunes history by retention (never a live run).
 """
 
 from __future__ import annotations
 
-import signal
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 
+import anyio
+import anyio.abc
 import anyio.to_thread
 import structlog
 
+from gatewayd import runfiles
 from gatewayd.clock import Clock
-from gatewayd.errors import RunAlreadyEnded
-from gatewayd.model import ErrorKind, Run, RunOutcome, RunStatus
-from gatewayd.runners.procgroup import group_members, signal_group
+from gatewayd.errors import Conflict, RunAlreadyEnded
+from gatewayd.model import ErrorKind, Run, RunOutcome, RunStatus, Trigger
+from gatewayd.runners.exec import ExecRunner
+from gatewayd.runs import RunPipeline
 from gatewayd.store.base import Store
 
 log = structlog.get_logger("gatewayd.recovery")
 
 
-def _stop_orphan(run: Run) -> bool:
-    """Stop what is left of the run's process group; ``True`` if something was left."""
-    if run.pid is None or not group_members(run.pid):
-        return False
-    signal_group(run.pid, signal.SIGKILL)
-    return True
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """How much run history to keep: the newest runs per job, and a maximum age."""
+
+    keep_per_job: int = 1000
+    max_age_s: float = 30 * 86400.0
 
 
-async def settle_orphans(store: Store, clock: Clock, instance_id: str) -> list[Run]:
-    """Record ``interrupted`` every live run that ``instance_id`` does not own.
+@dataclass(slots=True)
+class Settlement:
+    """What one settlement pass did, by run id."""
 
-    The caller holds the state directory's lock, so no other instance is alive.
-    What is left of such a run's process group is stopped: nothing would record
-    its ending otherwise.
-    """
-    settled = []
-    for run in await store.live_runs():
-        if run.owner == instance_id:
-            continue
-        stopped = await anyio.to_thread.run_sync(_stop_orphan, run)
-        reason = f"gatewayd instance {run.owner} stopped before the run ended"
-        if stopped:
-            reason += "; its leftover processes were killed"
-        try:
-            settled.append(
-                await store.finish_run(
-                    run.run_id,
-                    RunOutcome(
-                        status=RunStatus.INTERRUPTED,
-                        ended_at=clock.now(),
-                        error=reason,
-                        error_kind=ErrorKind.INTERRUPTED,
-                        stop_reason="owner-gone",
-                    ),
-                )
+    adopted: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.adopted or self.requeued or self.interrupted)
+
+
+class Recovery:
+    """Settles unwatched live runs; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        pipeline: RunPipeline,
+        exec_runner: ExecRunner,
+        instance_id: str,
+        state_dir: Path,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._pipeline = pipeline
+        self._exec = exec_runner
+        self._instance_id = instance_id
+        self._state_dir = state_dir
+
+    def _needs_settling(self, run: Run) -> bool:
+        # The state directory's lock makes this the only live instance: a run owned
+        # by any other is an orphan. One of ours needs settling only if unwatched.
+        return run.owner != self._instance_id or not self._pipeline.is_watching(run.run_id)
+
+    async def settle(self) -> Settlement:
+        """Settle every live run that this instance does not watch."""
+        done = Settlement()
+        for run in await self._store.live_runs():
+            if not self._needs_settling(run):
+                continue
+            try:
+                await self._settle(run, done)
+            except (RunAlreadyEnded, Conflict):
+                continue  # it ended, or was taken over, meanwhile: nothing left to settle
+        if done:
+            log.info(
+                "settled runs left without a watcher",
+                adopted=done.adopted,
+                requeued=done.requeued,
+                interrupted=done.interrupted,
             )
-        except RunAlreadyEnded:
-            continue
-        log.warning("run interrupted", run_id=run.run_id, job_id=run.job_id, reason=reason)
-    return settled
+        return done
+
+    async def _settle(self, run: Run, done: Settlement) -> None:
+        job = await self._store.get_job(run.job_id)
+        previous_owner = run.owner
+        if run.status is RunStatus.QUEUED:
+            if run.trigger is Trigger.RETRY and job is not None:
+                run = await self._store.adopt_run(
+                    run.run_id, from_owner=previous_owner, to_owner=self._instance_id
+                )
+                self._pipeline.relaunch(run, job)
+                done.requeued.append(run.run_id)
+                return
+            await self._interrupt(
+                run, f"it was queued when gatewayd instance {previous_owner} stopped"
+            )
+            done.interrupted.append(run.run_id)
+            return
+        pid = run.pid
+        if pid is None:
+            await self._interrupt(
+                run, f"gatewayd instance {previous_owner} stopped while it was running"
+            )
+            done.interrupted.append(run.run_id)
+            return
+        run = await self._store.adopt_run(
+            run.run_id, from_owner=previous_owner, to_owner=self._instance_id
+        )
+        execution = self._exec.adopt(
+            pid=pid,
+            pid_start=run.pid_start,
+            log_path=runfiles.log_path(self._state_dir, run.job_id, run.run_id),
+            exit_path=runfiles.exit_path(self._state_dir, run.job_id, run.run_id),
+        )
+        self._pipeline.adopt(run, job, execution)
+        done.adopted.append(run.run_id)
+        log.info("run re-adopted", run_id=run.run_id, pid=run.pid, from_instance=previous_owner)
+
+    async def _interrupt(self, run: Run, why: str) -> None:
+        await self._pipeline.finish_unwatched(
+            run,
+            RunOutcome(
+                status=RunStatus.INTERRUPTED,
+                ended_at=self._clock.now(),
+                error=f"interrupted: {why}",
+                error_kind=ErrorKind.INTERRUPTED,
+                stop_reason="owner-gone",
+            ),
+        )
+
+    async def prune(self, retention: Retention) -> int:
+        """Delete history beyond retention, with the runs' files; how many runs went."""
+        cutoff = self._clock.now() - timedelta(seconds=retention.max_age_s)
+        pruned = await self._store.prune_runs(
+            keep_per_job=retention.keep_per_job, queued_before=cutoff
+        )
+        if pruned:
+            await anyio.to_thread.run_sync(runfiles.delete_run_files, self._state_dir, pruned)
+            log.info("pruned run history", runs=len(pruned))
+        return len(pruned)
+
+    async def sweep(
+        self,
+        *,
+        interval_s: float,
+        retention: Retention,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Every ``interval_s``: heartbeat, settle what nobody watches, prune history."""
+        task_status.started()
+        while True:
+            await self._clock.sleep(interval_s)
+            try:
+                await self._store.heartbeat(self._instance_id, self._clock.now())
+                await self.settle()
+                await self.prune(retention)
+            except Exception:
+                log.exception("a sweep failed; the next one will try again")

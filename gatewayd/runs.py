@@ -19,13 +19,14 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import structlog
 
+from gatewayd import runfiles
 from gatewayd.clock import Clock
 from gatewayd.durations import format_time
 from gatewayd.errors import Conflict, NotFound, RunAlreadyEnded, SpawnFailed
@@ -48,6 +49,7 @@ from gatewayd.planning import (
     SlotDecision,
     decide_overlap,
     plan_due,
+    retry_delay,
 )
 from gatewayd.runners.base import ExecResult, Execution, RunContext, Runner
 from gatewayd.store.base import Store
@@ -95,8 +97,13 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
     """The terminal status of a run whose work ended with ``result``.
 
     A stop (timeout, cancel) decides over whatever the stopped work exited with.
+    Work that ended without leaving a status is ``interrupted``.
     """
-    common = {"ended_at": ended_at, "summary": result.summary, "output_tail": result.output_tail}
+    common = {
+        "ended_at": result.ended_at or ended_at,
+        "summary": result.summary,
+        "output_tail": result.output_tail,
+    }
     if stop_reason == STOP_TIMEOUT:
         return RunOutcome(
             status=RunStatus.TIMED_OUT,
@@ -115,9 +122,18 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
             stop_reason=stop_reason,
             **common,  # type: ignore[arg-type]
         )
+    if result.lost:
+        return RunOutcome(
+            status=RunStatus.INTERRUPTED,
+            error=result.error,
+            error_kind=ErrorKind.INTERRUPTED,
+            stop_reason="lost",
+            **common,  # type: ignore[arg-type]
+        )
     if result.signal is not None:
         return RunOutcome(
             status=RunStatus.FAILED,
+            exit_code=result.exit_code,
             error=result.error,
             error_kind=ErrorKind.SIGNAL,
             **common,  # type: ignore[arg-type]
@@ -133,19 +149,15 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
     )
 
 
-def run_log_path(state_dir: Path, job_id: str, run_id: str) -> Path:
-    """Where a run's output goes: one file per run, grouped by job."""
-    return state_dir / "runs" / job_id / f"{run_id}.log"
-
-
 class _Active:
     """This instance's handle on one of its runs: how to reach and stop its task."""
 
-    __slots__ = ("done", "job_id", "run_id", "stop_reason", "stop_requested")
+    __slots__ = ("done", "job_id", "run_id", "started", "stop_reason", "stop_requested")
 
     def __init__(self, run: Run) -> None:
         self.run_id = run.run_id
         self.job_id = run.job_id
+        self.started = run.status is RunStatus.RUNNING
         self.stop_reason: str | None = None
         self.stop_requested = anyio.Event()
         self.done = anyio.Event()
@@ -156,7 +168,7 @@ class _Active:
         self.stop_requested.set()
 
 
-FinishedListener = Callable[[Run, Job], Awaitable[None]]
+FinishedListener = Callable[[Run, Job | None], Awaitable[None]]
 
 
 class RunPipeline:
@@ -180,6 +192,7 @@ class RunPipeline:
         self._locks: dict[str, anyio.Lock] = {}
         self._active: dict[str, _Active] = {}
         self._finished_listeners: list[FinishedListener] = []
+        self._detaching = False
 
     @property
     def settings(self) -> PipelineSettings:
@@ -333,10 +346,20 @@ class RunPipeline:
                 if active is not None:
                     active.request_stop(STOP_REPLACED)
 
-    def _launch(self, run: Run, job: Job, *, after: tuple[str, ...]) -> None:
+    def _launch(self, run: Run, job: Job, *, after: tuple[str, ...] = ()) -> None:
         active = _Active(run)
         self._active[run.run_id] = active
         self._tg.start_soon(self._execute, run, job, after, active, name=f"run {run.run_id}")
+
+    def relaunch(self, run: Run, job: Job) -> None:
+        """Execute a ``queued`` run this instance has taken over (a pending retry)."""
+        self._launch(run, job)
+
+    def adopt(self, run: Run, job: Job | None, execution: Execution) -> None:
+        """Watch a ``running`` run started by an instance that is gone, to its ending."""
+        active = _Active(run)
+        self._active[run.run_id] = active
+        self._tg.start_soon(self._watch, run, job, execution, active, name=f"run {run.run_id}")
 
     # --- stopping and waiting -------------------------------------------------------
 
@@ -383,6 +406,10 @@ class RunPipeline:
             raise NotFound(f"no run with id {run_id}")
         return run
 
+    def is_watching(self, run_id: str) -> bool:
+        """Whether this instance has a task driving the run."""
+        return run_id in self._active
+
     async def wait_idle(self) -> None:
         """Return once this instance has no run in progress."""
         while self._active:
@@ -396,34 +423,63 @@ class RunPipeline:
         for active in handles:
             await active.done.wait()
 
+    async def detach_all(self) -> None:
+        """Let running runs go on without this instance; cancel the ones not started.
+
+        The next instance re-adopts the running ones and records their endings.
+        Leaving the pipeline's context afterwards stops watching them.
+        """
+        self._detaching = True
+        waiting = [a for a in self._active.values() if not a.started]
+        for active in waiting:
+            active.request_stop(STOP_SHUTDOWN)
+        for active in waiting:
+            await active.done.wait()
+
     # --- executing ------------------------------------------------------------------
 
     async def _execute(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
         try:
             await self._drive(run, job, after, active)
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._finish_if_live(run, job, self._stopped(STOP_SHUTDOWN))
+            if not (self._detaching and active.started):
+                with anyio.CancelScope(shield=True):
+                    await self._finish_if_live(run, job, self._stopped(STOP_SHUTDOWN))
             raise
         except Exception as exc:
             log.exception("run failed inside gatewayd", run_id=run.run_id, job_id=job.id)
             with anyio.CancelScope(shield=True):
-                await self._finish_if_live(
-                    run,
-                    job,
-                    RunOutcome(
-                        status=RunStatus.FAILED,
-                        ended_at=self._clock.now(),
-                        error=f"internal error: {type(exc).__name__}: {exc}",
-                        error_kind=ErrorKind.INTERNAL,
-                    ),
-                )
+                await self._finish_if_live(run, job, self._internal_error(exc))
+        finally:
+            active.done.set()
+            self._active.pop(run.run_id, None)
+
+    async def _watch(
+        self, run: Run, job: Job | None, execution: Execution, active: _Active
+    ) -> None:
+        try:
+            outcome = await self._supervise(run, job, execution, active)
+            await self._finish(run, job, outcome)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            log.exception("watching a run failed inside gatewayd", run_id=run.run_id)
+            with anyio.CancelScope(shield=True):
+                await self._finish_if_live(run, job, self._internal_error(exc))
         finally:
             active.done.set()
             self._active.pop(run.run_id, None)
 
     def _stopped(self, reason: str) -> RunOutcome:
         return outcome_for(ExecResult(), reason, ended_at=self._clock.now())
+
+    def _internal_error(self, exc: Exception) -> RunOutcome:
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            ended_at=self._clock.now(),
+            error=f"internal error: {type(exc).__name__}: {exc}",
+            error_kind=ErrorKind.INTERNAL,
+        )
 
     async def _unless_stopped(self, active: _Active, wait: Callable[[], Awaitable[object]]) -> bool:
         """Await ``wait()``; ``False`` if a stop was requested before it returned."""
@@ -442,13 +498,23 @@ class RunPipeline:
             tg.cancel_scope.cancel()
         return done
 
-    async def _drive(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
+    async def _wait_turn(self, run: Run, after: tuple[str, ...], active: _Active) -> bool:
+        """Wait for the run's time (retries), its predecessors and a free slot.
+
+        ``False`` if a stop was requested first; ``True`` holding a slot.
+        """
+        if run.trigger is Trigger.RETRY and run.scheduled_for is not None:
+            not_before = run.scheduled_for
+            if not await self._unless_stopped(active, lambda: self._clock.sleep_until(not_before)):
+                return False
         for predecessor in after:
             handle = self._active.get(predecessor)
             if handle is not None and not await self._unless_stopped(active, handle.done.wait):
-                await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
-                return
-        if not await self._unless_stopped(active, self._slots.acquire):
+                return False
+        return await self._unless_stopped(active, self._slots.acquire)
+
+    async def _drive(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
+        if not await self._wait_turn(run, after, active):
             await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
             return
         try:
@@ -456,14 +522,12 @@ class RunPipeline:
                 await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
                 return
             ctx = await self._context(run, job)
+            started_at = self._clock.now()
             try:
                 execution = await self._runners[job.payload.kind].start(ctx)
             except SpawnFailed as exc:
                 run = await self._store.start_run(
-                    run.run_id,
-                    started_at=self._clock.now(),
-                    owner=self._settings.instance_id,
-                    pid=None,
+                    run.run_id, started_at=started_at, owner=self._settings.instance_id, pid=None
                 )
                 await self._finish(
                     run,
@@ -479,22 +543,35 @@ class RunPipeline:
             try:
                 run = await self._store.start_run(
                     run.run_id,
-                    started_at=self._clock.now(),
+                    started_at=started_at,
                     owner=self._settings.instance_id,
                     pid=execution.pid,
+                    pid_start=execution.pid_start,
                 )
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await execution.stop(0)
                 raise
+            active.started = True
             log.info("run started", run_id=run.run_id, job=job.name, pid=execution.pid)
-            outcome = await self._supervise(job, execution, active)
+            outcome = await self._supervise(run, job, execution, active)
             await self._finish(run, job, outcome)
         finally:
             self._slots.release()
 
-    async def _supervise(self, job: Job, execution: Execution, active: _Active) -> RunOutcome:
-        timeout = self._settings.default_timeout_s if job.timeout_s is None else job.timeout_s
+    def _deadline(self, run: Run, job: Job | None) -> datetime | None:
+        timeout = self._settings.default_timeout_s
+        if job is not None and job.timeout_s is not None:
+            timeout = job.timeout_s
+        if timeout <= 0:
+            return None
+        return (run.started_at or self._clock.now()) + timedelta(seconds=timeout)
+
+    async def _supervise(
+        self, run: Run, job: Job | None, execution: Execution, active: _Active
+    ) -> RunOutcome:
+        """Wait for the run to end by itself, or stop it at its deadline or on request."""
+        deadline_at = self._deadline(run, job)
         result: ExecResult | None = None
         stop_reason: str | None = None
         try:
@@ -505,9 +582,9 @@ class RunPipeline:
                     result = await execution.wait()
                     tg.cancel_scope.cancel()
 
-                async def deadline() -> None:
+                async def deadline(when: datetime) -> None:
                     nonlocal stop_reason
-                    await self._clock.sleep(timeout)
+                    await self._clock.sleep_until(when)
                     stop_reason = stop_reason or STOP_TIMEOUT
                     tg.cancel_scope.cancel()
 
@@ -519,18 +596,34 @@ class RunPipeline:
 
                 tg.start_soon(natural_end)
                 tg.start_soon(stop_request)
-                if timeout > 0:
-                    tg.start_soon(deadline)
+                if deadline_at is not None:
+                    tg.start_soon(deadline, deadline_at)
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await execution.stop(self._settings.kill_grace_s)
+            if not self._detaching:
+                with anyio.CancelScope(shield=True):
+                    await execution.stop(self._settings.kill_grace_s)
             raise
         if result is not None:
+            if result.ended_at is not None and run.started_at is not None:
+                # A file's time is coarser than the clock: never end before the start.
+                result = replace(result, ended_at=max(result.ended_at, run.started_at))
             return outcome_for(result, None, ended_at=self._clock.now())
         with anyio.CancelScope(shield=True):
             await execution.stop(self._settings.kill_grace_s)
             ended = await execution.wait()
-        return outcome_for(ended, stop_reason, ended_at=self._clock.now())
+        return outcome_for(replace(ended, ended_at=None), stop_reason, ended_at=self._clock.now())
+
+    def context_for(self, run: Run, job: Job, env: Mapping[str, str]) -> RunContext:
+        """Where a run's files are, and what it is told."""
+        state_dir = self._settings.state_dir
+        return RunContext(
+            run=run,
+            job=job,
+            env=env,
+            log_path=runfiles.log_path(state_dir, job.id, run.run_id),
+            exit_path=runfiles.exit_path(state_dir, job.id, run.run_id),
+            state_dir=state_dir,
+        )
 
     async def _context(self, run: Run, job: Job) -> RunContext:
         previous = await self._store.previous_started_run(job.id, run.run_id)
@@ -552,20 +645,18 @@ class RunPipeline:
                 "GATEWAYD_STATE_DIR": str(self._settings.state_dir),
             }
         )
-        return RunContext(
-            run=run,
-            job=job,
-            env=env,
-            log_path=run_log_path(self._settings.state_dir, job.id, run.run_id),
-            state_dir=self._settings.state_dir,
-        )
+        return self.context_for(run, job, env)
 
-    async def _finish_if_live(self, run: Run, job: Job, outcome: RunOutcome) -> None:
+    async def finish_unwatched(self, run: Run, outcome: RunOutcome) -> None:
+        """Record the ending of a live run that no task drives (start-up settlement)."""
+        await self._finish(run, await self._store.get_job(run.job_id), outcome)
+
+    async def _finish_if_live(self, run: Run, job: Job | None, outcome: RunOutcome) -> None:
         current = await self._store.get_run(run.run_id)
         if current is not None and current.status.is_live:
             await self._finish(current, job, outcome)
 
-    async def _finish(self, run: Run, job: Job, outcome: RunOutcome) -> None:
+    async def _finish(self, run: Run, job: Job | None, outcome: RunOutcome) -> None:
         try:
             run = await self._store.finish_run(run.run_id, outcome)
         except RunAlreadyEnded:
@@ -574,16 +665,37 @@ class RunPipeline:
         log.info(
             "run finished",
             run_id=run.run_id,
-            job=job.name,
+            job=run.job_name,
             status=run.status.value,
             exit_code=run.exit_code,
             duration_ms=run.duration_ms,
         )
+        if job is not None:
+            await self._maybe_retry(run, job)
         for listener in self._finished_listeners:
             try:
                 await listener(run, job)
             except Exception:
                 log.exception("a run-finished listener failed", run_id=run.run_id)
+
+    async def _maybe_retry(self, run: Run, job: Job) -> None:
+        """Queue the next attempt of a failed or timed-out run, after its backoff."""
+        if run.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT) or self._detaching:
+            return
+        delay = retry_delay(job.retry, run.attempt)
+        if delay is None:
+            return
+        now = self._clock.now()
+        retry = self._new_run(
+            job,
+            trigger=Trigger.RETRY,
+            now=now,
+            scheduled_for=now + timedelta(seconds=delay),
+            attempt=run.attempt + 1,
+        )
+        await self._store.record_runs([retry])
+        log.info("retry queued", run_id=retry.run_id, after=run.run_id, attempt=retry.attempt)
+        self._launch(retry, job)
 
 
 @asynccontextmanager

@@ -48,6 +48,10 @@ class FakeExecution:
     def pid(self) -> int:
         return self._pid
 
+    @property
+    def pid_start(self) -> int | None:
+        return None
+
     def finish(self, result: ExecResult | None = None) -> None:
         self._result = result or ExecResult(exit_code=0)
         self._ended.set()
@@ -94,6 +98,26 @@ class FakeRunner:
 
 
 # --- conditions with deadlines -------------------------------------------------------
+
+
+def observe(
+    probe: Callable[[], T],
+    *,
+    every: float,
+    until: Callable[[T], bool],
+    timeout: float,
+) -> list[T]:
+    """Call ``probe`` every ``every`` seconds until ``until(result)``; every result seen."""
+    deadline = time.monotonic() + timeout
+    seen: list[T] = []
+    while True:
+        value = probe()
+        seen.append(value)
+        if until(value):
+            return seen
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no final observation within {timeout}s; last: {value!r}")
+        time.sleep(every)
 
 
 def wait_until(
@@ -191,12 +215,13 @@ class DaemonProcess:
         return self.process
 
     def start(self) -> DaemonProcess:
-        self.spawn()
-        self.wait_for_message("READY=1", timeout=self.ready_timeout)
+        """Start the daemon and return once this process has said READY=1."""
+        process = self.spawn()
+        self.wait_for_message("READY=1", timeout=self.ready_timeout, pid=process.pid)
         return self
 
-    def wait_for_message(self, wanted: str, *, timeout: float) -> str:
-        """Wait for a notify datagram containing the line ``wanted``."""
+    def wait_for_message(self, wanted: str, *, timeout: float, pid: int | None = None) -> str:
+        """Wait for a notify datagram containing the line ``wanted`` (from ``pid`` if given)."""
         assert self._notify is not None
         deadline = time.monotonic() + timeout
         while True:
@@ -214,7 +239,8 @@ class DaemonProcess:
                     ) from None
                 continue
             self.messages.append(data)
-            if wanted in data.splitlines():
+            lines = data.splitlines()
+            if wanted in lines and (pid is None or f"MAINPID={pid}" in lines):
                 return data
 
     def log(self) -> str:
@@ -278,7 +304,7 @@ class DaemonProcess:
 
 def process_group_members(pgid: int) -> list[int]:
     """Pids of live (non-zombie) processes in a process group."""
-    from gatewayd.runners.procgroup import group_members
+    from gatewayd.runners.processes import group_members
 
     return group_members(pgid)
 

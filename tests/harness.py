@@ -60,6 +60,11 @@ class Harness:
             return []
         return runs
 
+    async def at_least(self, job_id: str, count: int) -> list[Run]:
+        """The job's runs once there are ``count`` of them, oldest first."""
+        runs = await self.runs(job_id)
+        return runs if len(runs) >= count else []
+
     async def job_gone(self, job_id: str) -> bool:
         return await self.store.get_job(job_id) is None
 

@@ -42,7 +42,7 @@ class TestConfig:
             ("[gateway]\nmax_concurrent_runs = 'many'\n", "x.toml:2: gateway.max_concurrent_runs"),
             ("[gateway]\n\nkill_grace = '-1s'\n", "x.toml:3: gateway.kill_grace"),
             ("[gateway]\nbogus = 1\n", "gateway.bogus: unknown key"),
-            ("[gateway]\non_shutdown = 'explode'\n", "expected one of cancel, wait"),
+            ("[gateway]\non_shutdown = 'explode'\n", "expected one of detach, wait, cancel"),
             ("[[jobs]]\nname = 'a'\ncron = '99 * * * *'\ncommand = 'x'\n", "jobs[0] ('a')"),
             ("[[jobs]]\nname = 'a'\nevery = '1m'\n", "payload: missing"),
             (

@@ -66,7 +66,7 @@ class TestServer:
                 with socket.socket(socket.AF_UNIX) as sock:
                     sock.settimeout(5)
                     sock.connect(str(path))
-                    sock.sendall(b'{"jsonrpc":"2.0","id":1,"method":"echo"}\n')
+                    # The refusal comes at once, before any request is read.
                     body: dict[str, Any] = orjson.loads(sock.makefile("rb").readline())
                     return body
 

@@ -168,8 +168,13 @@ class TestRuns:
     async def test_lifecycle(self, store: Store) -> None:
         """queued -> running -> succeeded, with owner, pid and a derived duration."""
         await store.record_runs([run("r1")])
-        started = await store.start_run("r1", started_at=T0, owner="inst1", pid=123)
-        assert (started.status, started.owner, started.pid) == (RunStatus.RUNNING, "inst1", 123)
+        started = await store.start_run("r1", started_at=T0, owner="inst1", pid=123, pid_start=9)
+        assert (started.status, started.owner, started.pid, started.pid_start) == (
+            RunStatus.RUNNING,
+            "inst1",
+            123,
+            9,
+        )
         done = await store.finish_run("r1", ended(exit_code=0, output_tail="ok\n", summary="fine"))
         assert done.status is RunStatus.SUCCEEDED
         assert done.duration_ms == 5000
@@ -187,6 +192,36 @@ class TestRuns:
             await store.start_run("r1", started_at=T0, owner="i", pid=None)
         stored = await store.get_run("r1")
         assert stored is not None and stored.status is RunStatus.CANCELLED
+
+    async def test_adoption_has_one_winner(self, store: Store) -> None:
+        """A live run changes owner once; a second adopter from the old owner loses."""
+        await store.record_runs([run("r1")])
+        await store.start_run("r1", started_at=T0, owner="dead", pid=5)
+        adopted = await store.adopt_run("r1", from_owner="dead", to_owner="new")
+        assert (adopted.owner, adopted.status) == ("new", RunStatus.RUNNING)
+        with pytest.raises(Conflict, match="owned by instance new, not dead"):
+            await store.adopt_run("r1", from_owner="dead", to_owner="other")
+        await store.finish_run("r1", ended())
+        with pytest.raises(RunAlreadyEnded):
+            await store.adopt_run("r1", from_owner="new", to_owner="other")
+        stored = await store.get_run("r1")
+        assert stored is not None and stored.owner == "new"
+
+    async def test_pruning_keeps_live_runs_and_the_newest(self, store: Store) -> None:
+        """Retention deletes old and surplus ended runs, never live ones."""
+        old = T0 - timedelta(days=40)
+        await store.record_runs(
+            [
+                dataclasses.replace(run(f"a{i}"), queued_at=old, status=RunStatus.SKIPPED)
+                for i in range(2)
+            ]
+            + [dataclasses.replace(run("a-live"), queued_at=old)]
+            + [run(f"b{i}", status=RunStatus.SKIPPED) for i in range(5)]
+        )
+        pruned = await store.prune_runs(keep_per_job=3, queued_before=T0 - timedelta(days=30))
+        assert sorted(r.run_id for r in pruned) == ["a0", "a1", "b0", "b1"]
+        left = [r.run_id for r in await store.list_runs("job0000001", limit=100)]
+        assert left == ["b4", "b3", "b2", "a-live"]
 
     async def test_unknown_run(self, store: Store) -> None:
         with pytest.raises(NotFound):
@@ -249,7 +284,7 @@ class TestSQLiteFile:
         await store.close()
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         conn.close()
 
     async def test_survives_reopen(self, tmp_path: Path) -> None:
@@ -281,6 +316,30 @@ class TestSQLiteFile:
         conn.close()
         with pytest.raises(StoreCorrupt, match="not a gatewayd store"):
             await SQLiteStore(path).open()
+
+    async def test_migrates_a_version_1_store(self, tmp_path: Path) -> None:
+        """A store written by schema version 1 is migrated forward and keeps its runs."""
+        from gatewayd.store.schema import MIGRATIONS
+
+        path = tmp_path / "g.db"
+        conn = sqlite3.connect(path)
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO runs (run_id, job_id, job_name, trigger, status, queued_at, "
+            "session_key, attempt) VALUES ('r1', 'j', 'n', 'manual', 'succeeded', 0, 's', 1)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+        conn.close()
+        store = SQLiteStore(path)
+        await store.open()
+        got = await store.get_run("r1")
+        assert got is not None and got.pid_start is None
+        await store.close()
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        conn.close()
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "g.db"

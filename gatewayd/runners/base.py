@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -18,18 +19,26 @@ class RunContext:
     job: Job
     env: Mapping[str, str]
     log_path: Path
+    exit_path: Path
     state_dir: Path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecResult:
-    """How a run's work ended by itself: an exit code or a signal, and what it printed."""
+    """How a run's work ended by itself: an exit code or a signal, and what it printed.
+
+    ``ended_at`` is when the work ended, if that is known better than "now" (a
+    re-adopted run that ended while no daemon watched). ``lost`` means the work
+    ended without leaving its status anywhere.
+    """
 
     exit_code: int | None = None
     signal: int | None = None
     summary: str | None = None
     output_tail: str | None = None
     error: str | None = None
+    ended_at: datetime | None = None
+    lost: bool = False
 
 
 class Execution(Protocol):
@@ -43,6 +52,9 @@ class Execution(Protocol):
 
     @property
     def pid(self) -> int | None: ...
+
+    @property
+    def pid_start(self) -> int | None: ...
 
     async def wait(self) -> ExecResult: ...
 
@@ -67,6 +79,10 @@ class Finished:
 
     @property
     def pid(self) -> int | None:
+        return None
+
+    @property
+    def pid_start(self) -> int | None:
         return None
 
     async def wait(self) -> ExecResult:

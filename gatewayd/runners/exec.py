@@ -1,10 +1,29 @@
-"""The ``exec`` runner: a command in its own process group, its output in a file."""
+"""The ``exec`` runner: a command in its own process group, under a waiter that outlives us.
+
+Each command runs under a small ``/bin/sh`` waiter, the leader of a new session
+and process group::
+
+    /bin/sh -c WAITER <run_id>.exit COMMAND ARGS...
+
+The waiter runs the command, then writes its exit status into the run's
+``.exit`` file and exits with it. Output goes straight to the run's log file,
+never through a pipe, so that neither the output nor the exit status depends
+on the daemon staying alive. The waiter catches SIGTERM (its child does not
+inherit that), so a group stopped with SIGTERM still records a status.
+
+A shell reports a child killed by signal N as status 128 + N; statuses 129 to
+192 are therefore read as signals.
+"""
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import signal
 import subprocess
+from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO
 
 import anyio
@@ -13,9 +32,19 @@ import anyio.to_thread
 
 from gatewayd.errors import SpawnFailed
 from gatewayd.model import ExecPayload
+from gatewayd.runfiles import read_exit_status
 from gatewayd.runners.base import ExecResult, RunContext
-from gatewayd.runners.procgroup import group_members, read_tail, signal_group
+from gatewayd.runners.processes import (
+    group_members,
+    is_running,
+    process_start_time,
+    read_tail,
+    signal_group,
+    signal_of_status,
+    wait_for_exit,
+)
 
+WAITER_SCRIPT = 'trap : TERM; "$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
 # How often a stopping process group is checked for stragglers during its grace period.
 _GROUP_CHECK_S = 0.05
 
@@ -28,48 +57,114 @@ def command_argv(payload: ExecPayload) -> list[str]:
     return shlex.split(payload.command)
 
 
-class ProcessExecution:
-    """A command running as the leader of its own process group."""
+def result_of_status(code: int, tail: str | None, ended_at: datetime | None = None) -> ExecResult:
+    """What a run's status says: success, an exit code, or a signal."""
+    sig = signal_of_status(code)
+    if sig is not None:
+        name = signal.Signals(sig).name
+        return ExecResult(
+            exit_code=code if code >= 0 else None,
+            signal=sig,
+            output_tail=tail,
+            error=f"killed by signal {name}",
+            ended_at=ended_at,
+        )
+    error = None if code == 0 else f"exited with code {code}"
+    return ExecResult(exit_code=code, output_tail=tail, error=error, ended_at=ended_at)
 
-    def __init__(self, process: anyio.abc.Process, ctx: RunContext, tail_bytes: int) -> None:
-        self._process = process
-        self._ctx = ctx
+
+class GroupExecution:
+    """A run's process group, led by its waiter; base of started and adopted executions.
+
+    ``ended_at`` of the result is the time the waiter wrote the status, when no
+    daemon watched the run end; a watching daemon's own clock is better.
+    """
+
+    watched_from_start = True
+
+    def __init__(
+        self, *, pid: int, pid_start: int | None, log_path: Path, exit_path: Path, tail_bytes: int
+    ) -> None:
+        self._pid = pid
+        self._pid_start = pid_start
+        self._log_path = log_path
+        self._exit_path = exit_path
         self._tail_bytes = tail_bytes
         self._result: ExecResult | None = None
 
     @property
     def pid(self) -> int:
-        return self._process.pid
+        return self._pid
+
+    @property
+    def pid_start(self) -> int | None:
+        return self._pid_start
+
+    async def _leader_exit_code(self) -> int | None:
+        """Wait for the waiter to end; its status if we can know it as its parent."""
+        raise NotImplementedError
 
     async def wait(self) -> ExecResult:
         if self._result is None:
-            code = await self._process.wait()
-            tail = await anyio.to_thread.run_sync(read_tail, self._ctx.log_path, self._tail_bytes)
-            if self._result is None:
-                if code < 0:
-                    sig = -code
-                    self._result = ExecResult(
-                        signal=sig,
-                        output_tail=tail,
-                        error=f"killed by signal {signal.Signals(sig).name}",
-                    )
-                else:
-                    error = None if code == 0 else f"exited with code {code}"
-                    self._result = ExecResult(exit_code=code, output_tail=tail, error=error)
+            code = await self._leader_exit_code()
+            written = await anyio.to_thread.run_sync(read_exit_status, self._exit_path)
+            tail = await anyio.to_thread.run_sync(read_tail, self._log_path, self._tail_bytes)
+            if written is not None and (code is None or code >= 0):
+                ended_at = None if self.watched_from_start else written[1]
+                self._result = result_of_status(written[0], tail, ended_at)
+            elif code is not None:
+                self._result = result_of_status(code, tail)
+            else:
+                self._result = ExecResult(
+                    output_tail=tail,
+                    error="the run's process ended while no gatewayd watched it, "
+                    "without recording an exit status (it was killed)",
+                    lost=True,
+                )
         return self._result
 
     async def stop(self, grace_s: float) -> None:
-        pgid = self._process.pid
-        if not signal_group(pgid, signal.SIGTERM):
-            await self._process.wait()
-            return
-        with anyio.move_on_after(grace_s):
-            await self._process.wait()
-            # No event tells when the last member of a group is gone: check, bounded by grace.
-            while await anyio.to_thread.run_sync(group_members, pgid):  # noqa: ASYNC110
-                await anyio.sleep(_GROUP_CHECK_S)
-        signal_group(pgid, signal.SIGKILL)
-        await self._process.wait()
+        pgid = self._pid
+        if signal_group(pgid, signal.SIGTERM):
+            with anyio.move_on_after(grace_s):
+                await self._leader_exit_code()
+                # No event tells when the last member of a group is gone: check, bounded.
+                while await anyio.to_thread.run_sync(group_members, pgid):  # noqa: ASYNC110
+                    await anyio.sleep(_GROUP_CHECK_S)
+            signal_group(pgid, signal.SIGKILL)
+        await self._leader_exit_code()
+
+
+class ProcessExecution(GroupExecution):
+    """A waiter this daemon started: its own child."""
+
+    def __init__(self, process: anyio.abc.Process, ctx: RunContext, tail_bytes: int) -> None:
+        super().__init__(
+            pid=process.pid,
+            pid_start=process_start_time(process.pid),
+            log_path=ctx.log_path,
+            exit_path=ctx.exit_path,
+            tail_bytes=tail_bytes,
+        )
+        self._process = process
+
+    async def _leader_exit_code(self) -> int | None:
+        return await self._process.wait()
+
+
+class AdoptedExecution(GroupExecution):
+    """A waiter started by an instance that is gone, re-adopted by this one."""
+
+    watched_from_start = False
+
+    async def _leader_exit_code(self) -> int | None:
+        await wait_for_exit(self._pid, self._pid_start)
+        return None
+
+    async def stop(self, grace_s: float) -> None:
+        # The pid may belong to another process by now: signal only the one we know.
+        if is_running(self._pid, self._pid_start):
+            await super().stop(grace_s)
 
 
 class ExecRunner:
@@ -78,21 +173,28 @@ class ExecRunner:
     def __init__(self, *, tail_bytes: int = 4096) -> None:
         self._tail_bytes = tail_bytes
 
+    def adopt(
+        self, *, pid: int, pid_start: int | None, log_path: Path, exit_path: Path
+    ) -> AdoptedExecution:
+        """An execution for the waiter of a run that a previous instance started."""
+        return AdoptedExecution(
+            pid=pid,
+            pid_start=pid_start,
+            log_path=log_path,
+            exit_path=exit_path,
+            tail_bytes=self._tail_bytes,
+        )
+
     async def start(self, ctx: RunContext) -> ProcessExecution:
         payload = ctx.job.payload
         assert isinstance(payload, ExecPayload)
         argv = command_argv(payload)
         if not argv:
             raise SpawnFailed("the command is empty")
-        try:
-            log = await anyio.to_thread.run_sync(_open_log, ctx)
-        except OSError as exc:
-            raise SpawnFailed(
-                f"cannot open the run log {ctx.log_path}: {exc.strerror or exc}"
-            ) from None
+        log = await anyio.to_thread.run_sync(_prepare, ctx, argv[0], payload.cwd)
         try:
             process = await anyio.open_process(
-                argv,
+                ["/bin/sh", "-c", WAITER_SCRIPT, str(ctx.exit_path), *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -101,16 +203,30 @@ class ExecRunner:
                 start_new_session=True,
             )
         except OSError as exc:
-            where = f" in {payload.cwd}" if payload.cwd else ""
             raise SpawnFailed(
-                f"cannot start {argv[0]!r}{where}: {exc.strerror or exc}",
-                data={"errno": exc.errno},
+                f"cannot start {argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
             ) from None
         finally:
             log.close()
         return ProcessExecution(process, ctx, self._tail_bytes)
 
 
-def _open_log(ctx: RunContext) -> BinaryIO:
-    ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-    return ctx.log_path.open("ab")
+def _prepare(ctx: RunContext, program: str, cwd: str | None) -> BinaryIO:
+    """Check that the command can start, and open its log; SpawnFailed says why not."""
+    if cwd is not None and not os.path.isdir(cwd):
+        raise SpawnFailed(f"cannot start {program!r}: the directory {cwd} does not exist")
+    search = ctx.env.get("PATH", os.defpath)
+    if "/" in program:
+        where = Path(cwd or ".", program) if not os.path.isabs(program) else Path(program)
+        found = os.access(where, os.X_OK) and where.is_file()
+    else:
+        found = shutil.which(program, path=search) is not None
+    if not found:
+        raise SpawnFailed(f"cannot start {program!r}: not found or not executable")
+    try:
+        ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return ctx.log_path.open("ab")
+    except OSError as exc:
+        raise SpawnFailed(
+            f"cannot open the run log {ctx.log_path}: {exc.strerror or exc}"
+        ) from None

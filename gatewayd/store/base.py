@@ -111,13 +111,30 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def start_run(
-        self, run_id: str, *, started_at: datetime, owner: str, pid: int | None
+        self,
+        run_id: str,
+        *,
+        started_at: datetime,
+        owner: str,
+        pid: int | None,
+        pid_start: int | None = None,
     ) -> Run:
         """Move a ``queued`` run to ``running``, owned by ``owner``; return it.
+
+        ``pid`` and ``pid_start`` (the process start time) identify its process.
 
         Raises :class:`gatewayd.errors.RunAlreadyEnded` if the run is not
         ``queued`` any more (for example, it was cancelled), and
         :class:`gatewayd.errors.NotFound` if it does not exist.
+        """
+
+    @abc.abstractmethod
+    async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
+        """Make ``to_owner`` the owner of a live run owned by ``from_owner``; return it.
+
+        Exactly one adopter wins: :class:`gatewayd.errors.Conflict` if the run is
+        no longer owned by ``from_owner``, :class:`gatewayd.errors.RunAlreadyEnded`
+        if it has ended, :class:`gatewayd.errors.NotFound` if it does not exist.
         """
 
     @abc.abstractmethod
@@ -152,3 +169,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_runs(self) -> RunCounts:
         """How many runs there are in each status."""
+
+    @abc.abstractmethod
+    async def prune_runs(self, *, keep_per_job: int, queued_before: datetime) -> list[Run]:
+        """Delete ended runs beyond retention; return the runs deleted.
+
+        A run is deleted if it is not among its job's newest ``keep_per_job``
+        runs, or if it was queued before ``queued_before``. Live runs are never
+        deleted, whatever their age.
+        """

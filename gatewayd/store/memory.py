@@ -12,7 +12,7 @@ import anyio.lowlevel
 from gatewayd.errors import Conflict, NameTaken, NotFound, SlotTaken
 from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, RunStatus
 from gatewayd.store.base import Store
-from gatewayd.store.transitions import finished, slot_key, started
+from gatewayd.store.transitions import adopted, finished, slot_key, started
 
 
 class MemoryStore(Store):
@@ -120,10 +120,24 @@ class MemoryStore(Store):
         return run
 
     async def start_run(
-        self, run_id: str, *, started_at: datetime, owner: str, pid: int | None
+        self,
+        run_id: str,
+        *,
+        started_at: datetime,
+        owner: str,
+        pid: int | None,
+        pid_start: int | None = None,
     ) -> Run:
         await anyio.lowlevel.checkpoint()
-        run = started(self._live(run_id), started_at=started_at, owner=owner, pid=pid)
+        run = started(
+            self._live(run_id), started_at=started_at, owner=owner, pid=pid, pid_start=pid_start
+        )
+        self._runs[run_id] = run
+        return run
+
+    async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
+        await anyio.lowlevel.checkpoint()
+        run = adopted(self._live(run_id), from_owner=from_owner, to_owner=to_owner)
         self._runs[run_id] = run
         return run
 
@@ -179,3 +193,22 @@ class MemoryStore(Store):
         for run in self._runs.values():
             counts[run.status] = counts.get(run.status, 0) + 1
         return RunCounts(by_status=tuple(sorted(counts.items())))
+
+    async def prune_runs(self, *, keep_per_job: int, queued_before: datetime) -> list[Run]:
+        await anyio.lowlevel.checkpoint()
+        by_job: dict[str, list[Run]] = {}
+        for run in self._newest_first(list(self._runs.values())):
+            by_job.setdefault(run.job_id, []).append(run)
+        doomed = [
+            run
+            for runs in by_job.values()
+            for index, run in enumerate(runs)
+            if run.status.is_terminal and (index >= keep_per_job or run.queued_at < queued_before)
+        ]
+        for run in doomed:
+            del self._runs[run.run_id]
+            del self._seq[run.run_id]
+            key = slot_key(run)
+            if key is not None:
+                self._slots.discard(key)
+        return doomed

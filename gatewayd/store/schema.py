@@ -72,6 +72,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             body BLOB NOT NULL
         )""",
     ),
+    # version 2: process identity (start time) for re-adoption; pruning by age
+    (
+        "ALTER TABLE runs ADD COLUMN pid_start INTEGER",
+        "CREATE INDEX runs_queued_at ON runs (queued_at)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

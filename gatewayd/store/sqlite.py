@@ -41,15 +41,16 @@ from gatewayd.model import (
 )
 from gatewayd.store.base import Store
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
-from gatewayd.store.transitions import finished, slot_key, started
+from gatewayd.store.transitions import adopted, finished, slot_key, started
 
 T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RUN_COLUMNS = (
+RUN_COLUMNS = (
     "run_id, job_id, job_name, trigger, status, scheduled_for, queued_at, started_at, "
     "ended_at, duration_ms, exit_code, error, error_kind, stop_reason, session_key, attempt, "
-    "summary, output_tail, owner, pid"
+    "summary, output_tail, owner, pid, pid_start"
 )
+_RUN_PLACEHOLDERS = ", ".join("?" * 21)
 
 
 def to_us(value: datetime | None) -> int | None:
@@ -86,10 +87,11 @@ def _run_row(run: Run) -> tuple[Any, ...]:
         run.output_tail,
         run.owner,
         run.pid,
+        run.pid_start,
     )
 
 
-def _run_from_row(row: Sequence[Any]) -> Run:
+def run_from_row(row: Sequence[Any]) -> Run:
     queued_at = from_us(row[6])
     assert queued_at is not None
     return Run(
@@ -113,6 +115,7 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         output_tail=row[17],
         owner=row[18],
         pid=row[19],
+        pid_start=row[20],
     )
 
 
@@ -369,8 +372,7 @@ class SQLiteStore(Store):
                 for run in runs:
                     try:
                         conn.execute(
-                            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
-                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_RUN_PLACEHOLDERS})",
                             _run_row(run),
                         )
                     except sqlite3.IntegrityError:
@@ -399,12 +401,10 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _load_run(conn: sqlite3.Connection, run_id: str) -> Run:
-        row = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"no run with id {run_id}")
-        return _run_from_row(row)
+        return run_from_row(row)
 
     def _transition(
         self, run_id: str, change: Callable[[Run], Run]
@@ -416,19 +416,35 @@ class SQLiteStore(Store):
                 conn.execute(
                     "UPDATE runs SET status = ?, started_at = ?, ended_at = ?, duration_ms = ?, "
                     "exit_code = ?, error = ?, error_kind = ?, stop_reason = ?, summary = ?, "
-                    "output_tail = ?, owner = ?, pid = ? WHERE run_id = ?",
-                    (row[4], *row[7:14], *row[16:20], run_id),
+                    "output_tail = ?, owner = ?, pid = ?, pid_start = ? WHERE run_id = ?",
+                    (row[4], *row[7:14], *row[16:21], run_id),
                 )
                 return run
 
         return op
 
     async def start_run(
-        self, run_id: str, *, started_at: datetime, owner: str, pid: int | None
+        self,
+        run_id: str,
+        *,
+        started_at: datetime,
+        owner: str,
+        pid: int | None,
+        pid_start: int | None = None,
     ) -> Run:
         return await self._call(
             self._transition(
-                run_id, lambda run: started(run, started_at=started_at, owner=owner, pid=pid)
+                run_id,
+                lambda run: started(
+                    run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start
+                ),
+            )
+        )
+
+    async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
+        return await self._call(
+            self._transition(
+                run_id, lambda run: adopted(run, from_owner=from_owner, to_owner=to_owner)
             )
         )
 
@@ -438,19 +454,19 @@ class SQLiteStore(Store):
     async def get_run(self, run_id: str) -> Run | None:
         def op(conn: sqlite3.Connection) -> Run | None:
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            return _run_from_row(row) if row else None
+            return run_from_row(row) if row else None
 
         return await self._call(op)
 
     async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
         def op(conn: sqlite3.Connection) -> list[Run]:
             rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY seq DESC LIMIT ?",
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY seq DESC LIMIT ?",
                 (job_id, limit),
             ).fetchall()
-            return [_run_from_row(r) for r in rows]
+            return [run_from_row(r) for r in rows]
 
         return await self._call(op)
 
@@ -458,44 +474,44 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> dict[str, Run]:
             if job_ids is None:
                 rows = conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq IN "
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE seq IN "
                     "(SELECT max(seq) FROM runs GROUP BY job_id)"
                 ).fetchall()
             else:
                 rows = []
                 for job_id in job_ids:
                     row = conn.execute(
-                        f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? "
+                        f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? "
                         "ORDER BY seq DESC LIMIT 1",
                         (job_id,),
                     ).fetchone()
                     if row is not None:
                         rows.append(row)
-            return {r[1]: _run_from_row(r) for r in rows}
+            return {r[1]: run_from_row(r) for r in rows}
 
         return await self._call(op)
 
     async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
         def op(conn: sqlite3.Connection) -> Run | None:
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? AND started_at IS NOT NULL "
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? AND started_at IS NOT NULL "
                 "AND seq < coalesce((SELECT seq FROM runs WHERE run_id = ?), 0) "
                 "ORDER BY seq DESC LIMIT 1",
                 (job_id, before_run_id),
             ).fetchone()
-            return _run_from_row(row) if row else None
+            return run_from_row(row) if row else None
 
         return await self._call(op)
 
     async def live_runs(self, job_id: str | None = None) -> list[Run]:
         def op(conn: sqlite3.Connection) -> list[Run]:
-            query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
+            query = f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
             params: tuple[str, ...] = ()
             if job_id is not None:
                 query += " AND job_id = ?"
                 params = (job_id,)
             rows = conn.execute(query + " ORDER BY seq", params).fetchall()
-            return [_run_from_row(r) for r in rows]
+            return [run_from_row(r) for r in rows]
 
         return await self._call(op)
 
@@ -503,5 +519,29 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> RunCounts:
             rows = conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
             return RunCounts(by_status=tuple(sorted((RunStatus(s), n) for s, n in rows)))
+
+        return await self._call(op)
+
+    async def prune_runs(self, *, keep_per_job: int, queued_before: datetime) -> list[Run]:
+        def op(conn: sqlite3.Connection) -> list[Run]:
+            ended = "status NOT IN ('queued', 'running')"
+            with self._tx(conn):
+                doomed = conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE queued_at < ? AND {ended}",
+                    (to_us(queued_before),),
+                ).fetchall()
+                crowded = conn.execute(
+                    "SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > ?",
+                    (keep_per_job,),
+                ).fetchall()
+                for (job_id,) in crowded:
+                    doomed += conn.execute(
+                        f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? AND {ended} AND "
+                        "seq < (SELECT seq FROM runs WHERE job_id = ? ORDER BY seq DESC "
+                        "LIMIT 1 OFFSET ?) AND queued_at >= ?",
+                        (job_id, job_id, keep_per_job - 1, to_us(queued_before)),
+                    ).fetchall()
+                conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r[0],) for r in doomed])
+            return [run_from_row(r) for r in doomed]
 
         return await self._call(op)

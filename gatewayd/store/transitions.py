@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from gatewayd.errors import RunAlreadyEnded
+from gatewayd.errors import Conflict, RunAlreadyEnded
 from gatewayd.model import Run, RunOutcome, RunStatus, Trigger
 
 
@@ -20,7 +20,9 @@ def slot_key(run: Run) -> tuple[str, datetime] | None:
     return (run.job_id, run.scheduled_for)
 
 
-def started(run: Run, *, started_at: datetime, owner: str, pid: int | None) -> Run:
+def started(
+    run: Run, *, started_at: datetime, owner: str, pid: int | None, pid_start: int | None
+) -> Run:
     """``run`` moved from ``queued`` to ``running``."""
     if run.status is not RunStatus.QUEUED:
         raise RunAlreadyEnded(
@@ -28,8 +30,28 @@ def started(run: Run, *, started_at: datetime, owner: str, pid: int | None) -> R
             data={"status": run.status.value},
         )
     return dataclasses.replace(
-        run, status=RunStatus.RUNNING, started_at=started_at, owner=owner, pid=pid
+        run,
+        status=RunStatus.RUNNING,
+        started_at=started_at,
+        owner=owner,
+        pid=pid,
+        pid_start=pid_start,
     )
+
+
+def adopted(run: Run, *, from_owner: str | None, to_owner: str) -> Run:
+    """``run``, still live, now owned by ``to_owner`` instead of ``from_owner``."""
+    if run.status.is_terminal:
+        raise RunAlreadyEnded(
+            f"run {run.run_id} already ended {run.status.value}; it cannot be adopted",
+            data={"status": run.status.value},
+        )
+    if run.owner != from_owner:
+        raise Conflict(
+            f"run {run.run_id} is owned by instance {run.owner}, not {from_owner}; "
+            "another instance adopted it first"
+        )
+    return dataclasses.replace(run, owner=to_owner)
 
 
 def finished(run: Run, outcome: RunOutcome) -> Run:
