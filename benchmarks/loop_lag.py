@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 from gatewayd.api import Gateway, Identity
+from gatewayd.bus import Bus
 from gatewayd.clock import SystemClock
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.logs import configure_logging
@@ -25,6 +26,7 @@ from gatewayd.model import PayloadKind
 from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.runs import PipelineSettings, open_pipeline
 from gatewayd.scheduler import Scheduler
+from gatewayd.sessions import SessionPersister
 from gatewayd.store import SQLiteStore
 
 
@@ -36,7 +38,10 @@ async def measure(runs: int, state_dir: Path) -> tuple[list[float], float]:
     settings = PipelineSettings(
         instance_id="bench", state_dir=state_dir, socket_path=state_dir / "s.sock"
     )
+    bus = Bus(store)
+    bus.add_in_band(SessionPersister(store))
     async with open_pipeline(
+        bus=bus,
         store=store,
         clock=clock,
         runners={PayloadKind.SYSTEM_EVENT: SystemEventRunner()},
@@ -44,6 +49,7 @@ async def measure(runs: int, state_dir: Path) -> tuple[list[float], float]:
     ) as pipeline:
         scheduler = Scheduler(store=store, clock=clock, pipeline=pipeline)
         gateway = Gateway(
+            bus=bus,
             store=store,
             clock=clock,
             pipeline=pipeline,

@@ -10,26 +10,37 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import structlog
 
 from gatewayd import __version__
+from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.codec import JsonObject, job_to_json, run_to_json, spec_to_json
 from gatewayd.durations import format_time
 from gatewayd.errors import InvalidInput, NotFound
 from gatewayd.ids import new_job_id
 from gatewayd.jobspec import job_from_spec, patched_spec
-from gatewayd.model import Job, JobSource, Run, RunStatus, ScheduleKind
+from gatewayd.model import (
+    MAIN_SESSION_KEY,
+    AgentTurnPayload,
+    Job,
+    JobSource,
+    Run,
+    RunStatus,
+    ScheduleKind,
+)
 from gatewayd.planning import first_slot
 from gatewayd.runs import STOP_CANCELLED, STOP_JOB_REMOVED, RunPipeline
 from gatewayd.scheduler import Scheduler
+from gatewayd.sessions import inbox_path, session_to_json, tail_jsonl, transcript_path
 from gatewayd.store.base import Store
 
 log = structlog.get_logger("gatewayd.api")
@@ -64,7 +75,11 @@ class Gateway:
         pipeline: RunPipeline,
         scheduler: Scheduler,
         identity: Identity,
+        bus: Bus,
+        agents: frozenset[str] | None = None,
     ) -> None:
+        self._bus = bus
+        self._agents = agents
         self._store = store
         self._clock = clock
         self._pipeline = pipeline
@@ -153,6 +168,20 @@ class Gateway:
 
     # --- changing jobs --------------------------------------------------------------
 
+    def _check_agent(self, job: Job) -> None:
+        payload = job.payload
+        agents = self._agents
+        if (
+            isinstance(payload, AgentTurnPayload)
+            and agents is not None
+            and payload.agent not in agents
+        ):
+            known = ", ".join(sorted(agents)) or "none"
+            raise InvalidInput(
+                f"payload.agent: no agent {payload.agent!r} is configured "
+                f"(configured: {known}); add [agents.{payload.agent}] to the config"
+            )
+
     async def add_job(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
         now = self._clock.now()
         job = job_from_spec(
@@ -163,6 +192,7 @@ class Gateway:
             created_at=now,
             updated_at=now,
         )
+        self._check_agent(job)
         job = dataclasses.replace(job, next_slot=first_slot(job, now))
         await self._store.add_job(job)
         self._scheduler.job_changed(job)
@@ -190,6 +220,7 @@ class Gateway:
                 next_slot_value=current.next_slot,
                 keep_schedule=None if schedule_changed else current.schedule,
             )
+            self._check_agent(job)
             if (
                 schedule_changed
                 or (job.enabled and not current.enabled)
@@ -311,6 +342,63 @@ class Gateway:
         with anyio.move_on_after(timeout_s):
             return await self._pipeline.wait(run_id)
         return await self.run(run_id)
+
+    # --- sessions and events --------------------------------------------------------
+
+    async def sessions(self, *, limit: int) -> list[JsonObject]:
+        if not 1 <= limit <= MAX_RUNS_LIMIT:
+            raise InvalidInput(f"limit: must be 1 to {MAX_RUNS_LIMIT}, got {limit}")
+        return [session_to_json(s) for s in await self._store.list_sessions(limit=limit)]
+
+    async def session(self, key: str) -> JsonObject:
+        """A session with the tails of its transcript (and, for ``main``, of its inbox)."""
+        session = await self._store.get_session(key)
+        state_dir = self.identity.state_dir
+        if session is None and key != MAIN_SESSION_KEY:
+            raise NotFound(f"no session with key {key!r}")
+        body: JsonObject = (
+            session_to_json(session)
+            if session is not None
+            else {"key": key, "session_id": None, "status": None}
+        )
+        body["transcript_tail"] = await anyio.to_thread.run_sync(
+            tail_jsonl, transcript_path(state_dir, key)
+        )
+        if key == MAIN_SESSION_KEY:
+            body["inbox_tail"] = await anyio.to_thread.run_sync(tail_jsonl, inbox_path(state_dir))
+        return body
+
+    async def events(
+        self,
+        send: Callable[[JsonObject], Awaitable[None]],
+        *,
+        since: int | None,
+        limit: int,
+        follow: bool,
+    ) -> JsonObject:
+        """Send the event history (after ``since``, or the last ``limit``), then live events.
+
+        Live events come from a bounded subscription: a reader too slow to keep up
+        gets a gap marker, and the stream ends.
+        """
+        last = since or 0
+        with self._bus.subscribe() as subscription:
+            if since is None:
+                history = await self._store.latest_events(limit=limit)
+            else:
+                history = await self._store.events_after(since, limit=limit)
+            for envelope in history:
+                await send(envelope)
+                last = envelope["seq"]
+            if not follow:
+                return {"last_seq": last, "follow": False}
+            async for envelope in subscription:
+                seq = envelope.get("seq")
+                if seq is not None and seq <= last:
+                    continue
+                await send(envelope)
+                last = seq if seq is not None else last
+            return {"last_seq": last, "follow": True, "dropped": subscription.dropped}
 
     async def _after_run(self, run: Run, job: Job | None) -> None:
         if (

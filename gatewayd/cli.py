@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -231,9 +232,49 @@ def _run(args: argparse.Namespace, client: RpcClient) -> int:
     if not args.wait:
         return _show(args, result, lambda r: print(f"queued run {r['run_id']}"))
     client.set_timeout(None)
-    run = client.call("runs.wait", {"run_id": result["run_id"]})
+    if getattr(args, "json", False) or not sys.stdout.isatty():
+        run = client.call("runs.wait", {"run_id": result["run_id"]})
+    else:
+        run = _wait_with_progress(client, result["run_id"])
     _show(args, run, cli_output.print_run)
     return EXIT_OK if run.get("status") == "succeeded" else EXIT_RUN_FAILED
+
+
+def _wait_with_progress(client: RpcClient, run_id: str) -> dict[str, Any]:
+    """Wait for a run, showing its phase and elapsed time on one terminal line."""
+    started = time.monotonic()
+    while True:
+        run: dict[str, Any] = client.call("runs.wait", {"run_id": run_id, "timeout_s": 1.0})
+        elapsed = time.monotonic() - started
+        line = f"\r{run_id}  {run['status']:<10} {elapsed:6.1f}s"
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if run["status"] not in ("queued", "running"):
+            sys.stdout.write("\n")
+            return run
+
+
+def _sessions(args: argparse.Namespace, client: RpcClient) -> int:
+    if args.action == "list":
+        found = client.call("sessions.list", {"limit": args.limit})
+        return _show(args, found, cli_output.print_sessions)
+    return _show(args, client.call("sessions.get", {"key": args.key}), cli_output.print_session)
+
+
+def _events(args: argparse.Namespace, client: RpcClient) -> int:
+    params: dict[str, Any] = {"limit": args.limit, "follow": args.follow}
+    if args.since is not None:
+        params["since"] = args.since
+    if args.follow:
+        client.set_timeout(None)
+    as_json = getattr(args, "json", False)
+    for event in client.stream("events.subscribe", params):
+        if as_json:
+            cli_output.print_json_line(event)
+        else:
+            cli_output.print_event(event)
+        sys.stdout.flush()
+    return EXIT_OK
 
 
 def _print_not_ran(result: dict[str, Any]) -> None:
@@ -262,6 +303,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _show(args, client.call("gateway.status"), cli_output.print_status)
         if args.cmd == "cron":
             return _cron(args, client)
+        if args.cmd == "sessions":
+            return _sessions(args, client)
+        if args.cmd == "events":
+            return _events(args, client)
         if args.action == "show":
             return _show(
                 args, client.call("runs.get", {"run_id": args.run_id}), cli_output.print_run

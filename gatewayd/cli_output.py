@@ -172,3 +172,66 @@ def print_status(status: dict[str, Any]) -> None:
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         print(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+def print_sessions(sessions: Sequence[dict[str, Any]]) -> None:
+    if not sessions:
+        print("no sessions")
+        return
+    rows = [
+        [
+            s["key"],
+            s["status"],
+            s.get("started_at"),
+            None if s.get("runtime_ms") is None else f"{s['runtime_ms']}ms",
+            s.get("stop_reason"),
+            s.get("error"),
+        ]
+        for s in sessions
+    ]
+    table(["KEY", "STATUS", "STARTED", "RUNTIME", "STOP", "ERROR"], rows)
+
+
+def print_session(session: dict[str, Any]) -> None:
+    keys = [
+        "key",
+        "session_id",
+        "job_id",
+        "run_id",
+        "status",
+        "started_at",
+        "ended_at",
+        "runtime_ms",
+        "error",
+        "error_kind",
+        "stop_reason",
+    ]
+    width = max(len(k) for k in keys)
+    for key in keys:
+        value = session.get(key)
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    for title, entries in (
+        ("transcript", session.get("transcript_tail")),
+        ("inbox", session.get("inbox_tail")),
+    ):
+        if entries:
+            print(f"{title} (tail):")
+            for entry in entries:
+                who = entry.get("role") or entry.get("job_id") or ""
+                text = str(entry.get("content") or entry.get("text") or "")
+                print(f"  {entry.get('ts')}  {who}: {text}")
+
+
+def print_event(event: dict[str, Any]) -> None:
+    stream = event.get("stream")
+    if stream == "gap":
+        print(f"-- gap: {event.get('reason')} (missed from seq {event.get('missed_from_seq')})")
+        return
+    detail = event.get("status") if stream == "run" else event.get("session_key")
+    extra = ""
+    if event.get("error"):
+        extra = f"  {event.get('error_kind')}: {event.get('error')}"
+    print(
+        f"{event.get('seq')}  {event.get('ts')}  {stream}.{event.get('phase')}  "
+        f"{event.get('run_id')}  {detail}{extra}"
+    )

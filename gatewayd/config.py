@@ -20,7 +20,7 @@ from gatewayd.durations import parse_duration
 from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
-from gatewayd.model import JobSource
+from gatewayd.model import AgentSpec, JobSource
 
 ON_SHUTDOWN = ("detach", "wait", "cancel")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -54,6 +54,7 @@ class SchedulerSettings:
 class Config:
     gateway: GatewaySettings = GatewaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    agents: tuple[AgentSpec, ...] = ()
     jobs: tuple[Mapping[str, Any], ...] = ()
     path: Path | None = None
     source_text: str = field(default="", repr=False)
@@ -172,7 +173,40 @@ def _scheduler(path: Path | None, text: str, body: Any) -> SchedulerSettings:
     )
 
 
-def _jobs(path: Path | None, text: str, body: Any, now: datetime) -> tuple[Mapping[str, Any], ...]:
+def _agents(path: Path | None, text: str, body: Any) -> tuple[AgentSpec, ...]:
+    where = str(path) if path else "config"
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: agents: declare each agent as an [agents.NAME] table")
+    agents = []
+    for name, table in body.items():
+        r = _Reader(path, text, f"agents.{name}", table)
+        r.check_keys({"command", "timeout", "cwd", "env"})
+        command = r.body.get("command")
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(a, str) and a for a in command)
+        ):
+            raise r.error("command", 'expected a list of strings, like ["my-agent", "--json"]')
+        env = r.body.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise r.error("env", "expected a table of strings")
+        timeout = r.body.get("timeout")
+        agents.append(
+            AgentSpec(
+                name=name,
+                command=tuple(command),
+                timeout_s=None if timeout is None else r.duration("timeout", 0.0),
+                cwd=r.string("cwd", None),
+                env=tuple(sorted(env.items())),
+            )
+        )
+    return tuple(agents)
+
+
+def _jobs(
+    path: Path | None, text: str, body: Any, now: datetime, agents: frozenset[str]
+) -> tuple[Mapping[str, Any], ...]:
     where = str(path) if path else "config"
     if not isinstance(body, list):
         raise ConfigError(f"{where}: jobs: declare jobs as [[jobs]] tables")
@@ -197,6 +231,12 @@ def _jobs(path: Path | None, text: str, body: Any, now: datetime) -> tuple[Mappi
             )
         except InvalidInput as exc:
             raise ConfigError(f"{where}: {label}: {exc.message}") from None
+        payload = spec.get("payload") or {}
+        if payload.get("kind") == "agent_turn" and payload.get("agent", "default") not in agents:
+            raise ConfigError(
+                f"{where}: {label}: agent {payload.get('agent', 'default')!r} is not declared; "
+                f"add [agents.{payload.get('agent', 'default')}]"
+            )
         if spec["name"] in seen:
             raise ConfigError(f"{where}: {label}: the name {spec['name']!r} is declared twice")
         seen.add(spec["name"])
@@ -214,12 +254,16 @@ def parse_config(text: str, *, now: datetime, path: Path | None = None) -> Confi
     unknown = sorted(set(body) - {"gateway", "scheduler", "jobs", "agents"})
     if unknown:
         raise ConfigError(
-            f"{where}: unknown table or key {unknown[0]!r}; known are gateway, scheduler, jobs"
+            f"{where}: unknown table or key {unknown[0]!r}; "
+            "known are gateway, scheduler, agents, jobs"
         )
+    agents = _agents(path, text, body.get("agents", {}))
+    names = frozenset(a.name for a in agents)
     return Config(
         gateway=_gateway(path, text, body.get("gateway", {})),
         scheduler=_scheduler(path, text, body.get("scheduler", {})),
-        jobs=_jobs(path, text, body.get("jobs", []), now),
+        agents=agents,
+        jobs=_jobs(path, text, body.get("jobs", []), now, names),
         path=path,
         source_text=text,
     )

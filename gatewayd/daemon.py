@@ -22,6 +22,7 @@ import anyio.abc
 import structlog
 
 from gatewayd.api import Gateway, Identity, host_name
+from gatewayd.bus import Bus
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
 from gatewayd.errors import EXIT_OK, GatewaydError
@@ -31,13 +32,15 @@ from gatewayd.notify import Notifier
 from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir
 from gatewayd.planning import CatchupLimits
 from gatewayd.recovery import Recovery, Retention
-from gatewayd.rpc.methods import build_methods
+from gatewayd.rpc.methods import build_methods, build_streams
 from gatewayd.rpc.server import RpcServer, bind_unix_socket
+from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline, open_pipeline
 from gatewayd.scheduler import Scheduler
+from gatewayd.sessions import SessionPersister
 from gatewayd.statelock import hold_state_dir
 from gatewayd.store.sqlite import SQLiteStore
 
@@ -120,14 +123,25 @@ class Daemon:
             catchup=CatchupLimits(grace_s=sched.misfire_grace_s, max_runs=sched.catchup_max_runs),
         )
         exec_runner = ExecRunner(tail_bytes=settings.tail_bytes)
+        agent_runner = AgentTurnRunner(
+            {a.name: a for a in self.config.agents},
+            clock=self.clock,
+            tail_bytes=settings.tail_bytes,
+        )
         runners: dict[PayloadKind, Runner] = {
             PayloadKind.EXEC: exec_runner,
+            PayloadKind.AGENT_TURN: agent_runner,
             PayloadKind.SYSTEM_EVENT: SystemEventRunner(),
         }
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)
+        bus = Bus(store)
+        bus.add_in_band(SessionPersister(store))
+        stack.callback(bus.close_subscriptions)
         pipeline = await stack.enter_async_context(
-            open_pipeline(store=store, clock=self.clock, runners=runners, settings=settings)
+            open_pipeline(
+                store=store, clock=self.clock, runners=runners, settings=settings, bus=bus
+            )
         )
         self._pipeline = pipeline
         recovery = Recovery(
@@ -135,12 +149,15 @@ class Daemon:
             clock=self.clock,
             pipeline=pipeline,
             exec_runner=exec_runner,
+            agent_runner=agent_runner,
             instance_id=self.instance_id,
             state_dir=self.state_dir,
         )
         await recovery.settle()
         scheduler = Scheduler(store=store, clock=self.clock, pipeline=pipeline)
         self._gateway = gateway = Gateway(
+            bus=bus,
+            agents=frozenset(a.name for a in self.config.agents),
             store=store,
             clock=self.clock,
             pipeline=pipeline,
@@ -168,7 +185,7 @@ class Daemon:
         )
         sock = bind_unix_socket(self.socket_path)
         stack.callback(self._remove_socket)
-        self._server = RpcServer(methods=build_methods(gateway))
+        self._server = RpcServer(methods=build_methods(gateway), streams=build_streams(gateway))
         await self._server.start(sock)
         if self.notifier.watchdog_interval_s:
             self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)

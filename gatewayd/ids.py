@@ -26,6 +26,11 @@ def new_instance_id() -> str:
     return _encode(secrets.randbits(60), 12)
 
 
+def new_session_id() -> str:
+    """Fourteen random characters (70 bits)."""
+    return _encode(secrets.randbits(70), 14)
+
+
 def new_run_id(now: datetime) -> str:
     """Sixteen characters: milliseconds since the epoch, then 30 random bits.
 

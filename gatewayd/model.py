@@ -144,6 +144,17 @@ Payload = ExecPayload | AgentTurnPayload | SystemEventPayload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSpec:
+    """An agent command from ``[agents.NAME]``: what agent turns of that agent run."""
+
+    name: str
+    command: tuple[str, ...]
+    timeout_s: float | None = None
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """``max_attempts`` counts the first attempt: 1 means no retry."""
 
@@ -224,6 +235,42 @@ class RunOutcome:
     def __post_init__(self) -> None:
         if not self.status.is_terminal:
             raise ValueError(f"an outcome needs a terminal status, not {self.status}")
+
+
+class SessionStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+SESSION_STATUS_OF_RUN = {
+    RunStatus.SUCCEEDED: SessionStatus.DONE,
+    RunStatus.FAILED: SessionStatus.FAILED,
+    RunStatus.TIMED_OUT: SessionStatus.TIMED_OUT,
+    RunStatus.CANCELLED: SessionStatus.CANCELLED,
+    RunStatus.SKIPPED: SessionStatus.CANCELLED,
+    RunStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    """The context a run executes in: ``cron:<job_id>:run:<run_id>``, or the shared ``main``."""
+
+    key: str
+    session_id: str
+    job_id: str | None = None
+    run_id: str | None = None
+    status: SessionStatus = SessionStatus.RUNNING
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    runtime_ms: int | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,9 @@ import structlog
 from gatewayd import runfiles
 from gatewayd.clock import Clock
 from gatewayd.errors import Conflict, RunAlreadyEnded
-from gatewayd.model import ErrorKind, Run, RunOutcome, RunStatus, Trigger
+from gatewayd.model import AgentTurnPayload, ErrorKind, Run, RunOutcome, RunStatus, Trigger
+from gatewayd.runners.agent_turn import AgentTurnRunner
+from gatewayd.runners.base import Execution
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.runs import RunPipeline
 from gatewayd.store.base import Store
@@ -63,6 +65,7 @@ class Recovery:
         clock: Clock,
         pipeline: RunPipeline,
         exec_runner: ExecRunner,
+        agent_runner: AgentTurnRunner | None = None,
         instance_id: str,
         state_dir: Path,
     ) -> None:
@@ -70,6 +73,7 @@ class Recovery:
         self._clock = clock
         self._pipeline = pipeline
         self._exec = exec_runner
+        self._agents = agent_runner
         self._instance_id = instance_id
         self._state_dir = state_dir
 
@@ -123,12 +127,18 @@ class Recovery:
         run = await self._store.adopt_run(
             run.run_id, from_owner=previous_owner, to_owner=self._instance_id
         )
-        execution = self._exec.adopt(
+        execution: Execution = self._exec.adopt(
             pid=pid,
             pid_start=run.pid_start,
             log_path=runfiles.log_path(self._state_dir, run.job_id, run.run_id),
             exit_path=runfiles.exit_path(self._state_dir, run.job_id, run.run_id),
         )
+        if (
+            self._agents is not None
+            and job is not None
+            and isinstance(job.payload, AgentTurnPayload)
+        ):
+            execution = self._agents.wrap(execution, run, self._state_dir)
         self._pipeline.adopt(run, job, execution)
         done.adopted.append(run.run_id)
         log.info("run re-adopted", run_id=run.run_id, pid=run.pid, from_instance=previous_owner)

@@ -21,17 +21,29 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
 import structlog
 
 from gatewayd import runfiles
+from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.durations import format_time
 from gatewayd.errors import Conflict, NotFound, RunAlreadyEnded, SpawnFailed
-from gatewayd.ids import new_run_id
+from gatewayd.events import (
+    LifecycleEvent,
+    RunFinished,
+    RunStarted,
+    SessionEnded,
+    SessionFailed,
+    SessionStarted,
+)
+from gatewayd.ids import new_run_id, new_session_id
 from gatewayd.model import (
+    MAIN_SESSION_KEY,
+    AgentTurnPayload,
     ErrorKind,
     ExecPayload,
     Job,
@@ -69,6 +81,8 @@ _STOP_ERRORS = {
     STOP_JOB_REMOVED: "cancelled: the job was removed",
 }
 TIMEOUT_ERROR = "job execution timed out"
+# The lifecycle stop_reason of an ending that was not a stop.
+_SESSION_STOP = {RunStatus.INTERRUPTED: "interrupted"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +96,7 @@ class PipelineSettings:
     tail_bytes: int = 4096
     catchup_window_s: float = 86400.0
     catchup: CatchupLimits = CatchupLimits()
+    agent_timeouts: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,12 +167,23 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
 class _Active:
     """This instance's handle on one of its runs: how to reach and stop its task."""
 
-    __slots__ = ("done", "job_id", "run_id", "started", "stop_reason", "stop_requested")
+    __slots__ = (
+        "done",
+        "job_id",
+        "lifecycle_ended",
+        "run_id",
+        "session_id",
+        "started",
+        "stop_reason",
+        "stop_requested",
+    )
 
     def __init__(self, run: Run) -> None:
         self.run_id = run.run_id
         self.job_id = run.job_id
         self.started = run.status is RunStatus.RUNNING
+        self.session_id: str | None = None
+        self.lifecycle_ended = False
         self.stop_reason: str | None = None
         self.stop_requested = anyio.Event()
         self.done = anyio.Event()
@@ -182,7 +208,9 @@ class RunPipeline:
         runners: Mapping[PayloadKind, Runner],
         settings: PipelineSettings,
         task_group: anyio.abc.TaskGroup,
+        bus: Bus,
     ) -> None:
+        self._bus = bus
         self._store = store
         self._clock = clock
         self._runners = runners
@@ -330,6 +358,9 @@ class RunPipeline:
         await self._store.record_runs(runs, advance_job=job.id, next_slot=plan.next_slot)
         for run, after in launches:
             self._launch(run, job, after=after)
+        for run in runs:
+            if run.status is RunStatus.SKIPPED:
+                await self._bus.publish(RunFinished.of(run, now))
         self._replace(action, live)
         return runs
 
@@ -444,12 +475,12 @@ class RunPipeline:
         except anyio.get_cancelled_exc_class():
             if not (self._detaching and active.started):
                 with anyio.CancelScope(shield=True):
-                    await self._finish_if_live(run, job, self._stopped(STOP_SHUTDOWN))
+                    await self._finish_if_live(run, job, self._stopped(STOP_SHUTDOWN), active)
             raise
         except Exception as exc:
             log.exception("run failed inside gatewayd", run_id=run.run_id, job_id=job.id)
             with anyio.CancelScope(shield=True):
-                await self._finish_if_live(run, job, self._internal_error(exc))
+                await self._finish_if_live(run, job, self._internal_error(exc), active)
         finally:
             active.done.set()
             self._active.pop(run.run_id, None)
@@ -459,13 +490,13 @@ class RunPipeline:
     ) -> None:
         try:
             outcome = await self._supervise(run, job, execution, active)
-            await self._finish(run, job, outcome)
+            await self._finish(run, job, outcome, active)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
             log.exception("watching a run failed inside gatewayd", run_id=run.run_id)
             with anyio.CancelScope(shield=True):
-                await self._finish_if_live(run, job, self._internal_error(exc))
+                await self._finish_if_live(run, job, self._internal_error(exc), active)
         finally:
             active.done.set()
             self._active.pop(run.run_id, None)
@@ -529,6 +560,8 @@ class RunPipeline:
                 run = await self._store.start_run(
                     run.run_id, started_at=started_at, owner=self._settings.instance_id, pid=None
                 )
+                active.started = True
+                await self._announce_start(run, job, active)
                 await self._finish(
                     run,
                     job,
@@ -538,6 +571,7 @@ class RunPipeline:
                         error=exc.message,
                         error_kind=ErrorKind.SPAWN,
                     ),
+                    active,
                 )
                 return
             try:
@@ -554,15 +588,19 @@ class RunPipeline:
                 raise
             active.started = True
             log.info("run started", run_id=run.run_id, job=job.name, pid=execution.pid)
+            await self._announce_start(run, job, active)
             outcome = await self._supervise(run, job, execution, active)
-            await self._finish(run, job, outcome)
+            await self._finish(run, job, outcome, active)
         finally:
             self._slots.release()
 
     def _deadline(self, run: Run, job: Job | None) -> datetime | None:
+        """When the run times out: its job's timeout, else its agent's, else the default."""
         timeout = self._settings.default_timeout_s
         if job is not None and job.timeout_s is not None:
             timeout = job.timeout_s
+        elif job is not None and isinstance(job.payload, AgentTurnPayload):
+            timeout = dict(self._settings.agent_timeouts).get(job.payload.agent, timeout)
         if timeout <= 0:
             return None
         return (run.started_at or self._clock.now()) + timedelta(seconds=timeout)
@@ -601,6 +639,7 @@ class RunPipeline:
         except anyio.get_cancelled_exc_class():
             if not self._detaching:
                 with anyio.CancelScope(shield=True):
+                    await self._announce_end(run, self._stopped(STOP_SHUTDOWN), active)
                     await execution.stop(self._settings.kill_grace_s)
             raise
         if result is not None:
@@ -609,6 +648,9 @@ class RunPipeline:
                 result = replace(result, ended_at=max(result.ended_at, run.started_at))
             return outcome_for(result, None, ended_at=self._clock.now())
         with anyio.CancelScope(shield=True):
+            # I5: the session's ending is published, and its row terminal, before
+            # anyone sees the run stop, and before its process group is stopped.
+            await self._announce_end(run, self._stopped(stop_reason or STOP_CANCELLED), active)
             await execution.stop(self._settings.kill_grace_s)
             ended = await execution.wait()
         return outcome_for(replace(ended, ended_at=None), stop_reason, ended_at=self._clock.now())
@@ -651,17 +693,76 @@ class RunPipeline:
         """Record the ending of a live run that no task drives (start-up settlement)."""
         await self._finish(run, await self._store.get_job(run.job_id), outcome)
 
-    async def _finish_if_live(self, run: Run, job: Job | None, outcome: RunOutcome) -> None:
+    async def _finish_if_live(
+        self, run: Run, job: Job | None, outcome: RunOutcome, active: _Active | None = None
+    ) -> None:
         current = await self._store.get_run(run.run_id)
         if current is not None and current.status.is_live:
-            await self._finish(current, job, outcome)
+            await self._finish(current, job, outcome, active)
 
-    async def _finish(self, run: Run, job: Job | None, outcome: RunOutcome) -> None:
+    async def _session_id(self, run: Run, active: _Active | None) -> str:
+        if active is not None and active.session_id is not None:
+            return active.session_id
+        session = await self._store.get_session(run.session_key)
+        session_id = session.session_id if session is not None else new_session_id()
+        if active is not None:
+            active.session_id = session_id
+        return session_id
+
+    async def _announce_start(self, run: Run, job: Job, active: _Active) -> None:
+        now = self._clock.now()
+        await self._bus.publish(RunStarted.of(run, now))
+        if run.session_key == MAIN_SESSION_KEY:
+            session_id = await self._session_id(run, None)
+        else:
+            session_id = new_session_id()
+        active.session_id = session_id
+        await self._bus.publish(
+            SessionStarted(
+                ts=now,
+                run_id=run.run_id,
+                job_id=job.id,
+                session_key=run.session_key,
+                session_id=session_id,
+            )
+        )
+
+    async def _announce_end(self, run: Run, outcome: RunOutcome, active: _Active | None) -> None:
+        """Publish the lifecycle ``end`` or ``error`` of a run that started, once."""
+        if active is not None and active.lifecycle_ended:
+            return
+        session_id = await self._session_id(run, active)
+        common: dict[str, Any] = {
+            "ts": self._clock.now(),
+            "run_id": run.run_id,
+            "job_id": run.job_id,
+            "session_key": run.session_key,
+            "session_id": session_id,
+        }
+        if outcome.status is RunStatus.SUCCEEDED:
+            event: LifecycleEvent = SessionEnded(stop_reason="completed", **common)
+        else:
+            event = SessionFailed(
+                error=outcome.error,
+                error_kind=outcome.error_kind,
+                stop_reason=outcome.stop_reason or _SESSION_STOP.get(outcome.status, "error"),
+                **common,
+            )
+        await self._bus.publish(event)
+        if active is not None:
+            active.lifecycle_ended = True
+
+    async def _finish(
+        self, run: Run, job: Job | None, outcome: RunOutcome, active: _Active | None = None
+    ) -> None:
+        if run.status is RunStatus.RUNNING:
+            await self._announce_end(run, outcome, active)
         try:
             run = await self._store.finish_run(run.run_id, outcome)
         except RunAlreadyEnded:
             log.warning("run already had its ending", run_id=run.run_id)
             return
+        await self._bus.publish(RunFinished.of(run, self._clock.now()))
         log.info(
             "run finished",
             run_id=run.run_id,
@@ -705,6 +806,7 @@ async def open_pipeline(
     clock: Clock,
     runners: Mapping[PayloadKind, Runner],
     settings: PipelineSettings,
+    bus: Bus,
 ) -> AsyncIterator[RunPipeline]:
     """A pipeline whose run tasks live inside this context.
 
@@ -713,7 +815,7 @@ async def open_pipeline(
     """
     async with anyio.create_task_group() as tg:
         pipeline = RunPipeline(
-            store=store, clock=clock, runners=runners, settings=settings, task_group=tg
+            store=store, clock=clock, runners=runners, settings=settings, task_group=tg, bus=bus
         )
         try:
             yield pipeline

@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 import anyio
 from gatewayd.api import Gateway, Identity
+from gatewayd.bus import Bus
 from gatewayd.clock import FakeClock
 from gatewayd.model import PayloadKind, Run, RunStatus
 from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
 from gatewayd.scheduler import Scheduler
+from gatewayd.sessions import SessionPersister
 from gatewayd.store import MemoryStore
 from gatewayd.testing import FakeRunner
 
@@ -28,6 +30,7 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 @dataclass(kw_only=True)
 class Harness:
+    bus: Bus
     clock: FakeClock
     store: MemoryStore
     runner: FakeRunner
@@ -107,7 +110,10 @@ async def open_harness(
         "socket_path": tmp_path / "gatewayd.sock",
     }
     options.update(settings)
+    bus = Bus(store)
+    bus.add_in_band(SessionPersister(store))
     async with open_pipeline(
+        bus=bus,
         store=store,
         clock=clock,
         runners={
@@ -119,6 +125,7 @@ async def open_harness(
     ) as pipeline:
         scheduler = Scheduler(store=store, clock=clock, pipeline=pipeline)
         gateway = Gateway(
+            bus=bus,
             store=store,
             clock=clock,
             pipeline=pipeline,
@@ -136,6 +143,7 @@ async def open_harness(
         async with anyio.create_task_group() as tg:
             await tg.start(scheduler.run)
             yield Harness(
+                bus=bus,
                 clock=clock,
                 store=store,
                 runner=runner,

@@ -29,6 +29,8 @@ from gatewayd.model import (
     RunStatus,
     Schedule,
     ScheduleKind,
+    Session,
+    SessionStatus,
     Trigger,
 )
 from gatewayd.store import MemoryStore, SQLiteStore, Store
@@ -261,6 +263,46 @@ class TestRuns:
         assert counts.get(RunStatus.SUCCEEDED) == 1
 
 
+class TestSessionsAndEvents:
+    """Sessions are upserted by key; events get strictly increasing, never reused seqs."""
+
+    async def test_sessions(self, store: Store) -> None:
+        main = Session(key="main", session_id="s-main", started_at=T0)
+        iso = Session(
+            key="cron:j:run:r",
+            session_id="s1",
+            job_id="j",
+            run_id="r",
+            started_at=T0 + timedelta(seconds=1),
+        )
+        await store.save_session(main)
+        await store.save_session(iso)
+        done = dataclasses.replace(
+            iso,
+            status=SessionStatus.TIMED_OUT,
+            ended_at=T0 + timedelta(seconds=3),
+            runtime_ms=2000,
+            error="job execution timed out",
+            error_kind=ErrorKind.TIMEOUT,
+            stop_reason="timeout",
+        )
+        await store.save_session(done)
+        assert await store.get_session("cron:j:run:r") == done
+        assert await store.get_session("nope") is None
+        assert [s.key for s in await store.list_sessions(limit=10)] == ["cron:j:run:r", "main"]
+        assert [s.key for s in await store.list_sessions(limit=1)] == ["cron:j:run:r"]
+
+    async def test_event_sequence(self, store: Store) -> None:
+        seqs = [await store.append_event({"n": n}) for n in range(5)]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+        assert [e["n"] for e in await store.events_after(seqs[1], limit=2)] == [2, 3]
+        assert [e["seq"] for e in await store.latest_events(limit=2)] == seqs[3:]
+        assert await store.prune_events(keep=2) == 3
+        assert [e["n"] for e in await store.events_after(0, limit=10)] == [3, 4]
+        assert await store.prune_events(keep=0) == 2
+        assert await store.append_event({"n": 5}) > seqs[-1], "seqs are never reused"
+
+
 class TestInstances:
     async def test_register_and_heartbeat(self, store: Store) -> None:
         inst = Instance(instance_id="i1", pid=10, host="h", started_at=T0, heartbeat_at=T0)
@@ -284,7 +326,7 @@ class TestSQLiteFile:
         await store.close()
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         conn.close()
 
     async def test_survives_reopen(self, tmp_path: Path) -> None:
@@ -338,7 +380,7 @@ class TestSQLiteFile:
         assert got is not None and got.pid_start is None
         await store.close()
         conn = sqlite3.connect(path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         conn.close()
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import errno
 import itertools
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -85,6 +86,18 @@ class RpcClient:
             ) from None
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise DaemonUnreachable(f"the connection to gatewayd broke: {exc}") from None
+
+    def stream(self, method: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
+        """Each notification a streaming method sends, until its response ends the stream."""
+        sock = self._connect()
+        request_id = next(self._ids)
+        sock.sendall(encode_request(request_id, method, params or {}))
+        while True:
+            body = self._read()
+            if "id" in body:
+                self._result(body, request_id)
+                return
+            yield body.get("params")
 
     def _read(self) -> dict[str, Any]:
         line = self._reader.readline()

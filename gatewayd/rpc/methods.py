@@ -11,9 +11,10 @@ from typing import Any
 from gatewayd.api import Gateway
 from gatewayd.codec import run_to_json
 from gatewayd.errors import InvalidInput
-from gatewayd.rpc.server import Handler
+from gatewayd.rpc.server import Handler, Send, StreamHandler
 
 DEFAULT_RUNS_LIMIT = 20
+MAX_EVENTS = 10_000
 
 
 def _known(params: Mapping[str, Any], method: str, *names: str) -> None:
@@ -125,6 +126,14 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         timeout = _number(params, "timeout_s", "runs.wait")
         return run_to_json(await gateway.wait_run(run_id, timeout_s=timeout))
 
+    async def sessions_list(params: dict[str, Any]) -> Any:
+        _known(params, "sessions.list", "limit")
+        return await gateway.sessions(limit=_int(params, "limit", "sessions.list", 50))
+
+    async def sessions_get(params: dict[str, Any]) -> Any:
+        _known(params, "sessions.get", "key")
+        return await gateway.session(_str(params, "key", "sessions.get"))
+
     return {
         "gateway.status": status,
         "cron.add": cron_add,
@@ -140,4 +149,23 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         "runs.get": runs_get,
         "runs.last": runs_last,
         "runs.wait": runs_wait,
+        "sessions.list": sessions_list,
+        "sessions.get": sessions_get,
     }
+
+
+def build_streams(gateway: Gateway) -> dict[str, StreamHandler]:
+    """The streaming methods: notifications, then one response that ends the stream."""
+
+    async def events_subscribe(params: dict[str, Any], send: Send) -> Any:
+        _known(params, "events.subscribe", "since", "limit", "follow")
+        since = params.get("since")
+        if since is not None:
+            since = _int(params, "since", "events.subscribe", 0)
+        limit = _int(params, "limit", "events.subscribe", 100)
+        if not 0 <= limit <= MAX_EVENTS:
+            raise InvalidInput(f"invalid params: events.subscribe needs 'limit' 0 to {MAX_EVENTS}")
+        follow = _bool(params, "follow", "events.subscribe", False)
+        return await gateway.events(send, since=since, limit=limit, follow=follow)
+
+    return {"events.subscribe": events_subscribe}

@@ -130,6 +130,10 @@ def encode_result(request_id: RequestId, result: Any) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}) + b"\n"
 
 
+def encode_notification(method: str, params: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + b"\n"
+
+
 def encode_error(request_id: RequestId, error: GatewaydError) -> bytes:
     body: dict[str, Any] = {"code": error.rpc_code, "message": error.message}
     data = {"kind": error.kind, **error.data}

@@ -27,6 +27,7 @@ from gatewayd.rpc.protocol import (
     Oversized,
     RequestError,
     encode_error,
+    encode_notification,
     encode_result,
     oversized_error,
     parse_request,
@@ -35,6 +36,13 @@ from gatewayd.rpc.protocol import (
 log = structlog.get_logger("gatewayd.rpc")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+# A streaming method sends notifications through ``send``; its return value is the
+# response, which ends the stream.
+StreamHandler = Callable[[dict[str, Any], Send], Awaitable[Any]]
+
+# A peer that does not take a frame within this long is disconnected.
+WRITE_TIMEOUT_S = 30.0
 
 _READ_CHUNK = 64 * 1024
 # Unix socket paths are limited to 108 bytes on Linux and 104 on macOS.
@@ -88,8 +96,17 @@ def bind_unix_socket(path: Path) -> socket.socket:
 class RpcServer:
     """Serves ``methods`` on a bound socket."""
 
-    def __init__(self, *, methods: Mapping[str, Handler], uid: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        methods: Mapping[str, Handler],
+        streams: Mapping[str, StreamHandler] | None = None,
+        uid: int | None = None,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+    ) -> None:
         self._methods = methods
+        self._streams = streams or {}
+        self._write_timeout = write_timeout_s
         self._uid = os.getuid() if uid is None else uid
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -114,7 +131,7 @@ class RpcServer:
         self._connections.add(task)
         try:
             await self._serve_connection(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
             self._connections.discard(task)
@@ -140,6 +157,13 @@ class RpcServer:
             await writer.drain()
             return
 
+        async def write(frame: bytes) -> None:
+            writer.write(frame)
+            await asyncio.wait_for(writer.drain(), self._write_timeout)
+
+        async def notify(params: dict[str, Any]) -> None:
+            await write(encode_notification("event", params))
+
         decoder = FrameDecoder()
         while True:
             data = await reader.read(_READ_CHUNK)
@@ -149,16 +173,21 @@ class RpcServer:
                 if isinstance(frame, Oversized):
                     reply: bytes | None = encode_error(None, oversized_error(frame.size))
                 else:
-                    reply = await self._answer(frame)
+                    reply = await self._answer(frame, notify)
                 if reply is not None:
-                    writer.write(reply)
-                    await writer.drain()
+                    await write(reply)
 
-    async def _answer(self, frame: bytes) -> bytes | None:
+    async def _answer(self, frame: bytes, notify: Send) -> bytes | None:
         try:
             request = parse_request(frame)
         except RequestError as exc:
             return encode_error(exc.request_id, exc.error)
+        stream = self._streams.get(request.method)
+        if stream is not None:
+            try:
+                return encode_result(request.id, await stream(request.params, notify))
+            except GatewaydError as exc:
+                return encode_error(request.id, exc)
         handler = self._methods.get(request.method)
         try:
             if handler is None:

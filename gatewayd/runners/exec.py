@@ -188,31 +188,54 @@ class ExecRunner:
     async def start(self, ctx: RunContext) -> ProcessExecution:
         payload = ctx.job.payload
         assert isinstance(payload, ExecPayload)
-        argv = command_argv(payload)
-        if not argv:
-            raise SpawnFailed("the command is empty")
-        log = await anyio.to_thread.run_sync(_prepare, ctx, argv[0], payload.cwd)
-        try:
-            process = await anyio.open_process(
-                ["/bin/sh", "-c", WAITER_SCRIPT, str(ctx.exit_path), *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=payload.cwd,
-                env=dict(ctx.env),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise SpawnFailed(
-                f"cannot start {argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
-            ) from None
-        finally:
-            log.close()
-        return ProcessExecution(process, ctx, self._tail_bytes)
+        return await spawn_under_waiter(
+            ctx, command_argv(payload), cwd=payload.cwd, tail_bytes=self._tail_bytes
+        )
 
 
-def _prepare(ctx: RunContext, program: str, cwd: str | None) -> BinaryIO:
-    """Check that the command can start, and open its log; SpawnFailed says why not."""
+async def spawn_under_waiter(
+    ctx: RunContext,
+    argv: list[str],
+    *,
+    cwd: str | None,
+    tail_bytes: int,
+    stdin_path: Path | None = None,
+    stdout_path: Path | None = None,
+) -> ProcessExecution:
+    """Start ``argv`` under a waiter, in its own session; stderr (and stdout) to the log."""
+    if not argv:
+        raise SpawnFailed("the command is empty")
+    files = await anyio.to_thread.run_sync(_prepare, ctx, argv[0], cwd, stdin_path, stdout_path)
+    log, stdin, stdout = files
+    try:
+        process = await anyio.open_process(
+            ["/bin/sh", "-c", WAITER_SCRIPT, str(ctx.exit_path), *argv],
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
+            cwd=cwd,
+            env=dict(ctx.env),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SpawnFailed(
+            f"cannot start {argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
+        ) from None
+    finally:
+        for handle in files:
+            if handle is not None:
+                handle.close()
+    return ProcessExecution(process, ctx, tail_bytes)
+
+
+def _prepare(
+    ctx: RunContext,
+    program: str,
+    cwd: str | None,
+    stdin_path: Path | None,
+    stdout_path: Path | None,
+) -> tuple[BinaryIO, BinaryIO | None, BinaryIO | None]:
+    """Check that the command can start, and open its files; SpawnFailed says why not."""
     if cwd is not None and not os.path.isdir(cwd):
         raise SpawnFailed(f"cannot start {program!r}: the directory {cwd} does not exist")
     search = ctx.env.get("PATH", os.defpath)
@@ -223,10 +246,21 @@ def _prepare(ctx: RunContext, program: str, cwd: str | None) -> BinaryIO:
         found = shutil.which(program, path=search) is not None
     if not found:
         raise SpawnFailed(f"cannot start {program!r}: not found or not executable")
+    opened: list[BinaryIO] = []
     try:
         ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-        return ctx.log_path.open("ab")
+        opened.append(ctx.log_path.open("ab"))
+        if stdin_path is not None:
+            opened.append(stdin_path.open("rb"))
+        if stdout_path is not None:
+            opened.append(stdout_path.open("wb"))
     except OSError as exc:
+        for handle in opened:
+            handle.close()
         raise SpawnFailed(
-            f"cannot open the run log {ctx.log_path}: {exc.strerror or exc}"
+            f"cannot open the run's files in {ctx.log_path.parent}: {exc.strerror or exc}"
         ) from None
+    log = opened.pop(0)
+    stdin = opened.pop(0) if stdin_path is not None else None
+    stdout = opened.pop(0) if stdout_path is not None else None
+    return log, stdin, stdout

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio.to_thread
-import orjson
 
 from gatewayd.durations import format_time
 from gatewayd.model import SystemEventPayload
 from gatewayd.runners.base import ExecResult, Finished, RunContext
-
-
-def inbox_path(state_dir: Path) -> Path:
-    return state_dir / "sessions" / "main" / "inbox.jsonl"
-
-
-def _append(path: Path, line: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as handle:
-        handle.write(line)
+from gatewayd.sessions import append_jsonl, inbox_path
 
 
 class SystemEventRunner:
@@ -34,6 +22,5 @@ class SystemEventRunner:
             "job_id": ctx.job.id,
             "run_id": ctx.run.run_id,
         }
-        line = orjson.dumps(entry) + b"\n"
-        await anyio.to_thread.run_sync(_append, inbox_path(ctx.state_dir), line)
+        await anyio.to_thread.run_sync(append_jsonl, inbox_path(ctx.state_dir), entry)
         return Finished(result=ExecResult(exit_code=0, summary=payload.text[:200]))

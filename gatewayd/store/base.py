@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome
+from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, Session
 
 
 class Store(abc.ABC):
@@ -178,3 +179,38 @@ class Store(abc.ABC):
         runs, or if it was queued before ``queued_before``. Live runs are never
         deleted, whatever their age.
         """
+
+    # --- sessions -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def save_session(self, session: Session) -> None:
+        """Insert or replace the session with this key."""
+
+    @abc.abstractmethod
+    async def get_session(self, key: str) -> Session | None:
+        """The session, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_sessions(self, *, limit: int) -> list[Session]:
+        """The sessions started most recently first (``main`` among them)."""
+
+    # --- events ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append_event(self, body: dict[str, Any]) -> int:
+        """Persist an event; return its ``seq``, greater than every ``seq`` before it.
+
+        Sequence numbers are never reused, not even after pruning.
+        """
+
+    @abc.abstractmethod
+    async def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` events with a ``seq`` above ``seq``, oldest first, with ``seq``."""
+
+    @abc.abstractmethod
+    async def latest_events(self, *, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, oldest first, with ``seq``."""
+
+    @abc.abstractmethod
+    async def prune_events(self, *, keep: int) -> int:
+        """Delete all but the newest ``keep`` events; how many went."""

@@ -6,11 +6,12 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import anyio.lowlevel
 
 from gatewayd.errors import Conflict, NameTaken, NotFound, SlotTaken
-from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, RunStatus
+from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, RunStatus, Session
 from gatewayd.store.base import Store
 from gatewayd.store.transitions import adopted, finished, slot_key, started
 
@@ -25,6 +26,9 @@ class MemoryStore(Store):
         self._slots: set[tuple[str, datetime]] = set()
         self._instances: dict[str, Instance] = {}
         self._counter = itertools.count(1)
+        self._sessions: dict[str, Session] = {}
+        self._events: list[dict[str, Any]] = []
+        self._event_seq = 0
 
     async def open(self) -> None:
         await anyio.lowlevel.checkpoint()
@@ -212,3 +216,40 @@ class MemoryStore(Store):
             if key is not None:
                 self._slots.discard(key)
         return doomed
+
+    async def save_session(self, session: Session) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._sessions[session.key] = session
+
+    async def get_session(self, key: str) -> Session | None:
+        await anyio.lowlevel.checkpoint()
+        return self._sessions.get(key)
+
+    async def list_sessions(self, *, limit: int) -> list[Session]:
+        await anyio.lowlevel.checkpoint()
+        order = sorted(
+            self._sessions.values(),
+            key=lambda s: (s.started_at is not None, s.started_at),
+            reverse=True,
+        )
+        return order[:limit]
+
+    async def append_event(self, body: dict[str, Any]) -> int:
+        await anyio.lowlevel.checkpoint()
+        self._event_seq += 1
+        self._events.append({"seq": self._event_seq, **body})
+        return self._event_seq
+
+    async def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:
+        await anyio.lowlevel.checkpoint()
+        return [dict(e) for e in self._events if e["seq"] > seq][:limit]
+
+    async def latest_events(self, *, limit: int) -> list[dict[str, Any]]:
+        await anyio.lowlevel.checkpoint()
+        return [dict(e) for e in self._events[-limit:]] if limit > 0 else []
+
+    async def prune_events(self, *, keep: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        gone = max(0, len(self._events) - keep)
+        del self._events[:gone]
+        return gone

@@ -77,6 +77,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN pid_start INTEGER",
         "CREATE INDEX runs_queued_at ON runs (queued_at)",
     ),
+    # version 3: event sequence numbers are never reused, even after pruning;
+    # sessions are listed by start time. No version wrote events before.
+    (
+        "DROP TABLE events",
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            body BLOB NOT NULL
+        )""",
+        "CREATE INDEX sessions_started_at ON sessions (started_at)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,6 +37,8 @@ from gatewayd.model import (
     RunCounts,
     RunOutcome,
     RunStatus,
+    Session,
+    SessionStatus,
     Trigger,
 )
 from gatewayd.store.base import Store
@@ -545,3 +547,117 @@ class SQLiteStore(Store):
             return [run_from_row(r) for r in doomed]
 
         return await self._call(op)
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def save_session(self, session: Session) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute(
+                    f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session.key,
+                        session.session_id,
+                        session.job_id,
+                        session.run_id,
+                        session.status.value,
+                        to_us(session.started_at),
+                        to_us(session.ended_at),
+                        session.runtime_ms,
+                        session.error,
+                        session.error_kind.value if session.error_kind else None,
+                        session.stop_reason,
+                    ),
+                )
+
+        await self._call(op)
+
+    async def get_session(self, key: str) -> Session | None:
+        def op(conn: sqlite3.Connection) -> Session | None:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE key = ?", (key,)
+            ).fetchone()
+            return _session_from_row(row) if row else None
+
+        return await self._call(op)
+
+    async def list_sessions(self, *, limit: int) -> list[Session]:
+        def op(conn: sqlite3.Connection) -> list[Session]:
+            rows = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [_session_from_row(r) for r in rows]
+
+        return await self._call(op)
+
+    # --- events ---------------------------------------------------------------------
+
+    async def append_event(self, body: dict[str, Any]) -> int:
+        data = orjson.dumps(body)
+
+        def op(conn: sqlite3.Connection) -> int:
+            with self._tx(conn):
+                cursor = conn.execute("INSERT INTO events (body) VALUES (?)", (data,))
+            seq = cursor.lastrowid
+            assert seq is not None
+            return seq
+
+        return await self._call(op)
+
+    @staticmethod
+    def _events(rows: list[Any]) -> list[dict[str, Any]]:
+        return [{"seq": seq, **orjson.loads(body)} for seq, body in rows]
+
+    async def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:
+        def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+            return self._events(rows)
+
+        return await self._call(op)
+
+    async def latest_events(self, *, limit: int) -> list[dict[str, Any]]:
+        def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT seq, body FROM events ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return self._events(rows[::-1])
+
+        return await self._call(op)
+
+    async def prune_events(self, *, keep: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            with self._tx(conn):
+                cursor = conn.execute(
+                    "DELETE FROM events WHERE seq <= "
+                    "(SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (keep,),
+                )
+            return cursor.rowcount
+
+        return await self._call(op)
+
+
+_SESSION_COLUMNS = (
+    "key, session_id, job_id, run_id, status, started_at, ended_at, runtime_ms, error, "
+    "error_kind, stop_reason"
+)
+
+
+def _session_from_row(row: Sequence[Any]) -> Session:
+    return Session(
+        key=row[0],
+        session_id=row[1],
+        job_id=row[2],
+        run_id=row[3],
+        status=SessionStatus(row[4]),
+        started_at=from_us(row[5]),
+        ended_at=from_us(row[6]),
+        runtime_ms=row[7],
+        error=row[8],
+        error_kind=ErrorKind(row[9]) if row[9] else None,
+        stop_reason=row[10],
+    )

@@ -1,0 +1,130 @@
+"""The lifecycle bus: every event persisted with its ``seq``, then delivered.
+
+``publish`` persists the event (which gives it its strictly increasing ``seq``),
+awaits every in-band subscriber in turn (the session persister is one: the
+session row is written before ``publish`` returns), then offers the event to
+every out-of-band subscription without waiting. A subscription is a bounded
+queue: one that falls ``queue_size`` events behind is dropped, and its reader
+gets a gap marker that says from which ``seq`` on it missed events. A slow
+reader never delays a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+import structlog
+
+from gatewayd.events import Event
+from gatewayd.store.base import Store
+
+log = structlog.get_logger("gatewayd.bus")
+
+Envelope = dict[str, Any]
+InBand = Callable[[int, Event], Awaitable[None]]
+
+DEFAULT_QUEUE_SIZE = 1000
+
+
+class Subscription:
+    """An out-of-band subscriber's bounded queue of envelopes."""
+
+    def __init__(self, queue_size: int) -> None:
+        self._queue: collections.deque[Envelope] = collections.deque()
+        self._size = queue_size
+        self._ready = anyio.Event()
+        self.dropped = False
+        self.closed = False
+
+    def offer(self, envelope: Envelope) -> None:
+        if self.closed:
+            return
+        if len(self._queue) >= self._size:
+            self.dropped = True
+            self.closed = True
+            self._queue.append(
+                {
+                    "seq": None,
+                    "ts": envelope["ts"],
+                    "stream": "gap",
+                    "phase": "dropped",
+                    "missed_from_seq": envelope["seq"],
+                    "reason": f"the subscriber fell {self._size} events behind and was dropped; "
+                    "read the rest with events.subscribe since the last seq seen",
+                }
+            )
+        else:
+            self._queue.append(envelope)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    def __aiter__(self) -> AsyncIterator[Envelope]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Envelope]:
+        while True:
+            while self._queue:
+                yield self._queue.popleft()
+            if self.closed:
+                return
+            self._ready = anyio.Event()
+            if self._queue or self.closed:
+                continue
+            await self._ready.wait()
+
+
+class Bus:
+    """Publishes events; see the module docstring."""
+
+    def __init__(self, store: Store, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._store = store
+        self._queue_size = queue_size
+        self._in_band: list[InBand] = []
+        self._subscriptions: set[Subscription] = set()
+        self._lock = anyio.Lock()
+
+    def add_in_band(self, handler: InBand) -> None:
+        """``handler(seq, event)`` is awaited for each event before ``publish`` returns."""
+        self._in_band.append(handler)
+
+    @contextlib.contextmanager
+    def subscribe(self, *, queue_size: int | None = None) -> Iterator[Subscription]:
+        """An out-of-band subscription to the events published while it is open."""
+        subscription = Subscription(queue_size or self._queue_size)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            subscription.close()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    async def publish(self, event: Event) -> Envelope:
+        """Persist ``event``, run the in-band subscribers, offer it to the rest."""
+        body = event.body()
+        async with self._lock:
+            seq = await self._store.append_event(body)
+            for handler in self._in_band:
+                await handler(seq, event)
+            envelope = {"seq": seq, **body}
+            for subscription in list(self._subscriptions):
+                subscription.offer(envelope)
+                if subscription.dropped:
+                    self._subscriptions.discard(subscription)
+                    log.warning("dropped a slow event subscriber", missed_from_seq=seq)
+        return envelope
+
+    def close_subscriptions(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        self._subscriptions.clear()

@@ -1,0 +1,133 @@
+"""Sessions: their rows (kept by an in-band bus subscriber) and their files.
+
+An isolated session ``cron:<job_id>:run:<run_id>`` lives for one run; ``main``
+is shared. The persister writes the row on the lifecycle ``start`` event and
+makes it terminal on ``end`` or ``error``, before the bus's ``publish`` returns.
+Each session may have a transcript (``transcript.jsonl``); ``main`` also has an
+inbox of system events (``inbox.jsonl``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gatewayd.codec import JsonObject
+from gatewayd.durations import format_time
+from gatewayd.events import Event, SessionEnded, SessionFailed, SessionStarted
+from gatewayd.model import MAIN_SESSION_KEY, ErrorKind, Session, SessionStatus
+from gatewayd.store.base import Store
+
+_STATUS_OF_ERROR = {
+    ErrorKind.TIMEOUT: SessionStatus.TIMED_OUT,
+    ErrorKind.CANCELLED: SessionStatus.CANCELLED,
+    ErrorKind.INTERRUPTED: SessionStatus.INTERRUPTED,
+}
+TAIL_ENTRIES = 20
+
+
+class SessionPersister:
+    """The in-band subscriber that keeps session rows in step with lifecycle events."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def __call__(self, seq: int, event: Event) -> None:
+        if isinstance(event, SessionStarted):
+            await self._store.save_session(
+                Session(
+                    key=event.session_key,
+                    session_id=event.session_id,
+                    job_id=event.job_id,
+                    run_id=event.run_id,
+                    status=SessionStatus.RUNNING,
+                    started_at=event.ts,
+                )
+            )
+        elif isinstance(event, SessionEnded | SessionFailed):
+            current = await self._store.get_session(event.session_key)
+            started_at = current.started_at if current is not None else None
+            status = SessionStatus.DONE
+            if isinstance(event, SessionFailed):
+                status = _STATUS_OF_ERROR.get(event.error_kind, SessionStatus.FAILED)  # type: ignore[arg-type]
+            runtime = None
+            if started_at is not None:
+                runtime = max(0, round((event.ts - started_at).total_seconds() * 1000))
+            await self._store.save_session(
+                Session(
+                    key=event.session_key,
+                    session_id=event.session_id,
+                    job_id=event.job_id,
+                    run_id=event.run_id,
+                    status=status,
+                    started_at=started_at,
+                    ended_at=event.ts,
+                    runtime_ms=runtime,
+                    error=event.error,
+                    error_kind=event.error_kind,
+                    stop_reason=event.stop_reason,
+                )
+            )
+
+
+def session_to_json(session: Session) -> JsonObject:
+    return {
+        "key": session.key,
+        "session_id": session.session_id,
+        "job_id": session.job_id,
+        "run_id": session.run_id,
+        "status": session.status.value,
+        "started_at": format_time(session.started_at),
+        "ended_at": format_time(session.ended_at),
+        "runtime_ms": session.runtime_ms,
+        "error": session.error,
+        "error_kind": session.error_kind.value if session.error_kind else None,
+        "stop_reason": session.stop_reason,
+    }
+
+
+def session_dir(state_dir: Path, key: str) -> Path:
+    """``sessions/main`` or ``sessions/cron/<job_id>/<run_id>``."""
+    if key == MAIN_SESSION_KEY:
+        return state_dir / "sessions" / "main"
+    parts = key.split(":")
+    if len(parts) == 4 and parts[0] == "cron" and parts[2] == "run":
+        return state_dir / "sessions" / "cron" / parts[1] / parts[3]
+    return state_dir / "sessions" / "other" / key.replace("/", "_")
+
+
+def transcript_path(state_dir: Path, key: str) -> Path:
+    return session_dir(state_dir, key) / "transcript.jsonl"
+
+
+def inbox_path(state_dir: Path) -> Path:
+    return session_dir(state_dir, MAIN_SESSION_KEY) / "inbox.jsonl"
+
+
+def append_jsonl(path: Path, *entries: JsonObject) -> None:
+    """Append entries as JSON lines, in one write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"".join(orjson.dumps(e) + b"\n" for e in entries)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def tail_jsonl(path: Path, count: int = TAIL_ENTRIES) -> list[Any]:
+    """The last ``count`` entries of a JSON-lines file (none if it does not exist)."""
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 256 * 1024))
+        lines = handle.read().splitlines()[-count:]
+        entries = []
+        for line in lines:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                entries.append(orjson.loads(line))
+        return entries
+    return []
