@@ -154,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", parents=[common], help="check the store's run records (works offline)")
 
+    sessions = sub.add_parser("sessions", help="sessions").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    session_list = sessions.add_parser("list", parents=[common], help="recent sessions")
+    session_list.add_argument("--limit", type=int, default=50)
+    sessions.add_parser("show", parents=[common], help="a session").add_argument("key")
+
+    events = sub.add_parser("events", parents=[common], help="lifecycle and run events")
+    events.add_argument("--follow", action="store_true", help="stream live events")
+    events.add_argument("--since", type=int, metavar="SEQ", help="events after this seq")
+    events.add_argument("--limit", type=int, default=100, help="how much history (100)")
+
     runs = sub.add_parser("runs", help="runs").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )

@@ -39,6 +39,8 @@ class GatewaySettings:
     sweep_interval_s: float = 60.0
     history_per_job: int = 1000
     history_max_age_s: float = 30 * 86400.0
+    events_keep: int = 100_000
+    event_queue: int = 1000
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -142,6 +144,8 @@ def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
             "sweep_interval",
             "history_per_job",
             "history_max_age",
+            "events_keep",
+            "event_queue",
             "log_level",
             "log_format",
         }
@@ -157,6 +161,8 @@ def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
         sweep_interval_s=r.duration("sweep_interval", d.sweep_interval_s, minimum=0.05),
         history_per_job=r.integer("history_per_job", d.history_per_job, 1),
         history_max_age_s=r.duration("history_max_age", d.history_max_age_s),
+        events_keep=r.integer("events_keep", d.events_keep, 100),
+        event_queue=r.integer("event_queue", d.event_queue, 10),
         log_level=r.choice("log_level", d.log_level, LOG_LEVELS),
         log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
     )

@@ -121,6 +121,9 @@ class Daemon:
             kill_grace_s=gw.kill_grace_s,
             catchup_window_s=sched.catchup_window_s,
             catchup=CatchupLimits(grace_s=sched.misfire_grace_s, max_runs=sched.catchup_max_runs),
+            agent_timeouts=tuple(
+                (a.name, a.timeout_s) for a in self.config.agents if a.timeout_s is not None
+            ),
         )
         exec_runner = ExecRunner(tail_bytes=settings.tail_bytes)
         agent_runner = AgentTurnRunner(
@@ -135,7 +138,7 @@ class Daemon:
         }
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)
-        bus = Bus(store)
+        bus = Bus(store, queue_size=gw.event_queue)
         bus.add_in_band(SessionPersister(store))
         stack.callback(bus.close_subscriptions)
         pipeline = await stack.enter_async_context(
@@ -179,7 +182,9 @@ class Daemon:
                 recovery.sweep,
                 interval_s=gw.sweep_interval_s,
                 retention=Retention(
-                    keep_per_job=gw.history_per_job, max_age_s=gw.history_max_age_s
+                    keep_per_job=gw.history_per_job,
+                    max_age_s=gw.history_max_age_s,
+                    events_keep=gw.events_keep,
                 ),
             )
         )
@@ -224,8 +229,11 @@ class Daemon:
         except GatewaydError as exc:
             log.error("reload refused; keeping the running configuration", error=exc.message)
         else:
-            if (fresh.gateway, fresh.scheduler) != (self.config.gateway, self.config.scheduler):
-                log.warning("reload: [gateway] and [scheduler] changes take effect at restart")
+            old = (self.config.gateway, self.config.scheduler, self.config.agents)
+            if (fresh.gateway, fresh.scheduler, fresh.agents) != old:
+                log.warning(
+                    "reload: [gateway], [scheduler] and [agents] changes take effect at restart"
+                )
             self.config = replace(self.config, jobs=fresh.jobs, source_text=fresh.source_text)
             log.info("configuration reloaded", **changes)
         self.notifier.status("reloaded")

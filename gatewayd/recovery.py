@@ -29,6 +29,7 @@ from gatewayd.model import AgentTurnPayload, ErrorKind, Run, RunOutcome, RunStat
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Execution
 from gatewayd.runners.exec import ExecRunner
+from gatewayd.runners.processes import is_running
 from gatewayd.runs import RunPipeline
 from gatewayd.store.base import Store
 
@@ -41,6 +42,7 @@ class Retention:
 
     keep_per_job: int = 1000
     max_age_s: float = 30 * 86400.0
+    events_keep: int = 100_000
 
 
 @dataclass(slots=True)
@@ -49,6 +51,7 @@ class Settlement:
 
     adopted: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
+    # Recorded ended at once: interrupted, or with the status their waiter wrote.
     interrupted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -139,6 +142,11 @@ class Recovery:
             and isinstance(job.payload, AgentTurnPayload)
         ):
             execution = self._agents.wrap(execution, run, self._state_dir)
+        if not await anyio.to_thread.run_sync(is_running, pid, run.pid_start):
+            # Gone already: its ending is recorded now, before the socket serves.
+            await self._pipeline.record_ended(run, job, execution)
+            done.interrupted.append(run.run_id)
+            return
         self._pipeline.adopt(run, job, execution)
         done.adopted.append(run.run_id)
         log.info("run re-adopted", run_id=run.run_id, pid=run.pid, from_instance=previous_owner)
@@ -164,6 +172,9 @@ class Recovery:
         if pruned:
             await anyio.to_thread.run_sync(runfiles.delete_run_files, self._state_dir, pruned)
             log.info("pruned run history", runs=len(pruned))
+        events = await self._store.prune_events(keep=retention.events_keep)
+        if events:
+            log.info("pruned events", events=events)
         return len(pruned)
 
     async def sweep(

@@ -35,6 +35,7 @@ from gatewayd.errors import Conflict, NotFound, RunAlreadyEnded, SpawnFailed
 from gatewayd.events import (
     LifecycleEvent,
     RunFinished,
+    RunQueued,
     RunStarted,
     SessionEnded,
     SessionFailed,
@@ -471,6 +472,8 @@ class RunPipeline:
 
     async def _execute(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
         try:
+            if run.status is RunStatus.QUEUED:
+                await self._bus.publish(RunQueued.of(run, self._clock.now()))
             await self._drive(run, job, after, active)
         except anyio.get_cancelled_exc_class():
             if not (self._detaching and active.started):
@@ -643,10 +646,7 @@ class RunPipeline:
                     await execution.stop(self._settings.kill_grace_s)
             raise
         if result is not None:
-            if result.ended_at is not None and run.started_at is not None:
-                # A file's time is coarser than the clock: never end before the start.
-                result = replace(result, ended_at=max(result.ended_at, run.started_at))
-            return outcome_for(result, None, ended_at=self._clock.now())
+            return self._natural_outcome(run, result)
         with anyio.CancelScope(shield=True):
             # I5: the session's ending is published, and its row terminal, before
             # anyone sees the run stop, and before its process group is stopped.
@@ -688,6 +688,17 @@ class RunPipeline:
             }
         )
         return self.context_for(run, job, env)
+
+    def _natural_outcome(self, run: Run, result: ExecResult) -> RunOutcome:
+        """The outcome of work that ended by itself."""
+        if result.ended_at is not None and run.started_at is not None:
+            # A file's time is coarser than the clock: never end before the start.
+            result = replace(result, ended_at=max(result.ended_at, run.started_at))
+        return outcome_for(result, None, ended_at=self._clock.now())
+
+    async def record_ended(self, run: Run, job: Job | None, execution: Execution) -> None:
+        """Record the ending of an unwatched run whose work has already ended."""
+        await self._finish(run, job, self._natural_outcome(run, await execution.wait()))
 
     async def finish_unwatched(self, run: Run, outcome: RunOutcome) -> None:
         """Record the ending of a live run that no task drives (start-up settlement)."""

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,7 @@ class FakeExecution:
         self._ended = anyio.Event()
         self._result = ExecResult(exit_code=0)
         self.stopped_with_grace: float | None = None
+        self.before_stop: Callable[[], Awaitable[None]] | None = None
 
     @property
     def pid(self) -> int:
@@ -61,6 +62,8 @@ class FakeExecution:
         return self._result
 
     async def stop(self, grace_s: float) -> None:
+        if self.before_stop is not None:
+            await self.before_stop()
         self.stopped_with_grace = grace_s
         self.finish(ExecResult(signal=signal.SIGTERM, error="killed by signal SIGTERM"))
 

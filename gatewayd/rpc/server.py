@@ -133,6 +133,10 @@ class RpcServer:
             await self._serve_connection(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # The server is closing. This task is the connection's outermost one: end
+            # it normally, because Python 3.11's stream protocol logs cancelled ones.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

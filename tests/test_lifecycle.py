@@ -1,0 +1,93 @@
+"""I5 in process: every ending publishes the session's end first, then stops, then finishes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from gatewayd.model import RunStatus, SessionStatus
+from gatewayd.runners.base import ExecResult
+
+from tests.harness import START, Harness, open_harness
+
+
+async def story(h: Harness, run_id: str) -> list[tuple[str, str]]:
+    """The run's events, in seq order, as (stream, phase)."""
+    events = await h.store.events_after(0, limit=1000)
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    return [(e["stream"], e["phase"]) for e in events if e.get("run_id") == run_id]
+
+
+class TestOrder:
+    async def test_timeout(self, tmp_path: Path) -> None:
+        """On timeout: lifecycle error, terminal session, then the stop, then `finished`."""
+        async with open_harness(tmp_path) as h:
+            job_id = await h.add(name="t", every="1h", command="sleep 30", timeout="1s")
+            run_id = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            execution = await h.runner.wait_started(1)
+            seen_at_stop: dict[str, Any] = {}
+
+            async def before_stop() -> None:
+                run = await h.store.get_run(run_id)
+                assert run is not None
+                session = await h.store.get_session(run.session_key)
+                seen_at_stop["session"] = session
+                seen_at_stop["run"] = run.status
+                seen_at_stop["events"] = await story(h, run_id)
+
+            execution.before_stop = before_stop
+            await h.clock.wait_for_sleeper(until=START + timedelta(seconds=1))
+            h.clock.advance(1)
+            run = await h.gateway.wait_run(run_id, timeout_s=5)
+            assert run.status is RunStatus.TIMED_OUT
+            session = seen_at_stop["session"]
+            assert session.status is SessionStatus.TIMED_OUT
+            assert (session.stop_reason, session.error) == ("timeout", "job execution timed out")
+            assert seen_at_stop["run"] is RunStatus.RUNNING, "callers do not see it yet"
+            assert seen_at_stop["events"][-1] == ("lifecycle", "error")
+            assert await story(h, run_id) == [
+                ("run", "queued"),
+                ("run", "started"),
+                ("lifecycle", "start"),
+                ("lifecycle", "error"),
+                ("run", "finished"),
+            ]
+            [error] = [
+                e
+                for e in await h.store.events_after(0, limit=100)
+                if e["run_id"] == run_id and e["phase"] == "error"
+            ]
+            assert error["error_kind"] == "timeout" and error["stop_reason"] == "timeout"
+            assert error["session_key"] == run.session_key
+
+    async def test_success_and_failure(self, tmp_path: Path) -> None:
+        async with open_harness(tmp_path) as h:
+            job_id = await h.add(name="s", every="1h", command="true", overlap="allow")
+            ok = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            (await h.runner.wait_started(1)).finish()
+            bad = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            (await h.runner.wait_started(2)).finish(ExecResult(exit_code=2, error="exited"))
+            for run_id in (ok, bad):
+                await h.gateway.wait_run(run_id, timeout_s=5)
+            assert (await story(h, ok))[-2:] == [("lifecycle", "end"), ("run", "finished")]
+            assert (await story(h, bad))[-2:] == [("lifecycle", "error"), ("run", "finished")]
+            ok_session = await h.store.get_session(f"cron:{job_id}:run:{ok}")
+            bad_session = await h.store.get_session(f"cron:{job_id}:run:{bad}")
+            assert ok_session is not None and ok_session.status is SessionStatus.DONE
+            assert bad_session is not None and bad_session.status is SessionStatus.FAILED
+
+    async def test_main_session_is_shared(self, tmp_path: Path) -> None:
+        async with open_harness(tmp_path) as h:
+            job_id = await h.add(name="m", every="1h", system_event="ping", session="main")
+            first = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            (await h.runner.wait_started(1)).finish()
+            await h.gateway.wait_run(first, timeout_s=5)
+            one = await h.store.get_session("main")
+            second = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            (await h.runner.wait_started(2)).finish()
+            await h.gateway.wait_run(second, timeout_s=5)
+            two = await h.store.get_session("main")
+            assert one is not None and two is not None
+            assert one.session_id == two.session_id
+            assert (one.run_id, two.run_id) == (first, second)
