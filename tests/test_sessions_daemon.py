@@ -235,3 +235,38 @@ class TestSlowSubscriber:
         assert notices[-1]["stream"] == "gap"
         assert len(notices) < 300 * 5, "it did not get every event"
         assert lines[-1]["result"]["dropped"] is True
+
+
+class TestWaitOnATerminal:
+    def test_progress_then_the_final_run(self, daemon: DaemonProcess) -> None:
+        """On a TTY, `cron run --wait` shows the phase and elapsed time, then the run."""
+        import pty
+        import subprocess
+
+        add(daemon, "--name", "short", "--shell", "sleep 1.5")
+        leader, follower = pty.openpty()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "gatewayd", "cron", "run", "short", "--wait"],
+                env=daemon.env(),
+                stdout=follower,
+                stderr=subprocess.PIPE,
+                timeout=30,
+                check=False,
+            )
+            os.close(follower)
+            output = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        finally:
+            os.close(leader)
+        text = output.decode()
+        assert done.returncode == 0, done.stderr
+        assert "running" in text and "s\r" in text.replace("\r\n", "\n")
+        assert "status" in text and "succeeded" in text.split("status", 1)[1]
