@@ -164,6 +164,7 @@ class Gateway:
                 "active": self._pipeline.active_count,
             },
             "next_wake_at": format_time(self._scheduler.next_wake_at),
+            "event_subscribers": self._bus.subscribers,
         }
 
     # --- changing jobs --------------------------------------------------------------

@@ -270,3 +270,41 @@ class TestWaitOnATerminal:
         assert done.returncode == 0, done.stderr
         assert "running" in text and "s\r" in text.replace("\r\n", "\n")
         assert "status" in text and "succeeded" in text.split("status", 1)[1]
+
+
+class TestFollow:
+    def test_events_follow_streams_live_events(self, daemon: DaemonProcess) -> None:
+        """`events --follow --json` prints live events, one JSON object per line."""
+        import subprocess
+
+        add(daemon, "--name", "live", "--command", "true")
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "gatewayd", "events", "--follow", "--json", "--limit", "0"],
+            env=daemon.env(),
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert follower.stdout is not None
+            wait_until(
+                lambda: daemon.call("gateway.status")["event_subscribers"] == 1,
+                what="the follower to subscribe",
+            )
+            run_id = daemon.call("cron.run", {"job": "live"})["run_id"]
+            seen: list[dict[str, Any]] = []
+            while not seen or seen[-1]["phase"] != "finished":
+                event = orjson.loads(follower.stdout.readline())
+                if event.get("run_id") == run_id:
+                    seen.append(event)
+        finally:
+            follower.terminate()
+            follower.wait(timeout=10)
+            if follower.stdout is not None:
+                follower.stdout.close()
+        phases = [(e["stream"], e["phase"]) for e in seen]
+        assert phases == [
+            ("run", "queued"),
+            ("run", "started"),
+            ("lifecycle", "start"),
+            ("lifecycle", "end"),
+            ("run", "finished"),
+        ]
