@@ -187,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gatewayd.daemon import Daemon, config_path, run_daemon
     from gatewayd.logs import configure_logging
 
-    config = load_config(config_path(args.config), now=SystemClock().now())
+    config = load_config(config_path(args.config), now=SystemClock().now(), env=os.environ)
     configure_logging(level=config.gateway.log_level, fmt=config.gateway.log_format)
     daemon = Daemon(
         config,

@@ -25,6 +25,27 @@ from gatewayd.model import AgentSpec, JobSource
 ON_SHUTDOWN = ("detach", "wait", "cancel")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
+ENV_PREFIX = "GATEWAYD_"
+GATEWAY_KEYS = frozenset(
+    {
+        "state_dir",
+        "socket",
+        "max_concurrent_runs",
+        "default_timeout",
+        "kill_grace",
+        "on_shutdown",
+        "drain_timeout",
+        "sweep_interval",
+        "history_per_job",
+        "history_max_age",
+        "events_keep",
+        "event_queue",
+        "log_level",
+        "log_format",
+    }
+)
+SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs"})
+AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,40 +99,64 @@ def _line_of(text: str, table: str, key: str) -> int | None:
 class _Reader:
     """Reads one table of the file, naming the file, key and line in every error."""
 
-    def __init__(self, path: Path | None, text: str, table: str, body: Any) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        text: str,
+        table: str,
+        body: Any,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.text = text
         self.table = table
+        self.env = env or {}
+        self.from_env: dict[str, str] = {}
         if not isinstance(body, dict):
             raise self.error(table, f"[{table}] must be a table")
         self.body: dict[str, Any] = body
 
+    def get(self, key: str, default: Any) -> Any:
+        """The value of ``key``: ``$GATEWAYD_<KEY>`` if set (``env`` given), else the file's."""
+        name = f"{ENV_PREFIX}{key.upper()}"
+        if name in self.env:
+            self.from_env[key] = name
+            return self.env[name]
+        return self.body.get(key, default)
+
     def error(self, key: str, message: str) -> ConfigError:
+        if key in self.from_env:
+            name = self.from_env[key]
+            return ConfigError(
+                f"{name} (overrides {self.table}.{key}): {message}", data={"key": key}
+            )
         line = _line_of(self.text, self.table, key) if key != self.table else None
         where = str(self.path) if self.path else "config"
         if line is not None:
             where += f":{line}"
         return ConfigError(f"{where}: {self.table}.{key}: {message}", data={"key": key})
 
-    def check_keys(self, allowed: set[str]) -> None:
+    def check_keys(self, allowed: frozenset[str]) -> None:
         for key in self.body:
             if key not in allowed:
                 raise self.error(key, f"unknown key; known keys are {', '.join(sorted(allowed))}")
 
     def string(self, key: str, default: str | None) -> str | None:
-        value = self.body.get(key, default)
+        value = self.get(key, default)
         if value is not None and not isinstance(value, str):
             raise self.error(key, f"expected a string, got {value!r}")
         return value
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.body.get(key, default)
+        value = self.get(key, default)
         if value not in options:
             raise self.error(key, f"expected one of {', '.join(options)}, got {value!r}")
         return str(value)
 
     def integer(self, key: str, default: int, minimum: int) -> int:
-        value = self.body.get(key, default)
+        value = self.get(key, default)
+        if isinstance(value, str) and key in self.from_env and value.strip().lstrip("-").isdigit():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {value!r}")
         if value < minimum:
@@ -119,7 +164,7 @@ class _Reader:
         return value
 
     def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.body.get(key, default)
+        value = self.get(key, default)
         try:
             seconds = parse_duration(value, what=key)
         except InvalidInput as exc:
@@ -129,27 +174,10 @@ class _Reader:
         return seconds
 
 
-def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
-    r = _Reader(path, text, "gateway", body)
+def _gateway(path: Path | None, text: str, body: Any, env: Mapping[str, str]) -> GatewaySettings:
+    r = _Reader(path, text, "gateway", body, env)
     d = GatewaySettings()
-    r.check_keys(
-        {
-            "state_dir",
-            "socket",
-            "max_concurrent_runs",
-            "default_timeout",
-            "kill_grace",
-            "on_shutdown",
-            "drain_timeout",
-            "sweep_interval",
-            "history_per_job",
-            "history_max_age",
-            "events_keep",
-            "event_queue",
-            "log_level",
-            "log_format",
-        }
-    )
+    r.check_keys(GATEWAY_KEYS)
     return GatewaySettings(
         state_dir=r.string("state_dir", None),
         socket=r.string("socket", None),
@@ -168,10 +196,12 @@ def _gateway(path: Path | None, text: str, body: Any) -> GatewaySettings:
     )
 
 
-def _scheduler(path: Path | None, text: str, body: Any) -> SchedulerSettings:
-    r = _Reader(path, text, "scheduler", body)
+def _scheduler(
+    path: Path | None, text: str, body: Any, env: Mapping[str, str]
+) -> SchedulerSettings:
+    r = _Reader(path, text, "scheduler", body, env)
     d = SchedulerSettings()
-    r.check_keys({"misfire_grace", "catchup_window", "catchup_max_runs"})
+    r.check_keys(SCHEDULER_KEYS)
     return SchedulerSettings(
         misfire_grace_s=r.duration("misfire_grace", d.misfire_grace_s),
         catchup_window_s=r.duration("catchup_window", d.catchup_window_s),
@@ -186,7 +216,7 @@ def _agents(path: Path | None, text: str, body: Any) -> tuple[AgentSpec, ...]:
     agents = []
     for name, table in body.items():
         r = _Reader(path, text, f"agents.{name}", table)
-        r.check_keys({"command", "timeout", "cwd", "env"})
+        r.check_keys(AGENT_KEYS)
         command = r.body.get("command")
         if (
             not isinstance(command, list)
@@ -250,8 +280,19 @@ def _jobs(
     return tuple(specs)
 
 
-def parse_config(text: str, *, now: datetime, path: Path | None = None) -> Config:
-    """A :class:`Config` from TOML text; ``now`` resolves relative one-shot times."""
+def parse_config(
+    text: str,
+    *,
+    now: datetime,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """A :class:`Config` from TOML text; ``now`` resolves relative one-shot times.
+
+    ``$GATEWAYD_<KEY>`` in ``env`` overrides the key of the same name in
+    ``[gateway]`` or ``[scheduler]``: ``GATEWAYD_MAX_CONCURRENT_RUNS=4``.
+    """
+    env = env or {}
     where = str(path) if path else "config"
     try:
         body = tomllib.loads(text)
@@ -266,8 +307,8 @@ def parse_config(text: str, *, now: datetime, path: Path | None = None) -> Confi
     agents = _agents(path, text, body.get("agents", {}))
     names = frozenset(a.name for a in agents)
     return Config(
-        gateway=_gateway(path, text, body.get("gateway", {})),
-        scheduler=_scheduler(path, text, body.get("scheduler", {})),
+        gateway=_gateway(path, text, body.get("gateway", {}), env),
+        scheduler=_scheduler(path, text, body.get("scheduler", {}), env),
         agents=agents,
         jobs=_jobs(path, text, body.get("jobs", []), now, names),
         path=path,
@@ -275,14 +316,16 @@ def parse_config(text: str, *, now: datetime, path: Path | None = None) -> Confi
     )
 
 
-def load_config(path: Path | None, *, now: datetime) -> Config:
-    """The configuration in ``path``, or the defaults when there is no file."""
+def load_config(
+    path: Path | None, *, now: datetime, env: Mapping[str, str] | None = None
+) -> Config:
+    """The configuration in ``path`` (the defaults when there is none), with overrides."""
     if path is None:
-        return Config()
+        return parse_config("", now=now, env=env)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"the config file {path} is not UTF-8 text") from None
-    return parse_config(text, path=path, now=now)
+    return parse_config(text, path=path, now=now, env=env)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -29,11 +30,11 @@ from gatewayd.errors import EXIT_OK, GatewaydError
 from gatewayd.ids import new_instance_id
 from gatewayd.model import Instance, PayloadKind
 from gatewayd.notify import Notifier
-from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir
+from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir, state_dir_socket
 from gatewayd.planning import CatchupLimits
 from gatewayd.recovery import Recovery, Retention
 from gatewayd.rpc.methods import build_methods, build_streams
-from gatewayd.rpc.server import RpcServer, bind_unix_socket
+from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner
@@ -186,17 +187,22 @@ class Daemon:
                     max_age_s=gw.history_max_age_s,
                     events_keep=gw.events_keep,
                 ),
+                after=self._report_status,
             )
         )
         sock = bind_unix_socket(self.socket_path)
         stack.callback(self._remove_socket)
+        link = state_dir_socket(self.state_dir)
+        if link != self.socket_path:
+            link_socket(link, self.socket_path)
+            stack.callback(self._remove_link, link)
         self._server = RpcServer(methods=build_methods(gateway), streams=build_streams(gateway))
         await self._server.start(sock)
-        if self.notifier.watchdog_interval_s:
-            self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)
         status = await gateway.status()
-        summary = f"{status['jobs']['total']} jobs, {status['runs']['total']} runs"
-        self.notifier.ready(summary)
+        self.notifier.ready(status_line(status))
+        if self.notifier.watchdog_interval_s:
+            # systemd arms the watchdog once the service is ready.
+            self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)
         log.info(
             "gatewayd ready",
             instance_id=self.instance_id,
@@ -224,7 +230,7 @@ class Daemon:
             return
         self.notifier.reloading()
         try:
-            fresh = load_config(path, now=self.clock.now())
+            fresh = load_config(path, now=self.clock.now(), env=self.env)
             changes = await self._gateway.reconcile(fresh.jobs)
         except GatewaydError as exc:
             log.error("reload refused; keeping the running configuration", error=exc.message)
@@ -236,7 +242,7 @@ class Daemon:
                 )
             self.config = replace(self.config, jobs=fresh.jobs, source_text=fresh.source_text)
             log.info("configuration reloaded", **changes)
-        self.notifier.status("reloaded")
+        await self._report_status()
         self.notifier.send("READY=1")
 
     async def shutdown(self) -> None:
@@ -260,6 +266,10 @@ class Daemon:
                 await pipeline.wait_idle()
         await pipeline.stop_all(STOP_SHUTDOWN)
 
+    async def _report_status(self) -> None:
+        if self.notifier.enabled and self._gateway is not None:
+            self.notifier.status(status_line(await self._gateway.status()))
+
     async def _watchdog(self, interval_s: float) -> None:
         while True:
             self.notifier.watchdog()
@@ -268,6 +278,20 @@ class Daemon:
     def _remove_socket(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+
+    def _remove_link(self, link: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if link.is_symlink():
+                link.unlink()
+
+
+def status_line(status: Mapping[str, Any]) -> str:
+    """The one-line STATUS= a service manager shows."""
+    runs = status["runs"]
+    return (
+        f"{status['jobs']['total']} jobs ({status['jobs']['enabled']} enabled), "
+        f"{runs['active']} runs active, {runs['total']} recorded"
+    )
 
 
 def run_daemon(daemon: Daemon) -> int:

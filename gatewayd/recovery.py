@@ -13,6 +13,7 @@ and prunes history by retention (never a live run).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -182,9 +183,13 @@ class Recovery:
         *,
         interval_s: float,
         retention: Retention,
+        after: Callable[[], Awaitable[None]] | None = None,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Every ``interval_s``: heartbeat, settle what nobody watches, prune history."""
+        """Every ``interval_s``: heartbeat, settle what nobody watches, prune history.
+
+        ``after()`` is awaited after each sweep (the daemon reports its status).
+        """
         task_status.started()
         while True:
             await self._clock.sleep(interval_s)
@@ -192,5 +197,7 @@ class Recovery:
                 await self._store.heartbeat(self._instance_id, self._clock.now())
                 await self.settle()
                 await self.prune(retention)
+                if after is not None:
+                    await after()
             except Exception:
                 log.exception("a sweep failed; the next one will try again")

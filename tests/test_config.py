@@ -58,6 +58,19 @@ class TestConfig:
             parse_config(text, path=Path("x.toml"), now=NOW)
         assert words in caught.value.message
 
+    def test_every_key_is_documented_in_the_example(self) -> None:
+        """config.example.toml names every key the parser knows (set, or commented out)."""
+        import re
+
+        from gatewayd.config import AGENT_KEYS, GATEWAY_KEYS, SCHEDULER_KEYS
+        from gatewayd.flatspec import FLAT_KEYS
+
+        text = (ROOT / "config.example.toml").read_text()
+        for key in GATEWAY_KEYS | SCHEDULER_KEYS | AGENT_KEYS:
+            assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), key
+        for key in FLAT_KEYS:
+            assert key in text, key
+
     def test_unreadable_file(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="cannot read the config file"):
             load_config(tmp_path / "missing.toml", now=NOW)

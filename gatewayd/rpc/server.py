@@ -93,6 +93,18 @@ def bind_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+def link_socket(link: Path, target: Path) -> None:
+    """Point ``link`` at the socket ``target``, replacing a stale link or socket there."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = link.lstat().st_mode
+        if not (stat.S_ISLNK(mode) or stat.S_ISSOCK(mode)):
+            raise StartupError(
+                f"{link} exists and is not a socket or a link; refusing to replace it"
+            )
+        link.unlink()
+    link.symlink_to(target)
+
+
 class RpcServer:
     """Serves ``methods`` on a bound socket."""
 
