@@ -34,8 +34,11 @@ class Notifier:
         if self._address is None:
             return
         payload = "\n".join(lines).encode()
-        # If the manager went away, there is nothing useful to do with the error.
+        # Never block the event loop on a manager that does not read (a full
+        # datagram queue): the message is dropped. If the manager went away,
+        # there is nothing useful to do with the error either.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.setblocking(False)
             sock.sendto(payload, self._address)
 
     def ready(self, status: str) -> None:

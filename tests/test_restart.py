@@ -169,6 +169,14 @@ def catchup_runs(daemon: DaemonProcess, job: str) -> list[dict[str, Any]]:
     return [r for r in runs if r["trigger"] == "catchup"]
 
 
+def caught_up(daemon: DaemonProcess, job: str) -> list[dict[str, Any]]:
+    """The job's succeeded catch-up runs, once none of its catch-up runs is live."""
+    runs = catchup_runs(daemon, job)
+    if not runs or any(r["status"] in ("queued", "running") for r in runs):
+        return []
+    return [r for r in runs if r["status"] == "succeeded"]
+
+
 class TestCatchup:
     def test_catchup_policies_after_downtime(self, tmp_path: Path) -> None:
         """I7: after 7 s of downtime, a 2-second job runs once (latest), every missed
@@ -191,10 +199,7 @@ class TestCatchup:
             )
             d.start()
             latest = wait_until(lambda: catchup_runs(d, "latest"), what="latest to catch up")
-            everything = wait_until(
-                lambda: [r for r in catchup_runs(d, "all") if r["status"] == "succeeded"],
-                what="all to catch up",
-            )
+            everything = wait_until(partial(caught_up, d, "all"), what="all to catch up")
             nothing = wait_until(lambda: catchup_runs(d, "none"), what="none to catch up")
         finally:
             d.close()

@@ -261,3 +261,28 @@ class TestUnitFiles:
         assert plist["KeepAlive"] == {"SuccessfulExit": False}
         assert plist["StandardOutPath"].endswith(".log")
         assert plist["StandardErrorPath"].endswith(".log")
+
+
+class TestNotifierNeverBlocks:
+    def test_a_manager_that_never_reads_cannot_stall_the_daemon(self, tmp_path: Path) -> None:
+        """Datagrams to a full notify socket are dropped instead of blocking the loop."""
+        from gatewayd.notify import Notifier
+
+        path = tmp_path / "n.sock"
+        deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        deaf.bind(str(path))
+        try:
+            import threading
+
+            notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+
+            def flood() -> None:
+                for _ in range(5000):
+                    notifier.status("x" * 100)
+
+            flooding = threading.Thread(target=flood, daemon=True)
+            flooding.start()
+            flooding.join(timeout=10)
+            assert not flooding.is_alive(), "sending blocked on the full socket"
+        finally:
+            deaf.close()
