@@ -88,7 +88,10 @@ class Bus:
         self._queue_size = queue_size
         self._in_band: list[InBand] = []
         self._subscriptions: set[Subscription] = set()
-        self._lock = anyio.Lock()
+        self._seeding = anyio.Lock()
+        self._next_seq: int | None = None
+        self._next_delivery = 0
+        self._delivered: dict[int, Envelope | None] = {}
 
     def add_in_band(self, handler: InBand) -> None:
         """``handler(seq, event)`` is awaited for each event before ``publish`` returns."""
@@ -109,20 +112,50 @@ class Bus:
     def subscribers(self) -> int:
         return len(self._subscriptions)
 
+    async def _seq(self) -> int:
+        if self._next_seq is None:
+            async with self._seeding:
+                if self._next_seq is None:
+                    self._next_seq = self._next_delivery = await self._store.last_event_seq() + 1
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
     async def publish(self, event: Event) -> Envelope:
-        """Persist ``event``, run the in-band subscribers, offer it to the rest."""
+        """Persist ``event``, run the in-band subscribers, offer it to the rest.
+
+        The ``seq`` is taken and the write queued in one step, so writes (which
+        the store commits in the order queued) go in ``seq`` order; out-of-band
+        subscribers get events in ``seq`` order too, each once it is durable.
+        """
         body = event.body()
-        async with self._lock:
-            seq = await self._store.append_event(body)
+        seq = await self._seq()
+        envelope = {"seq": seq, **body}
+        try:
+            await self._store.append_event(seq, body)
+        except BaseException:
+            self._deliver(seq, None)
+            raise
+        try:
             for handler in self._in_band:
                 await handler(seq, event)
-            envelope = {"seq": seq, **body}
+        finally:
+            self._deliver(seq, envelope)
+        return envelope
+
+    def _deliver(self, seq: int, envelope: Envelope | None) -> None:
+        """Offer envelopes to subscribers in ``seq`` order, as each becomes ready."""
+        self._delivered[seq] = envelope
+        while self._next_delivery in self._delivered:
+            ready = self._delivered.pop(self._next_delivery)
+            self._next_delivery += 1
+            if ready is None:
+                continue
             for subscription in list(self._subscriptions):
-                subscription.offer(envelope)
+                subscription.offer(ready)
                 if subscription.dropped:
                     self._subscriptions.discard(subscription)
-                    log.warning("dropped a slow event subscriber", missed_from_seq=seq)
-        return envelope
+                    log.warning("dropped a slow event subscriber", missed_from_seq=ready["seq"])
 
     def close_subscriptions(self) -> None:
         for subscription in list(self._subscriptions):

@@ -49,24 +49,19 @@ class SessionPersister:
                 )
             )
         elif isinstance(event, SessionEnded | SessionFailed):
-            current = await self._store.get_session(event.session_key)
-            started_at = current.started_at if current is not None else None
             status = SessionStatus.DONE
-            if isinstance(event, SessionFailed):
-                status = _STATUS_OF_ERROR.get(event.error_kind, SessionStatus.FAILED)  # type: ignore[arg-type]
-            runtime = None
-            if started_at is not None:
-                runtime = max(0, round((event.ts - started_at).total_seconds() * 1000))
-            await self._store.save_session(
+            if isinstance(event, SessionFailed) and event.error_kind is not None:
+                status = _STATUS_OF_ERROR.get(event.error_kind, SessionStatus.FAILED)
+            elif isinstance(event, SessionFailed):
+                status = SessionStatus.FAILED
+            await self._store.end_session(
                 Session(
                     key=event.session_key,
                     session_id=event.session_id,
                     job_id=event.job_id,
                     run_id=event.run_id,
                     status=status,
-                    started_at=started_at,
                     ended_at=event.ts,
-                    runtime_ms=runtime,
                     error=event.error,
                     error_kind=event.error_kind,
                     stop_reason=event.stop_reason,

@@ -286,21 +286,28 @@ class TestSessionsAndEvents:
             error_kind=ErrorKind.TIMEOUT,
             stop_reason="timeout",
         )
-        await store.save_session(done)
+        await store.end_session(dataclasses.replace(done, started_at=None, runtime_ms=None))
         assert await store.get_session("cron:j:run:r") == done
         assert await store.get_session("nope") is None
         assert [s.key for s in await store.list_sessions(limit=10)] == ["cron:j:run:r", "main"]
         assert [s.key for s in await store.list_sessions(limit=1)] == ["cron:j:run:r"]
+        await store.end_session(dataclasses.replace(done, key="never-started"))
+        orphan = await store.get_session("never-started")
+        assert orphan is not None and (orphan.started_at, orphan.runtime_ms) == (None, None)
 
     async def test_event_sequence(self, store: Store) -> None:
-        seqs = [await store.append_event({"n": n}) for n in range(5)]
-        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+        assert await store.last_event_seq() == 0
+        seqs = [1, 2, 3, 4, 5]
+        for n, seq in enumerate(seqs):
+            await store.append_event(seq, {"n": n})
+        with pytest.raises(Conflict):
+            await store.append_event(3, {"n": 99})
         assert [e["n"] for e in await store.events_after(seqs[1], limit=2)] == [2, 3]
         assert [e["seq"] for e in await store.latest_events(limit=2)] == seqs[3:]
         assert await store.prune_events(keep=2) == 3
         assert [e["n"] for e in await store.events_after(0, limit=10)] == [3, 4]
         assert await store.prune_events(keep=0) == 2
-        assert await store.append_event({"n": 5}) > seqs[-1], "seqs are never reused"
+        assert await store.last_event_seq() == 5, "pruned seqs are never reused"
 
 
 class TestInstances:

@@ -187,6 +187,14 @@ class Store(abc.ABC):
         """Insert or replace the session with this key."""
 
     @abc.abstractmethod
+    async def end_session(self, ended: Session) -> None:
+        """Record a session's ending: every field of ``ended`` but ``started_at``.
+
+        ``started_at`` is kept from the stored row and ``runtime_ms`` derived from
+        it; with no stored row, the session is recorded with no start.
+        """
+
+    @abc.abstractmethod
     async def get_session(self, key: str) -> Session | None:
         """The session, or ``None``."""
 
@@ -197,11 +205,15 @@ class Store(abc.ABC):
     # --- events ---------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def append_event(self, body: dict[str, Any]) -> int:
-        """Persist an event; return its ``seq``, greater than every ``seq`` before it.
+    async def append_event(self, seq: int, body: dict[str, Any]) -> None:
+        """Persist an event under ``seq``, which must exceed every ``seq`` ever stored.
 
-        Sequence numbers are never reused, not even after pruning.
+        Raises :class:`gatewayd.errors.Conflict` if ``seq`` is taken.
         """
+
+    @abc.abstractmethod
+    async def last_event_seq(self) -> int:
+        """The highest ``seq`` ever stored, pruned or not (0 if none): never to be reused."""
 
     @abc.abstractmethod
     async def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:

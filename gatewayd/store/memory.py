@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 from collections.abc import Sequence
@@ -221,6 +222,17 @@ class MemoryStore(Store):
         await anyio.lowlevel.checkpoint()
         self._sessions[session.key] = session
 
+    async def end_session(self, ended: Session) -> None:
+        await anyio.lowlevel.checkpoint()
+        current = self._sessions.get(ended.key)
+        started_at = current.started_at if current is not None else None
+        runtime = None
+        if started_at is not None and ended.ended_at is not None:
+            runtime = max(0, round((ended.ended_at - started_at).total_seconds() * 1000))
+        self._sessions[ended.key] = dataclasses.replace(
+            ended, started_at=started_at, runtime_ms=runtime
+        )
+
     async def get_session(self, key: str) -> Session | None:
         await anyio.lowlevel.checkpoint()
         return self._sessions.get(key)
@@ -234,10 +246,15 @@ class MemoryStore(Store):
         )
         return order[:limit]
 
-    async def append_event(self, body: dict[str, Any]) -> int:
+    async def append_event(self, seq: int, body: dict[str, Any]) -> None:
         await anyio.lowlevel.checkpoint()
-        self._event_seq += 1
-        self._events.append({"seq": self._event_seq, **body})
+        if seq <= self._event_seq and any(e["seq"] == seq for e in self._events):
+            raise Conflict(f"an event with seq {seq} exists")
+        self._event_seq = max(self._event_seq, seq)
+        bisect.insort(self._events, {"seq": seq, **body}, key=lambda e: e["seq"])
+
+    async def last_event_seq(self) -> int:
+        await anyio.lowlevel.checkpoint()
         return self._event_seq
 
     async def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:

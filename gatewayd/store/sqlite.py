@@ -7,9 +7,9 @@ event loop never waits for the disk. Every state change is one transaction
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,8 +44,11 @@ from gatewayd.model import (
 from gatewayd.store.base import Store
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from gatewayd.store.transitions import adopted, finished, slot_key, started
+from gatewayd.store.writer import BatchWriter, savepoint
 
 T = TypeVar("T")
+# Reads run on up to this many connections at once (WAL lets them run beside the writer).
+READERS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RUN_COLUMNS = (
     "run_id, job_id, job_name, trigger, status, scheduled_for, queued_at, started_at, "
@@ -145,26 +148,37 @@ class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._readers: collections.deque[sqlite3.Connection] = collections.deque()
+        self._writer: BatchWriter | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(READERS)
 
     # --- plumbing -------------------------------------------------------------------
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
+        """Run a read on one of the reader connections, off the event loop."""
+        if self._writer is None:
             raise StoreError(f"the store {self.path} is not open")
-        return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self._read, fn, limiter=self._read_limiter)
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        conn.execute("BEGIN IMMEDIATE")
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn = self._readers.pop()
+        except IndexError:
+            conn = self._connect()
+        try:
+            return fn(conn)
+        finally:
+            self._readers.append(conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write in the writer's next batch; return once it is committed."""
+        writer = self._writer
+        if writer is None:
+            raise StoreError(f"the store {self.path} is not open")
+        return await writer.run(fn)
+
+    _tx = staticmethod(savepoint)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -172,6 +186,15 @@ class SQLiteStore(Store):
         if self._conn is not None:
             return
         self._conn = await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
+        self._writer = BatchWriter(self._conn, name=f"gatewayd-store-writer {self.path.name}")
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+        )
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
 
     def _open_sync(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,9 +243,13 @@ class SQLiteStore(Store):
                 conn.execute(f"PRAGMA user_version = {target}")
 
     async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await anyio.to_thread.run_sync(writer.stop)
+        readers, self._readers = list(self._readers), collections.deque()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        for each in [*readers, *([conn] if conn is not None else [])]:
+            await anyio.to_thread.run_sync(each.close, limiter=self._limiter)
 
     # --- instances ------------------------------------------------------------------
 
@@ -240,7 +267,7 @@ class SQLiteStore(Store):
                     ),
                 )
 
-        await self._call(op)
+        await self._write(op)
 
     async def heartbeat(self, instance_id: str, at: datetime) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -250,7 +277,7 @@ class SQLiteStore(Store):
                     (to_us(at), instance_id),
                 )
 
-        await self._call(op)
+        await self._write(op)
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         def op(conn: sqlite3.Connection) -> Instance | None:
@@ -307,7 +334,7 @@ class SQLiteStore(Store):
                 except sqlite3.IntegrityError:
                     raise self._name_taken(conn, job) from None
 
-        await self._call(op)
+        await self._write(op)
 
     async def update_job(self, job: Job) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -323,7 +350,7 @@ class SQLiteStore(Store):
                 if cursor.rowcount == 0:
                     raise NotFound(f"no job with id {job.id}")
 
-        await self._call(op)
+        await self._write(op)
 
     async def delete_job(self, job_id: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -331,7 +358,7 @@ class SQLiteStore(Store):
                 if conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                     raise NotFound(f"no job with id {job_id}")
 
-        await self._call(op)
+        await self._write(op)
 
     async def get_job(self, job_id: str) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
@@ -399,7 +426,7 @@ class SQLiteStore(Store):
                     if cursor.rowcount == 0:
                         raise NotFound(f"no job with id {advance_job}")
 
-        await self._call(op)
+        await self._write(op)
 
     @staticmethod
     def _load_run(conn: sqlite3.Connection, run_id: str) -> Run:
@@ -434,7 +461,7 @@ class SQLiteStore(Store):
         pid: int | None,
         pid_start: int | None = None,
     ) -> Run:
-        return await self._call(
+        return await self._write(
             self._transition(
                 run_id,
                 lambda run: started(
@@ -444,14 +471,14 @@ class SQLiteStore(Store):
         )
 
     async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
-        return await self._call(
+        return await self._write(
             self._transition(
                 run_id, lambda run: adopted(run, from_owner=from_owner, to_owner=to_owner)
             )
         )
 
     async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
-        return await self._call(self._transition(run_id, lambda run: finished(run, outcome)))
+        return await self._write(self._transition(run_id, lambda run: finished(run, outcome)))
 
     async def get_run(self, run_id: str) -> Run | None:
         def op(conn: sqlite3.Connection) -> Run | None:
@@ -546,7 +573,7 @@ class SQLiteStore(Store):
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r[0],) for r in doomed])
             return [run_from_row(r) for r in doomed]
 
-        return await self._call(op)
+        return await self._write(op)
 
     # --- sessions -------------------------------------------------------------------
 
@@ -571,7 +598,35 @@ class SQLiteStore(Store):
                     ),
                 )
 
-        await self._call(op)
+        await self._write(op)
+
+    async def end_session(self, ended: Session) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
+                    "job_id = excluded.job_id, run_id = excluded.run_id, "
+                    "status = excluded.status, ended_at = excluded.ended_at, "
+                    "runtime_ms = CASE WHEN sessions.started_at IS NULL THEN NULL "
+                    "ELSE max(0, (excluded.ended_at - sessions.started_at + 500) / 1000) END, "
+                    "error = excluded.error, error_kind = excluded.error_kind, "
+                    "stop_reason = excluded.stop_reason",
+                    (
+                        ended.key,
+                        ended.session_id,
+                        ended.job_id,
+                        ended.run_id,
+                        ended.status.value,
+                        to_us(ended.ended_at),
+                        ended.error,
+                        ended.error_kind.value if ended.error_kind else None,
+                        ended.stop_reason,
+                    ),
+                )
+
+        await self._write(op)
 
     async def get_session(self, key: str) -> Session | None:
         def op(conn: sqlite3.Connection) -> Session | None:
@@ -594,15 +649,22 @@ class SQLiteStore(Store):
 
     # --- events ---------------------------------------------------------------------
 
-    async def append_event(self, body: dict[str, Any]) -> int:
+    async def append_event(self, seq: int, body: dict[str, Any]) -> None:
         data = orjson.dumps(body)
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> None:
             with self._tx(conn):
-                cursor = conn.execute("INSERT INTO events (body) VALUES (?)", (data,))
-            seq = cursor.lastrowid
-            assert seq is not None
-            return seq
+                try:
+                    conn.execute("INSERT INTO events (seq, body) VALUES (?, ?)", (seq, data))
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"an event with seq {seq} exists") from None
+
+        await self._write(op)
+
+    async def last_event_seq(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            return int(row[0]) if row else 0
 
         return await self._call(op)
 
@@ -638,7 +700,7 @@ class SQLiteStore(Store):
                 )
             return cursor.rowcount
 
-        return await self._call(op)
+        return await self._write(op)
 
 
 _SESSION_COLUMNS = (
