@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STATE_DIR ?= .state
 CONFIG ?= config.example.toml
 
-.PHONY: run test lint typecheck unit clean
+.PHONY: run test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gatewayd needs Python 3.11+, found " + sys.version.split()[0])'
@@ -28,6 +28,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# Benchmarks beside their peers (APScheduler); see benchmarks/RESULTS.md. Minutes, not seconds.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) $(STATE_DIR) .mypy_cache .ruff_cache .pytest_cache

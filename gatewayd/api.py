@@ -46,6 +46,7 @@ from gatewayd.store.base import Store
 log = structlog.get_logger("gatewayd.api")
 
 MAX_RUNS_LIMIT = 1000
+MAX_BATCH_JOBS = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,7 +146,7 @@ class Gateway:
         return run_to_json(run) if run else None
 
     async def status(self) -> JsonObject:
-        jobs = await self._store.list_jobs()
+        total_jobs, enabled_jobs = await self._store.count_jobs()
         counts = await self._store.count_runs()
         ident = self.identity
         return {
@@ -157,7 +158,7 @@ class Gateway:
             "socket": str(ident.socket_path),
             "started_at": format_time(ident.started_at),
             "now": format_time(self._clock.now()),
-            "jobs": {"total": len(jobs), "enabled": sum(1 for j in jobs if j.enabled)},
+            "jobs": {"total": total_jobs, "enabled": enabled_jobs},
             "runs": {
                 "total": counts.total,
                 "by_status": {s.value: n for s, n in counts.by_status},
@@ -165,6 +166,25 @@ class Gateway:
             },
             "next_wake_at": format_time(self._scheduler.next_wake_at),
             "event_subscribers": self._bus.subscribers,
+            "store": self._store.stats(),
+        }
+
+    async def probe_lag(self, seconds: float) -> JsonObject:
+        """Measure the event loop's lag for ``seconds``: how late 1 ms timers fire."""
+        lags: list[float] = []
+        with anyio.move_on_after(seconds):
+            while True:
+                before = self._clock.monotonic()
+                await anyio.sleep(0.001)
+                lags.append((self._clock.monotonic() - before - 0.001) * 1000)
+        lags.sort()
+        if not lags:
+            return {"samples": 0}
+        return {
+            "samples": len(lags),
+            "p50_ms": lags[len(lags) // 2],
+            "p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+            "max_ms": lags[-1],
         }
 
     # --- changing jobs --------------------------------------------------------------
@@ -199,6 +219,39 @@ class Gateway:
         self._scheduler.job_changed(job)
         log.info("job added", job_id=job.id, name=job.name, source=source.value)
         return job
+
+    async def add_jobs(self, specs: Any) -> list[Job]:
+        """Add many jobs at once: every spec is checked first, then all are stored in one
+        transaction; any problem refuses them all, naming the spec's index."""
+        if not isinstance(specs, list) or not specs:
+            raise InvalidInput("jobs: expected a non-empty list of job specs")
+        if len(specs) > MAX_BATCH_JOBS:
+            raise InvalidInput(f"jobs: at most {MAX_BATCH_JOBS} jobs at once, got {len(specs)}")
+        now = self._clock.now()
+        jobs: list[Job] = []
+        names: set[str] = set()
+        for index, spec in enumerate(specs):
+            try:
+                job = job_from_spec(
+                    spec,
+                    job_id=new_job_id(),
+                    source=JobSource.API,
+                    now=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                self._check_agent(job)
+            except InvalidInput as exc:
+                raise InvalidInput(f"jobs[{index}]: {exc.message}") from None
+            if job.name in names:
+                raise InvalidInput(f"jobs[{index}]: the name {job.name!r} is given twice")
+            names.add(job.name)
+            jobs.append(dataclasses.replace(job, next_slot=first_slot(job, now)))
+        await self._store.add_jobs(jobs)
+        for job in jobs:
+            self._scheduler.job_changed(job)
+        log.info("jobs added", count=len(jobs))
+        return jobs
 
     async def update_job(self, ref: str, patch: Any, *, source: JobSource | None = None) -> Job:
         current = await self.job(ref)
@@ -252,7 +305,9 @@ class Gateway:
         log.info("job removed", job_id=job.id, name=job.name)
         return job
 
-    async def reconcile(self, declared: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    async def reconcile(
+        self, declared: Sequence[Mapping[str, Any]], jobs: Sequence[Job] | None = None
+    ) -> dict[str, list[str]]:
         """Make the jobs from the config file match the ``declared`` specs, by name.
 
         Jobs added through the API are never touched. A declared job whose
@@ -260,12 +315,12 @@ class Gateway:
         ``enabled`` is only reconciled when the config sets it. Returns the
         names added, changed and removed.
         """
-        jobs = {j.name: j for j in await self._store.list_jobs()}
+        by_name = {j.name: j for j in (jobs if jobs is not None else await self._store.list_jobs())}
         names = {spec.get("name") for spec in declared}
         result: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
         for spec in declared:
             name = spec.get("name")
-            existing = jobs.get(name) if isinstance(name, str) else None
+            existing = by_name.get(name) if isinstance(name, str) else None
             if existing is None:
                 await self.add_job(spec, source=JobSource.CONFIG)
                 result["added"].append(str(name))
@@ -279,7 +334,7 @@ class Gateway:
             if patch:
                 await self.update_job(existing.id, patch, source=JobSource.CONFIG)
                 result["changed"].append(existing.name)
-        for job in jobs.values():
+        for job in by_name.values():
             if job.source is JobSource.CONFIG and job.name not in names:
                 await self.remove_job(job.id, allow_config=True)
                 result["removed"].append(job.name)

@@ -175,8 +175,11 @@ class Daemon:
                 started_at=now,
             ),
         )
-        await gateway.reconcile(self.config.jobs)
-        await scheduler.load()
+        jobs = await store.list_jobs()
+        changes = await gateway.reconcile(self.config.jobs, jobs)
+        if any(changes.values()):
+            jobs = await store.list_jobs()
+        await scheduler.load(jobs)
         await self._tasks.start(scheduler.run)
         await self._tasks.start(
             partial(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 from datetime import datetime
+
+# Ids need to be unique, not secret: a fast generator, seeded from the OS.
+_random = random.Random(secrets.randbits(128))
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
 
@@ -18,17 +22,17 @@ def _encode(value: int, width: int) -> str:
 
 def new_job_id() -> str:
     """Ten random characters (50 bits)."""
-    return _encode(secrets.randbits(50), 10)
+    return _encode(_random.getrandbits(50), 10)
 
 
 def new_instance_id() -> str:
     """Twelve random characters (60 bits)."""
-    return _encode(secrets.randbits(60), 12)
+    return _encode(_random.getrandbits(60), 12)
 
 
 def new_session_id() -> str:
     """Fourteen random characters (70 bits)."""
-    return _encode(secrets.randbits(70), 14)
+    return _encode(_random.getrandbits(70), 14)
 
 
 def new_run_id(now: datetime) -> str:
@@ -37,4 +41,4 @@ def new_run_id(now: datetime) -> str:
     Ids of runs queued in different milliseconds sort in the order they were queued.
     """
     ms = int(now.timestamp() * 1000)
-    return _encode(ms, 10) + _encode(secrets.randbits(30), 6)
+    return _encode(ms, 10) + _encode(_random.getrandbits(30), 6)

@@ -52,6 +52,7 @@ from gatewayd.model import (
     Run,
     RunOutcome,
     RunStatus,
+    SystemEventPayload,
     Trigger,
     session_key_for,
 )
@@ -64,7 +65,7 @@ from gatewayd.planning import (
     plan_due,
     retry_delay,
 )
-from gatewayd.runners.base import ExecResult, Execution, RunContext, Runner
+from gatewayd.runners.base import ExecResult, Execution, Finished, RunContext, Runner
 from gatewayd.store.base import Store
 
 log = structlog.get_logger("gatewayd.runs")
@@ -545,7 +546,11 @@ class RunPipeline:
             handle = self._active.get(predecessor)
             if handle is not None and not await self._unless_stopped(active, handle.done.wait):
                 return False
-        return await self._unless_stopped(active, self._slots.acquire)
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            return await self._unless_stopped(active, self._slots.acquire)
+        return True
 
     async def _drive(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
         if not await self._wait_turn(run, after, active):
@@ -612,6 +617,8 @@ class RunPipeline:
         self, run: Run, job: Job | None, execution: Execution, active: _Active
     ) -> RunOutcome:
         """Wait for the run to end by itself, or stop it at its deadline or on request."""
+        if isinstance(execution, Finished):
+            return self._natural_outcome(run, execution.result)
         deadline_at = self._deadline(run, job)
         result: ExecResult | None = None
         stop_reason: str | None = None
@@ -668,6 +675,8 @@ class RunPipeline:
         )
 
     async def _context(self, run: Run, job: Job) -> RunContext:
+        if isinstance(job.payload, SystemEventPayload):
+            return self.context_for(run, job, {})  # no process: no environment to tell
         previous = await self._store.previous_started_run(job.id, run.run_id)
         env = dict(os.environ)
         if isinstance(job.payload, ExecPayload):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import anyio
@@ -27,6 +28,8 @@ log = structlog.get_logger("gatewayd.scheduler")
 
 # After a store error while firing a job, the job is tried again this much later.
 RETRY_AFTER_ERROR_S = 5.0
+# The most jobs whose due slots are being recorded at once.
+MAX_FIRING = 64
 
 
 class Scheduler:
@@ -44,9 +47,9 @@ class Scheduler:
         self._naps = 0
         self._asleep = False
 
-    async def load(self) -> None:
-        """Read every job's next slot from the store."""
-        for job in await self._store.list_jobs():
+    async def load(self, jobs: Sequence[Job] | None = None) -> None:
+        """Take every job's next slot (from ``jobs``, else read from the store)."""
+        for job in jobs if jobs is not None else await self._store.list_jobs():
             self._track(job)
 
     @property
@@ -106,25 +109,39 @@ class Scheduler:
             log.exception("could not fire a job; trying again later", job_id=job_id)
             self._due[job_id] = self._clock.now() + timedelta(seconds=RETRY_AFTER_ERROR_S)
             heapq.heappush(self._heap, (self._due[job_id], next(self._order), job_id))
+            self._changed.set()
             return []
         self._fires += 1
         if job is not None:
-            self._track(job)
+            self.job_changed(job)
         return runs
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Fire slots as they come due, until cancelled."""
-        task_status.started()
-        while True:
-            for job_id in self._pop_due(self._clock.now()):
-                await self.fire(job_id)
-            self._changed = anyio.Event()
-            wake_at = self.next_wake_at
-            if wake_at is not None and wake_at <= self._clock.now():
-                continue
-            await self._sleep(wake_at)
+        """Fire slots as they come due, until cancelled.
+
+        Due jobs are fired concurrently (at most ``MAX_FIRING`` at once), so that one
+        job's store round trips do not delay the next job's slot.
+        """
+        firing = anyio.Semaphore(MAX_FIRING)
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            while True:
+                for job_id in self._pop_due(self._clock.now()):
+                    await firing.acquire()
+                    tg.start_soon(self._fire_and_release, job_id, firing)
+                self._changed = anyio.Event()
+                wake_at = self.next_wake_at
+                if wake_at is not None and wake_at <= self._clock.now():
+                    continue
+                await self._sleep(wake_at)
+
+    async def _fire_and_release(self, job_id: str, firing: anyio.Semaphore) -> None:
+        try:
+            await self.fire(job_id)
+        finally:
+            firing.release()
 
     async def _sleep(self, until: datetime | None) -> None:
         changed = self._changed

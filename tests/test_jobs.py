@@ -66,6 +66,23 @@ class TestEdit:
             assert h.scheduler.next_wake_at == on.next_slot
 
 
+class TestBatch:
+    async def test_add_many_checks_every_spec_first(self, tmp_path: Path) -> None:
+        """A batch with one bad spec is refused whole, naming the spec's index."""
+        async with open_harness(tmp_path) as h:
+            good = [
+                spec_from_flat({"name": f"j{n}", "every": "1h", "command": "true"})
+                for n in range(3)
+            ]
+            bad = [*good, spec_from_flat({"name": "x", "cron": "99 * * * *", "command": "true"})]
+            with pytest.raises(InvalidInput, match=r"jobs\[3\]: cron: invalid expression"):
+                await h.gateway.add_jobs(bad)
+            assert await h.gateway.list_jobs(include_disabled=True) == []
+            added = await h.gateway.add_jobs(good)
+            assert [j.name for j in added] == ["j0", "j1", "j2"]
+            assert h.scheduler.next_wake_at == START + timedelta(hours=1)
+
+
 class TestOneShot:
     async def test_delete_after_run_keeps_the_run(self, tmp_path: Path) -> None:
         """A one-shot job is deleted after its run; the run stays in history."""

@@ -109,6 +109,19 @@ class TestJobs:
             await store.update_job(dataclasses.replace(other, name="backup"))
         assert [j.name for j in await store.list_jobs()] == ["backup", "other"]
 
+    async def test_add_many_is_all_or_nothing(self, store: Store) -> None:
+        await store.add_job(job())
+        with pytest.raises(NameTaken):
+            await store.add_jobs([job("job0000002", name="fresh"), job("job0000003")])
+        assert [j.name for j in await store.list_jobs()] == ["backup"]
+        await store.add_jobs([job(f"job000001{n}", name=f"n{n}") for n in range(3)])
+        assert len(await store.list_jobs()) == 4
+
+    async def test_count_jobs(self, store: Store) -> None:
+        assert await store.count_jobs() == (0, 0)
+        await store.add_jobs([job("job0000001"), job("job0000002", name="off", enabled=False)])
+        assert await store.count_jobs() == (2, 1)
+
     async def test_duplicate_id(self, store: Store) -> None:
         await store.add_job(job())
         with pytest.raises(Conflict):

@@ -15,6 +15,7 @@ from gatewayd.rpc.server import Handler, Send, StreamHandler
 
 DEFAULT_RUNS_LIMIT = 20
 MAX_EVENTS = 10_000
+MAX_PROBE_S = 60.0
 
 
 def _known(params: Mapping[str, Any], method: str, *names: str) -> None:
@@ -61,9 +62,21 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         _known(params, "gateway.status")
         return await gateway.status()
 
+    async def probe_lag(params: dict[str, Any]) -> Any:
+        _known(params, "gateway.probe_lag", "seconds")
+        seconds = _number(params, "seconds", "gateway.probe_lag") or 1.0
+        if seconds > MAX_PROBE_S:
+            raise InvalidInput(f"invalid params: gateway.probe_lag takes at most {MAX_PROBE_S}s")
+        return await gateway.probe_lag(seconds)
+
     async def cron_add(params: dict[str, Any]) -> Any:
         job = await gateway.add_job(params)
         return await gateway.job_view(job)
+
+    async def cron_add_many(params: dict[str, Any]) -> Any:
+        _known(params, "cron.add_many", "jobs")
+        jobs = await gateway.add_jobs(params.get("jobs"))
+        return {"ok": True, "added": [{"id": j.id, "name": j.name} for j in jobs]}
 
     async def cron_list(params: dict[str, Any]) -> Any:
         _known(params, "cron.list", "all")
@@ -136,7 +149,9 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
 
     return {
         "gateway.status": status,
+        "gateway.probe_lag": probe_lag,
         "cron.add": cron_add,
+        "cron.add_many": cron_add_many,
         "cron.list": cron_list,
         "cron.get": cron_get,
         "cron.update": cron_update,

@@ -1,15 +1,11 @@
 """The ``exec`` runner: a command in its own process group, under a waiter that outlives us.
 
-Each command runs under a small ``/bin/sh`` waiter, the leader of a new session
-and process group::
-
-    /bin/sh -c WAITER <run_id>.exit COMMAND ARGS...
-
-The waiter runs the command, then writes its exit status into the run's
-``.exit`` file and exits with it. Output goes straight to the run's log file,
-never through a pipe, so that neither the output nor the exit status depends
-on the daemon staying alive. The waiter catches SIGTERM (its child does not
-inherit that), so a group stopped with SIGTERM still records a status.
+Each command runs under a small ``/bin/sh`` waiter (see
+:mod:`gatewayd.runners.spawn`), the leader of a new session and process group:
+it runs the command, then writes its exit status into the run's ``.exit`` file
+and exits with it. Output goes straight to the run's log file, never through a
+pipe, so that neither the output nor the exit status depends on the daemon
+staying alive.
 
 A shell reports a child killed by signal N as status 128 + N; statuses 129 to
 192 are therefore read as signals.
@@ -21,7 +17,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -43,8 +38,8 @@ from gatewayd.runners.processes import (
     signal_of_status,
     wait_for_exit,
 )
+from gatewayd.runners.spawn import Child, spawn_waiter
 
-WAITER_SCRIPT = 'trap : TERM; "$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
 # How often a stopping process group is checked for stragglers during its grace period.
 _GROUP_CHECK_S = 0.05
 
@@ -138,18 +133,20 @@ class GroupExecution:
 class ProcessExecution(GroupExecution):
     """A waiter this daemon started: its own child."""
 
-    def __init__(self, process: anyio.abc.Process, ctx: RunContext, tail_bytes: int) -> None:
+    def __init__(
+        self, child: Child, ctx: RunContext, tail_bytes: int, pid_start: int | None
+    ) -> None:
         super().__init__(
-            pid=process.pid,
-            pid_start=process_start_time(process.pid),
+            pid=child.pid,
+            pid_start=pid_start,
             log_path=ctx.log_path,
             exit_path=ctx.exit_path,
             tail_bytes=tail_bytes,
         )
-        self._process = process
+        self._child = child
 
     async def _leader_exit_code(self) -> int | None:
-        return await self._process.wait()
+        return await self._child.wait()
 
 
 class AdoptedExecution(GroupExecution):
@@ -208,14 +205,14 @@ async def spawn_under_waiter(
     files = await anyio.to_thread.run_sync(_prepare, ctx, argv[0], cwd, stdin_path, stdout_path)
     log, stdin, stdout = files
     try:
-        process = await anyio.open_process(
-            ["/bin/sh", "-c", WAITER_SCRIPT, str(ctx.exit_path), *argv],
-            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        child = await spawn_waiter(
+            argv,
+            exit_path=str(ctx.exit_path),
+            cwd=cwd,
+            env=ctx.env,
+            stdin=stdin,
             stdout=stdout if stdout is not None else log,
             stderr=log,
-            cwd=cwd,
-            env=dict(ctx.env),
-            start_new_session=True,
         )
     except OSError as exc:
         raise SpawnFailed(
@@ -225,7 +222,8 @@ async def spawn_under_waiter(
         for handle in files:
             if handle is not None:
                 handle.close()
-    return ProcessExecution(process, ctx, tail_bytes)
+    pid_start = await anyio.to_thread.run_sync(process_start_time, child.pid)
+    return ProcessExecution(child, ctx, tail_bytes, pid_start)
 
 
 def _prepare(

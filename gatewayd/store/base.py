@@ -39,6 +39,10 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release the store's resources. Idempotent."""
 
+    def stats(self) -> dict[str, int]:
+        """Counters for status reports (the SQLite store: commits and writes so far)."""
+        return {}
+
     # --- instances ------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -62,6 +66,10 @@ class Store(abc.ABC):
         Raises :class:`gatewayd.errors.NameTaken` if another job has its name,
         and :class:`gatewayd.errors.Conflict` if its id exists.
         """
+
+    @abc.abstractmethod
+    async def add_jobs(self, jobs: Sequence[Job]) -> None:
+        """Insert many jobs in one transaction: all of them, or none (same errors as add_job)."""
 
     @abc.abstractmethod
     async def update_job(self, job: Job) -> None:
@@ -89,6 +97,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_jobs(self) -> list[Job]:
         """Every job, by name."""
+
+    @abc.abstractmethod
+    async def count_jobs(self) -> tuple[int, int]:
+        """How many jobs there are, and how many of them are enabled."""
 
     # --- runs -----------------------------------------------------------------------
 

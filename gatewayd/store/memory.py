@@ -64,6 +64,18 @@ class MemoryStore(Store):
         self._check_name(job)
         self._jobs[job.id] = job
 
+    async def add_jobs(self, jobs: Sequence[Job]) -> None:
+        await anyio.lowlevel.checkpoint()
+        names = {j.name: j.id for j in self._jobs.values()}
+        for job in jobs:
+            if job.id in self._jobs:
+                raise Conflict(f"a job with id {job.id} exists")
+            if job.name in names and names[job.name] != job.id:
+                raise NameTaken(f"the name {job.name!r} is taken by job {names[job.name]}")
+            names[job.name] = job.id
+        for job in jobs:
+            self._jobs[job.id] = job
+
     async def update_job(self, job: Job) -> None:
         await anyio.lowlevel.checkpoint()
         if job.id not in self._jobs:
@@ -85,6 +97,10 @@ class MemoryStore(Store):
         if ref in self._jobs:
             return self._jobs[ref]
         return next((j for j in self._jobs.values() if j.name == ref), None)
+
+    async def count_jobs(self) -> tuple[int, int]:
+        await anyio.lowlevel.checkpoint()
+        return len(self._jobs), sum(1 for j in self._jobs.values() if j.enabled)
 
     async def list_jobs(self) -> list[Job]:
         await anyio.lowlevel.checkpoint()

@@ -7,7 +7,7 @@ event loop never waits for the disk. Every state change is one transaction
 
 from __future__ import annotations
 
-import collections
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,8 +43,8 @@ from gatewayd.model import (
 )
 from gatewayd.store.base import Store
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from gatewayd.store.threads import BatchWriter, ReaderPool, savepoint
 from gatewayd.store.transitions import adopted, finished, slot_key, started
-from gatewayd.store.writer import BatchWriter, savepoint
 
 T = TypeVar("T")
 # Reads run on up to this many connections at once (WAL lets them run beside the writer).
@@ -125,6 +125,12 @@ def run_from_row(row: Sequence[Any]) -> Run:
 
 
 def _job_from_row(row: Sequence[Any]) -> Job:
+    return _decode_job(tuple(row))
+
+
+@functools.lru_cache(maxsize=16384)
+def _decode_job(row: tuple[Any, ...]) -> Job:
+    """A job from its row; rows repeat (a job is read far more than it changes)."""
     created_at, updated_at = from_us(row[4]), from_us(row[5])
     assert created_at is not None and updated_at is not None
     return job_from_spec(
@@ -148,28 +154,18 @@ class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._readers: collections.deque[sqlite3.Connection] = collections.deque()
+        self._readers: ReaderPool | None = None
         self._writer: BatchWriter | None = None
         self._limiter = anyio.CapacityLimiter(1)
-        self._read_limiter = anyio.CapacityLimiter(READERS)
 
     # --- plumbing -------------------------------------------------------------------
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on one of the reader connections, off the event loop."""
-        if self._writer is None:
+        """Run a read on one of the reader threads, off the event loop."""
+        readers = self._readers
+        if readers is None:
             raise StoreError(f"the store {self.path} is not open")
-        return await anyio.to_thread.run_sync(self._read, fn, limiter=self._read_limiter)
-
-    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            conn = self._readers.pop()
-        except IndexError:
-            conn = self._connect()
-        try:
-            return fn(conn)
-        finally:
-            self._readers.append(conn)
+        return await readers.run(fn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a write in the writer's next batch; return once it is committed."""
@@ -186,8 +182,16 @@ class SQLiteStore(Store):
         if self._conn is not None:
             return
         self._conn = await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
-        self._writer = BatchWriter(self._conn, name=f"gatewayd-store-writer {self.path.name}")
+        self._writer = BatchWriter(self._conn, name=f"gatewayd.store.threads {self.path.name}")
         self._writer.start()
+        self._readers = ReaderPool(self._connect, size=READERS, name="gatewayd-store-reader")
+        self._readers.start()
+
+    def stats(self) -> dict[str, int]:
+        writer = self._writer
+        if writer is None:
+            return {"commits": 0, "writes": 0}
+        return {"commits": writer.batches, "writes": writer.operations}
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -246,10 +250,12 @@ class SQLiteStore(Store):
         writer, self._writer = self._writer, None
         if writer is not None:
             await anyio.to_thread.run_sync(writer.stop)
-        readers, self._readers = list(self._readers), collections.deque()
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            await anyio.to_thread.run_sync(readers.stop)
         conn, self._conn = self._conn, None
-        for each in [*readers, *([conn] if conn is not None else [])]:
-            await anyio.to_thread.run_sync(each.close, limiter=self._limiter)
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     # --- instances ------------------------------------------------------------------
 
@@ -336,6 +342,22 @@ class SQLiteStore(Store):
 
         await self._write(op)
 
+    async def add_jobs(self, jobs: Sequence[Job]) -> None:
+        rows = [self._job_values(job) for job in jobs]
+
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                try:
+                    conn.executemany(
+                        "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
+                        "updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise NameTaken(f"a job's name or id is taken: {exc}") from None
+
+        await self._write(op)
+
     async def update_job(self, job: Job) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with self._tx(conn):
@@ -377,6 +399,15 @@ class SQLiteStore(Store):
                 (ref, ref),
             ).fetchone()
             return _job_from_row(row) if row else None
+
+        return await self._call(op)
+
+    async def count_jobs(self) -> tuple[int, int]:
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            total, enabled = conn.execute(
+                "SELECT count(*), coalesce(sum(json_extract(spec, '$.enabled')), 0) FROM jobs"
+            ).fetchone()
+            return int(total), int(enabled)
 
         return await self._call(op)
 

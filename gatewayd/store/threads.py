@@ -1,4 +1,6 @@
-"""Group commit: one writer thread runs write operations in batches, one fsync per batch.
+"""The store's threads: a group-committing writer, and a pool of readers.
+
+Group commit: one writer thread runs write operations in batches, one fsync per batch.
 
 Each operation runs inside its own savepoint, so it is still all or nothing on
 its own; the batch's single ``COMMIT`` makes every operation in it durable at
@@ -116,3 +118,53 @@ class BatchWriter:
         for (_, future, loop), result, error in outcomes:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
                 loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+class ReaderPool:
+    """Threads, each with its own connection, running read operations as they come.
+
+    A read is handed over through a queue and answered through the event loop:
+    cheaper than a general-purpose thread pool, and never on the event loop.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], *, size: int, name: str) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name} {n}", daemon=True) for n in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((operation, future, loop))
+        return await future
+
+    def stop(self) -> None:
+        """End the threads once the reads queued are done (blocking: call from a thread)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                operation, future, loop = item
+                try:
+                    result, error = operation(conn), None
+                except Exception as exc:
+                    result, error = None, exc
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, future, result, error)
+        finally:
+            conn.close()
