@@ -25,7 +25,7 @@ from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.codec import JsonObject, job_to_json, run_to_json, spec_to_json
 from gatewayd.durations import format_time
-from gatewayd.errors import InvalidInput, NotFound
+from gatewayd.errors import InvalidInput, NameTaken, NotFound
 from gatewayd.ids import new_job_id
 from gatewayd.jobspec import job_from_spec, patched_spec
 from gatewayd.model import (
@@ -46,6 +46,8 @@ from gatewayd.store.base import Store
 log = structlog.get_logger("gatewayd.api")
 
 MAX_RUNS_LIMIT = 1000
+# Job lists longer than this are shaped into JSON on a worker thread.
+VIEWS_ON_LOOP = 200
 MAX_BATCH_JOBS = 10_000
 
 
@@ -108,12 +110,19 @@ class Gateway:
         latest = await self._store.latest_runs(None if len(jobs) > 50 else [j.id for j in jobs])
         running: dict[str, str] = {}
         for run in await self._store.live_runs():
-            if run.status is RunStatus.RUNNING or run.job_id not in running:
+            if run.status is RunStatus.RUNNING:
                 running.setdefault(run.job_id, run.run_id)
-        return [
-            job_to_json(job, running_run_id=running.get(job.id), last_run=latest.get(job.id))
-            for job in jobs
-        ]
+
+        def build() -> list[JsonObject]:
+            return [
+                job_to_json(job, running_run_id=running.get(job.id), last_run=latest.get(job.id))
+                for job in jobs
+            ]
+
+        if len(jobs) <= VIEWS_ON_LOOP:
+            return build()
+        # Many jobs: shape them off the event loop, so that the timer keeps time.
+        return await anyio.to_thread.run_sync(build)
 
     async def job_view(self, job: Job) -> JsonObject:
         return (await self._views([job]))[0]
@@ -305,9 +314,7 @@ class Gateway:
         log.info("job removed", job_id=job.id, name=job.name)
         return job
 
-    async def reconcile(
-        self, declared: Sequence[Mapping[str, Any]], jobs: Sequence[Job] | None = None
-    ) -> dict[str, list[str]]:
+    async def reconcile(self, declared: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
         """Make the jobs from the config file match the ``declared`` specs, by name.
 
         Jobs added through the API are never touched. A declared job whose
@@ -315,27 +322,28 @@ class Gateway:
         ``enabled`` is only reconciled when the config sets it. Returns the
         names added, changed and removed.
         """
-        by_name = {j.name: j for j in (jobs if jobs is not None else await self._store.list_jobs())}
+        by_name = {j.name: j for j in await self._store.list_jobs(source=JobSource.CONFIG)}
         names = {spec.get("name") for spec in declared}
         result: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
         for spec in declared:
             name = spec.get("name")
             existing = by_name.get(name) if isinstance(name, str) else None
             if existing is None:
-                await self.add_job(spec, source=JobSource.CONFIG)
+                try:
+                    await self.add_job(spec, source=JobSource.CONFIG)
+                except NameTaken:
+                    raise InvalidInput(
+                        f"jobs: {name!r} is declared in the config file, but a job added "
+                        "through the API has that name"
+                    ) from None
                 result["added"].append(str(name))
                 continue
-            if existing.source is not JobSource.CONFIG:
-                raise InvalidInput(
-                    f"jobs: {name!r} is declared in the config file, but a job added "
-                    "through the API has that name"
-                )
             patch = self._declared_patch(existing, spec)
             if patch:
                 await self.update_job(existing.id, patch, source=JobSource.CONFIG)
                 result["changed"].append(existing.name)
         for job in by_name.values():
-            if job.source is JobSource.CONFIG and job.name not in names:
+            if job.name not in names:
                 await self.remove_job(job.id, allow_config=True)
                 result["removed"].append(job.name)
         return result

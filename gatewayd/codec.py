@@ -5,16 +5,23 @@ These are the contracts scripts rely on: keys are never removed or renamed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from gatewayd.durations import format_time, parse_time
 from gatewayd.model import (
     AgentTurnPayload,
+    Catchup,
     ExecPayload,
     Job,
+    JobSource,
+    Overlap,
     Payload,
+    RetryPolicy,
     Run,
     Schedule,
+    ScheduleKind,
+    SessionTarget,
     SystemEventPayload,
 )
 from gatewayd.planning import next_run_at
@@ -111,9 +118,55 @@ def run_to_json(run: Run) -> JsonObject:
     }
 
 
-def optional_time(value: Any) -> Any:
-    """``parse_time`` for stored optional ISO strings."""
+def _stored_time(value: Any) -> datetime | None:
     return parse_time(value) if isinstance(value, str) else None
+
+
+def job_from_stored(
+    body: JsonObject,
+    *,
+    job_id: str,
+    source: JobSource,
+    next_slot: datetime | None,
+    created_at: datetime,
+    updated_at: datetime,
+) -> Job:
+    """A job from the spec JSON this module wrote: trusted, so not validated again.
+
+    Start-up reads every job; this is several times faster than validating.
+    """
+    schedule = body["schedule"]
+    retry = body.get("retry") or {}
+    return Job(
+        id=job_id,
+        name=body["name"],
+        enabled=body.get("enabled", True),
+        schedule=Schedule(
+            kind=ScheduleKind(schedule["kind"]),
+            expr=schedule.get("expr"),
+            tz=schedule.get("tz") or "UTC",
+            every_s=schedule.get("every_s"),
+            at=_stored_time(schedule.get("at")),
+            anchor=_stored_time(schedule.get("anchor")),
+        ),
+        payload=payload_from_stored(body["payload"]),
+        timeout_s=body.get("timeout_s"),
+        overlap=Overlap(body.get("overlap") or "skip"),
+        catchup=Catchup(body.get("catchup") or "latest"),
+        catchup_window_s=body.get("catchup_window_s"),
+        stagger_s=body.get("stagger_s") or 0.0,
+        retry=RetryPolicy(
+            max_attempts=retry.get("max_attempts", 1),
+            backoff_s=retry.get("backoff_s", 30.0),
+            max_backoff_s=retry.get("max_backoff_s", 3600.0),
+        ),
+        session=SessionTarget(body.get("session") or "isolated"),
+        source=source,
+        delete_after_run=body.get("delete_after_run", False),
+        next_slot=next_slot,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
 
 
 def payload_from_stored(body: JsonObject) -> Payload:

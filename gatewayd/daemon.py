@@ -175,11 +175,8 @@ class Daemon:
                 started_at=now,
             ),
         )
-        jobs = await store.list_jobs()
-        changes = await gateway.reconcile(self.config.jobs, jobs)
-        if any(changes.values()):
-            jobs = await store.list_jobs()
-        await scheduler.load(jobs)
+        await gateway.reconcile(self.config.jobs)
+        await scheduler.load()
         await self._tasks.start(scheduler.run)
         await self._tasks.start(
             partial(
@@ -201,8 +198,9 @@ class Daemon:
             stack.callback(self._remove_link, link)
         self._server = RpcServer(methods=build_methods(gateway), streams=build_streams(gateway))
         await self._server.start(sock)
-        status = await gateway.status()
-        self.notifier.ready(status_line(status))
+        jobs, enabled = await store.count_jobs()
+        # The full counts (runs among them) come with the sweeper's STATUS= lines.
+        self.notifier.ready(f"{jobs} jobs ({enabled} enabled), {pipeline.active_count} runs active")
         if self.notifier.watchdog_interval_s:
             # systemd arms the watchdog once the service is ready.
             self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)
@@ -212,7 +210,7 @@ class Daemon:
             pid=os.getpid(),
             state_dir=str(self.state_dir),
             socket=str(self.socket_path),
-            jobs=status["jobs"]["total"],
+            jobs=jobs,
         )
 
     async def main_loop(self, signals: AsyncIterator[int]) -> None:

@@ -193,6 +193,27 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobTiming:
+    """What the timer needs of a job: enough to know when it next fires."""
+
+    job_id: str
+    next_slot: datetime | None
+    enabled: bool
+    stagger_s: float
+    one_shot: bool
+
+    @classmethod
+    def of(cls, job: Job) -> JobTiming:
+        return cls(
+            job_id=job.id,
+            next_slot=job.next_slot,
+            enabled=job.enabled,
+            stagger_s=job.stagger_s,
+            one_shot=job.schedule.kind is ScheduleKind.AT,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     """One execution of a job, from ``queued`` to exactly one terminal status."""
 

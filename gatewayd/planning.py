@@ -29,6 +29,7 @@ from gatewayd.model import (
     Catchup,
     ErrorKind,
     Job,
+    JobTiming,
     Overlap,
     RetryPolicy,
     Run,
@@ -159,11 +160,18 @@ def due_at(job: Job, slot: datetime) -> datetime:
     return slot + stagger_offset(job.id, job.stagger_s)
 
 
+def timing_due_at(timing: JobTiming) -> datetime | None:
+    """When a job will next fire, from its timing, or ``None`` if it will not."""
+    if not timing.enabled or timing.next_slot is None:
+        return None
+    if timing.one_shot:
+        return timing.next_slot
+    return timing.next_slot + stagger_offset(timing.job_id, timing.stagger_s)
+
+
 def next_run_at(job: Job) -> datetime | None:
     """When the job will next fire, or ``None`` if it will not (disabled or done)."""
-    if not job.enabled or job.next_slot is None:
-        return None
-    return due_at(job, job.next_slot)
+    return timing_due_at(JobTiming.of(job))
 
 
 def first_slot(job: Job, now: datetime) -> datetime | None:

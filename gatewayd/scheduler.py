@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import anyio
@@ -20,7 +19,7 @@ import structlog
 
 from gatewayd.clock import Clock
 from gatewayd.model import Job, Run
-from gatewayd.planning import next_run_at
+from gatewayd.planning import next_run_at, timing_due_at
 from gatewayd.runs import RunPipeline
 from gatewayd.store.base import Store
 
@@ -47,10 +46,10 @@ class Scheduler:
         self._naps = 0
         self._asleep = False
 
-    async def load(self, jobs: Sequence[Job] | None = None) -> None:
-        """Take every job's next slot (from ``jobs``, else read from the store)."""
-        for job in jobs if jobs is not None else await self._store.list_jobs():
-            self._track(job)
+    async def load(self) -> None:
+        """Read every job's next slot from the store."""
+        for timing in await self._store.job_timings():
+            self._track_due(timing.job_id, timing_due_at(timing))
 
     @property
     def next_wake_at(self) -> datetime | None:
@@ -78,14 +77,16 @@ class Scheduler:
         self._changed.set()
 
     def _track(self, job: Job) -> None:
-        due = next_run_at(job)
+        self._track_due(job.id, next_run_at(job))
+
+    def _track_due(self, job_id: str, due: datetime | None) -> None:
         if due is None:
-            self._due.pop(job.id, None)
+            self._due.pop(job_id, None)
             return
-        if self._due.get(job.id) == due:
+        if self._due.get(job_id) == due:
             return
-        self._due[job.id] = due
-        heapq.heappush(self._heap, (due, next(self._order), job.id))
+        self._due[job_id] = due
+        heapq.heappush(self._heap, (due, next(self._order), job_id))
 
     def _drop_stale(self) -> None:
         while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:

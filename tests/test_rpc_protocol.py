@@ -63,3 +63,15 @@ class TestParseRequest:
         assert caught.value.error.rpc_code == code
         assert caught.value.request_id == request_id
         assert words in caught.value.error.message
+
+
+class TestEncode:
+    def test_pre_encoded_results_make_the_same_frame(self) -> None:
+        """A large result encoded off the loop gives the frame a plain result would."""
+        import orjson
+        from gatewayd.rpc.protocol import RawJson, encode_result
+
+        value = [{"id": n, "name": f"j{n}"} for n in range(3)]
+        assert orjson.loads(encode_result(7, RawJson(orjson.dumps(value)))) == orjson.loads(
+            encode_result(7, value)
+        )

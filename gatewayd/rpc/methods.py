@@ -8,9 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gatewayd.api import Gateway
+import anyio.to_thread
+import orjson
+
+from gatewayd.api import VIEWS_ON_LOOP, Gateway
 from gatewayd.codec import run_to_json
 from gatewayd.errors import InvalidInput
+from gatewayd.rpc.protocol import RawJson
 from gatewayd.rpc.server import Handler, Send, StreamHandler
 
 DEFAULT_RUNS_LIMIT = 20
@@ -81,7 +85,10 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
     async def cron_list(params: dict[str, Any]) -> Any:
         _known(params, "cron.list", "all")
         include = _bool(params, "all", "cron.list", False)
-        return await gateway.list_jobs(include_disabled=include)
+        jobs = await gateway.list_jobs(include_disabled=include)
+        if len(jobs) <= VIEWS_ON_LOOP:
+            return jobs
+        return RawJson(await anyio.to_thread.run_sync(orjson.dumps, jobs))
 
     async def cron_get(params: dict[str, Any]) -> Any:
         _known(params, "cron.get", "job")

@@ -127,7 +127,17 @@ def parse_request(frame: bytes) -> Request:
 
 
 def encode_result(request_id: RequestId, result: Any) -> bytes:
+    if isinstance(result, RawJson):
+        head = orjson.dumps({"jsonrpc": "2.0", "id": request_id})[:-1]
+        return head + b',"result":' + result.data + b"}\n"
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}) + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RawJson:
+    """A result already encoded as JSON (a large one, encoded off the event loop)."""
+
+    data: bytes
 
 
 def encode_notification(method: str, params: Any) -> bytes:

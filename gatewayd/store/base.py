@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, Session
+from gatewayd.model import (
+    Instance,
+    Job,
+    JobSource,
+    JobTiming,
+    Run,
+    RunCounts,
+    RunOutcome,
+    Session,
+)
 
 
 class Store(abc.ABC):
@@ -95,8 +104,12 @@ class Store(abc.ABC):
         """The job whose id is ``ref``, else the job whose name is ``ref``, else ``None``."""
 
     @abc.abstractmethod
-    async def list_jobs(self) -> list[Job]:
-        """Every job, by name."""
+    async def list_jobs(self, *, source: JobSource | None = None) -> list[Job]:
+        """Every job (from ``source`` only, if given), by name."""
+
+    @abc.abstractmethod
+    async def job_timings(self) -> list[JobTiming]:
+        """What the timer needs of every job; much cheaper than reading whole jobs."""
 
     @abc.abstractmethod
     async def count_jobs(self) -> tuple[int, int]:

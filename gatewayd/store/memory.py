@@ -12,7 +12,17 @@ from typing import Any
 import anyio.lowlevel
 
 from gatewayd.errors import Conflict, NameTaken, NotFound, SlotTaken
-from gatewayd.model import Instance, Job, Run, RunCounts, RunOutcome, RunStatus, Session
+from gatewayd.model import (
+    Instance,
+    Job,
+    JobSource,
+    JobTiming,
+    Run,
+    RunCounts,
+    RunOutcome,
+    RunStatus,
+    Session,
+)
 from gatewayd.store.base import Store
 from gatewayd.store.transitions import adopted, finished, slot_key, started
 
@@ -102,9 +112,14 @@ class MemoryStore(Store):
         await anyio.lowlevel.checkpoint()
         return len(self._jobs), sum(1 for j in self._jobs.values() if j.enabled)
 
-    async def list_jobs(self) -> list[Job]:
+    async def list_jobs(self, *, source: JobSource | None = None) -> list[Job]:
         await anyio.lowlevel.checkpoint()
-        return sorted(self._jobs.values(), key=lambda j: j.name)
+        jobs = [j for j in self._jobs.values() if source is None or j.source is source]
+        return sorted(jobs, key=lambda j: j.name)
+
+    async def job_timings(self) -> list[JobTiming]:
+        await anyio.lowlevel.checkpoint()
+        return [JobTiming.of(job) for job in self._jobs.values()]
 
     async def record_runs(
         self,

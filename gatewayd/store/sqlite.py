@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from gatewayd.codec import spec_to_json
+from gatewayd.codec import job_from_stored, spec_to_json
 from gatewayd.errors import (
     Conflict,
     NameTaken,
@@ -27,12 +27,12 @@ from gatewayd.errors import (
     StoreCorrupt,
     StoreError,
 )
-from gatewayd.jobspec import job_from_spec
 from gatewayd.model import (
     ErrorKind,
     Instance,
     Job,
     JobSource,
+    JobTiming,
     Run,
     RunCounts,
     RunOutcome,
@@ -133,15 +133,13 @@ def _decode_job(row: tuple[Any, ...]) -> Job:
     """A job from its row; rows repeat (a job is read far more than it changes)."""
     created_at, updated_at = from_us(row[4]), from_us(row[5])
     assert created_at is not None and updated_at is not None
-    return job_from_spec(
+    return job_from_stored(
         orjson.loads(row[2]),
         job_id=row[0],
         source=JobSource(row[1]),
-        now=None,
+        next_slot=from_us(row[3]),
         created_at=created_at,
         updated_at=updated_at,
-        next_slot_value=from_us(row[3]),
-        trusted=True,
     )
 
 
@@ -411,14 +409,38 @@ class SQLiteStore(Store):
 
         return await self._call(op)
 
-    async def list_jobs(self) -> list[Job]:
+    async def list_jobs(self, *, source: JobSource | None = None) -> list[Job]:
         def op(conn: sqlite3.Connection) -> list[Job]:
-            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name").fetchall()
-            return [_job_from_row(r) for r in rows]
+            if source is None:
+                rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name").fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = ? ORDER BY name",
+                    (source.value,),
+                ).fetchall()
+            return [_decode_job.__wrapped__(r) for r in rows]  # all at once: skip the cache
 
         return await self._call(op)
 
-    # --- runs -----------------------------------------------------------------------
+    async def job_timings(self) -> list[JobTiming]:
+        def op(conn: sqlite3.Connection) -> list[JobTiming]:
+            rows = conn.execute(
+                "SELECT id, next_slot, json_extract(spec, '$.enabled'), "
+                "json_extract(spec, '$.stagger_s'), json_extract(spec, '$.schedule.kind') "
+                "FROM jobs"
+            ).fetchall()
+            return [
+                JobTiming(
+                    job_id=job_id,
+                    next_slot=from_us(slot),
+                    enabled=bool(enabled),
+                    stagger_s=float(stagger or 0),
+                    one_shot=kind == "at",
+                )
+                for job_id, slot, enabled, stagger, kind in rows
+            ]
+
+        return await self._call(op)
 
     async def record_runs(
         self,
