@@ -8,7 +8,6 @@ anything (I8).
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -486,7 +485,3 @@ def _refused(live: Run) -> JsonObject:
         "run_id": live.run_id,
         "running_since": format_time(live.started_at or live.queued_at),
     }
-
-
-def instance_pid() -> int:
-    return os.getpid()

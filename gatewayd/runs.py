@@ -414,16 +414,10 @@ class RunPipeline:
                 data={"status": run.status.value},
             )
         if run.status is RunStatus.QUEUED:
-            return await self._store.finish_run(
-                run_id,
-                RunOutcome(
-                    status=RunStatus.CANCELLED,
-                    ended_at=self._clock.now(),
-                    error=_STOP_ERRORS.get(reason, reason),
-                    error_kind=ErrorKind.CANCELLED,
-                    stop_reason=reason,
-                ),
-            )
+            await self.finish_unwatched(run, self._stopped(reason))
+            ended = await self._store.get_run(run_id)
+            assert ended is not None
+            return ended
         raise Conflict(
             f"run {run_id} is running under instance {run.owner}, not this one; "
             "it cannot be cancelled from here"

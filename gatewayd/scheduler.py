@@ -42,7 +42,6 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, str]] = []
         self._order = itertools.count()
         self._changed = anyio.Event()
-        self._fires = 0
         self._naps = 0
         self._asleep = False
 
@@ -56,11 +55,6 @@ class Scheduler:
         """When the scheduler will next fire a slot, or ``None`` if nothing is scheduled."""
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
-
-    @property
-    def fires(self) -> int:
-        """How many times a job's due slots have been handled since start."""
-        return self._fires
 
     @property
     def naps(self) -> tuple[int, bool]:
@@ -112,7 +106,6 @@ class Scheduler:
             heapq.heappush(self._heap, (self._due[job_id], next(self._order), job_id))
             self._changed.set()
             return []
-        self._fires += 1
         if job is not None:
             self.job_changed(job)
         return runs
