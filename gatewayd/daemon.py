@@ -177,6 +177,14 @@ class Daemon:
         )
         await gateway.reconcile(self.config.jobs)
         await scheduler.load()
+        # Listen before any slot fires: a socket that cannot be bound stops the start
+        # with nothing run. Requests are served once everything below has started.
+        sock = bind_unix_socket(self.socket_path)
+        stack.callback(self._remove_socket)
+        link = state_dir_socket(self.state_dir)
+        if link != self.socket_path:
+            link_socket(link, self.socket_path)
+            stack.callback(self._remove_link, link)
         await self._tasks.start(scheduler.run)
         await self._tasks.start(
             partial(
@@ -190,12 +198,6 @@ class Daemon:
                 after=self._report_status,
             )
         )
-        sock = bind_unix_socket(self.socket_path)
-        stack.callback(self._remove_socket)
-        link = state_dir_socket(self.state_dir)
-        if link != self.socket_path:
-            link_socket(link, self.socket_path)
-            stack.callback(self._remove_link, link)
         self._server = RpcServer(methods=build_methods(gateway), streams=build_streams(gateway))
         await self._server.start(sock)
         jobs, enabled = await store.count_jobs()

@@ -51,6 +51,16 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+async def _hand_over(
+    work: queue.SimpleQueue[_Item | None], operation: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Queue ``operation`` for a store thread; its result comes back through the loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    work.put((operation, future, loop))
+    return await future
+
+
 class BatchWriter:
     """Runs write operations on ``conn`` in its own thread."""
 
@@ -66,10 +76,7 @@ class BatchWriter:
 
     async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``operation`` in the next batch; return once that batch is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((operation, future, loop))
-        return await future
+        return await _hand_over(self._queue, operation)
 
     def stop(self) -> None:
         """Finish what is queued, then end the thread (blocking: call it from a thread)."""
@@ -139,10 +146,8 @@ class ReaderPool:
             thread.start()
 
     async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((operation, future, loop))
-        return await future
+        """Run ``operation`` on the next free reader."""
+        return await _hand_over(self._queue, operation)
 
     def stop(self) -> None:
         """End the threads once the reads queued are done (blocking: call from a thread)."""
