@@ -13,6 +13,7 @@ and prunes history by retention (never a live run).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,12 +27,21 @@ import structlog
 from gatewayd import runfiles
 from gatewayd.clock import Clock
 from gatewayd.errors import Conflict, RunAlreadyEnded
-from gatewayd.model import AgentTurnPayload, ErrorKind, Run, RunOutcome, RunStatus, Trigger
+from gatewayd.model import (
+    MAIN_SESSION_KEY,
+    AgentTurnPayload,
+    ErrorKind,
+    Run,
+    RunOutcome,
+    RunStatus,
+    Trigger,
+)
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Execution
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.runners.processes import is_running
 from gatewayd.runs import RunPipeline
+from gatewayd.sessions import session_dir
 from gatewayd.store.base import Store
 
 log = structlog.get_logger("gatewayd.recovery")
@@ -57,6 +67,14 @@ class Settlement:
 
     def __bool__(self) -> bool:
         return bool(self.adopted or self.requeued or self.interrupted)
+
+
+def delete_history(state_dir: Path, runs: list[Run]) -> None:
+    """Delete the files of pruned runs: logs, exit statuses, isolated session folders."""
+    runfiles.delete_run_files(state_dir, runs)
+    for run in runs:
+        if run.session_key != MAIN_SESSION_KEY:
+            shutil.rmtree(session_dir(state_dir, run.session_key), ignore_errors=True)
 
 
 class Recovery:
@@ -171,7 +189,7 @@ class Recovery:
             keep_per_job=retention.keep_per_job, queued_before=cutoff
         )
         if pruned:
-            await anyio.to_thread.run_sync(runfiles.delete_run_files, self._state_dir, pruned)
+            await anyio.to_thread.run_sync(delete_history, self._state_dir, pruned)
             log.info("pruned run history", runs=len(pruned))
         events = await self._store.prune_events(keep=retention.events_keep)
         if events:

@@ -100,6 +100,7 @@ class TestSettlement:
             left = [r.run_id for r in await h.store.list_runs(job_id, limit=10)]
             assert left == [live, ids[-1]]
             assert not runfiles.log_path(tmp_path, job_id, ids[0]).exists()
+            assert await h.store.get_session(f"cron:{job_id}:run:{ids[0]}") is None
             assert runfiles.log_path(tmp_path, job_id, ids[-1]).exists()
 
 

@@ -233,7 +233,11 @@ class TestRuns:
             + [dataclasses.replace(run("a-live"), queued_at=old)]
             + [run(f"b{i}", status=RunStatus.SKIPPED) for i in range(5)]
         )
+        await store.save_session(Session(key="cron:job0000001:run:b0", session_id="s", run_id="b0"))
+        await store.save_session(Session(key="cron:job0000001:run:b4", session_id="t", run_id="b4"))
         pruned = await store.prune_runs(keep_per_job=3, queued_before=T0 - timedelta(days=30))
+        assert await store.get_session("cron:job0000001:run:b0") is None, "its session went"
+        assert await store.get_session("cron:job0000001:run:b4") is not None
         assert sorted(r.run_id for r in pruned) == ["a0", "a1", "b0", "b1"]
         left = [r.run_id for r in await store.list_runs("job0000001", limit=100)]
         assert left == ["b4", "b3", "b2", "a-live"]

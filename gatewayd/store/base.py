@@ -202,7 +202,7 @@ class Store(abc.ABC):
 
         A run is deleted if it is not among its job's newest ``keep_per_job``
         runs, or if it was queued before ``queued_before``. Live runs are never
-        deleted, whatever their age.
+        deleted, whatever their age. A deleted run's isolated session goes with it.
         """
 
     # --- sessions -------------------------------------------------------------------

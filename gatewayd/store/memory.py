@@ -241,6 +241,11 @@ class MemoryStore(Store):
             for index, run in enumerate(runs)
             if run.status.is_terminal and (index >= keep_per_job or run.queued_at < queued_before)
         ]
+        gone = {run.run_id for run in doomed}
+        for session_key in [
+            k for k, s in self._sessions.items() if s.run_id in gone and k != "main"
+        ]:
+            del self._sessions[session_key]
         for run in doomed:
             del self._runs[run.run_id]
             del self._seq[run.run_id]

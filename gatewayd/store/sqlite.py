@@ -623,7 +623,9 @@ class SQLiteStore(Store):
                         "LIMIT 1 OFFSET ?) AND queued_at >= ?",
                         (job_id, job_id, keep_per_job - 1, to_us(queued_before)),
                     ).fetchall()
-                conn.executemany("DELETE FROM runs WHERE run_id = ?", [(r[0],) for r in doomed])
+                gone = [(r[0],) for r in doomed]
+                conn.executemany("DELETE FROM runs WHERE run_id = ?", gone)
+                conn.executemany("DELETE FROM sessions WHERE run_id = ? AND key != 'main'", gone)
             return [run_from_row(r) for r in doomed]
 
         return await self._write(op)
