@@ -22,16 +22,14 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-from gatewayd.api import Gateway, Identity
-from gatewayd.bus import Bus
+from gatewayd.api import Identity
+from gatewayd.assembly import open_core
 from gatewayd.clock import SystemClock
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.logs import configure_logging
 from gatewayd.model import PayloadKind
 from gatewayd.runners.system_event import SystemEventRunner
-from gatewayd.runs import PipelineSettings, open_pipeline
-from gatewayd.scheduler import Scheduler
-from gatewayd.sessions import SessionPersister
+from gatewayd.runs import PipelineSettings
 from gatewayd.store import SQLiteStore
 
 QUEUE = 100
@@ -45,31 +43,23 @@ async def measure(runs: int, state_dir: Path, *, stuck: bool) -> tuple[list[floa
     settings = PipelineSettings(
         instance_id="bench", state_dir=state_dir, socket_path=state_dir / "s.sock"
     )
-    bus = Bus(store, queue_size=QUEUE)
-    bus.add_in_band(SessionPersister(store))
     dropped = False
-    async with open_pipeline(
-        bus=bus,
+    async with open_core(
         store=store,
         clock=clock,
         runners={PayloadKind.SYSTEM_EVENT: SystemEventRunner()},
         settings=settings,
-    ) as pipeline:
-        gateway = Gateway(
-            bus=bus,
-            store=store,
-            clock=clock,
-            pipeline=pipeline,
-            scheduler=Scheduler(store=store, clock=clock, pipeline=pipeline),
-            identity=Identity(
-                instance_id="bench",
-                pid=0,
-                host="bench",
-                state_dir=state_dir,
-                socket_path=state_dir / "s.sock",
-                started_at=clock.now(),
-            ),
-        )
+        identity=Identity(
+            instance_id="bench",
+            pid=0,
+            host="bench",
+            state_dir=state_dir,
+            socket_path=state_dir / "s.sock",
+            started_at=clock.now(),
+        ),
+        event_queue=QUEUE,
+    ) as core:
+        bus, pipeline, gateway = core.bus, core.pipeline, core.gateway
         await gateway.add_job(
             spec_from_flat({"name": "e", "every": "1h", "system_event": "x", "overlap": "allow"})
         )

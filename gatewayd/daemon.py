@@ -23,7 +23,7 @@ import anyio.abc
 import structlog
 
 from gatewayd.api import Gateway, Identity, host_name
-from gatewayd.bus import Bus
+from gatewayd.assembly import open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
 from gatewayd.errors import EXIT_OK, GatewaydError
@@ -39,9 +39,7 @@ from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.runners.system_event import SystemEventRunner
-from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline, open_pipeline
-from gatewayd.scheduler import Scheduler
-from gatewayd.sessions import SessionPersister
+from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline
 from gatewayd.statelock import hold_state_dir
 from gatewayd.store.sqlite import SQLiteStore
 
@@ -139,14 +137,25 @@ class Daemon:
         }
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)
-        bus = Bus(store, queue_size=gw.event_queue)
-        bus.add_in_band(SessionPersister(store))
-        stack.callback(bus.close_subscriptions)
-        pipeline = await stack.enter_async_context(
-            open_pipeline(
-                store=store, clock=self.clock, runners=runners, settings=settings, bus=bus
+        core = await stack.enter_async_context(
+            open_core(
+                store=store,
+                clock=self.clock,
+                runners=runners,
+                settings=settings,
+                identity=Identity(
+                    instance_id=self.instance_id,
+                    pid=os.getpid(),
+                    host=host_name(),
+                    state_dir=self.state_dir,
+                    socket_path=self.socket_path,
+                    started_at=now,
+                ),
+                event_queue=gw.event_queue,
+                agents=frozenset(a.name for a in self.config.agents),
             )
         )
+        pipeline, scheduler = core.pipeline, core.scheduler
         self._pipeline = pipeline
         recovery = Recovery(
             store=store,
@@ -158,23 +167,7 @@ class Daemon:
             state_dir=self.state_dir,
         )
         await recovery.settle()
-        scheduler = Scheduler(store=store, clock=self.clock, pipeline=pipeline)
-        self._gateway = gateway = Gateway(
-            bus=bus,
-            agents=frozenset(a.name for a in self.config.agents),
-            store=store,
-            clock=self.clock,
-            pipeline=pipeline,
-            scheduler=scheduler,
-            identity=Identity(
-                instance_id=self.instance_id,
-                pid=os.getpid(),
-                host=host_name(),
-                state_dir=self.state_dir,
-                socket_path=self.socket_path,
-                started_at=now,
-            ),
-        )
+        self._gateway = gateway = core.gateway
         await gateway.reconcile(self.config.jobs)
         await scheduler.load()
         # Listen before any slot fires: a socket that cannot be bound stops the start

@@ -319,6 +319,11 @@ class RunCounts:
         return dict(self.by_status).get(status, 0)
 
 
+def elapsed_ms(start: datetime, end: datetime) -> int:
+    """Whole milliseconds from ``start`` to ``end``, never negative."""
+    return max(0, round((end - start).total_seconds() * 1000))
+
+
 def isolated_session_key(job_id: str, run_id: str) -> str:
     return f"cron:{job_id}:run:{run_id}"
 

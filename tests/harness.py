@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 
 import anyio
 from gatewayd.api import Gateway, Identity
+from gatewayd.assembly import open_core
 from gatewayd.bus import Bus
 from gatewayd.clock import FakeClock
 from gatewayd.model import PayloadKind, Run, RunStatus
-from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
+from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.scheduler import Scheduler
-from gatewayd.sessions import SessionPersister
 from gatewayd.store import MemoryStore
 from gatewayd.testing import FakeRunner
 
@@ -110,10 +110,7 @@ async def open_harness(
         "socket_path": tmp_path / "gatewayd.sock",
     }
     options.update(settings)
-    bus = Bus(store)
-    bus.add_in_band(SessionPersister(store))
-    async with open_pipeline(
-        bus=bus,
+    async with open_core(
         store=store,
         clock=clock,
         runners={
@@ -122,33 +119,25 @@ async def open_harness(
             PayloadKind.AGENT_TURN: runner,
         },
         settings=PipelineSettings(**options),
-    ) as pipeline:
-        scheduler = Scheduler(store=store, clock=clock, pipeline=pipeline)
-        gateway = Gateway(
-            bus=bus,
-            store=store,
-            clock=clock,
-            pipeline=pipeline,
-            scheduler=scheduler,
-            identity=Identity(
-                instance_id="test-instance",
-                pid=1,
-                host="test",
-                state_dir=tmp_path,
-                socket_path=tmp_path / "gatewayd.sock",
-                started_at=start,
-            ),
-        )
-        await scheduler.load()
+        identity=Identity(
+            instance_id="test-instance",
+            pid=1,
+            host="test",
+            state_dir=tmp_path,
+            socket_path=tmp_path / "gatewayd.sock",
+            started_at=start,
+        ),
+    ) as core:
+        await core.scheduler.load()
         async with anyio.create_task_group() as tg:
-            await tg.start(scheduler.run)
+            await tg.start(core.scheduler.run)
             yield Harness(
-                bus=bus,
+                bus=core.bus,
                 clock=clock,
                 store=store,
                 runner=runner,
-                pipeline=pipeline,
-                scheduler=scheduler,
-                gateway=gateway,
+                pipeline=core.pipeline,
+                scheduler=core.scheduler,
+                gateway=core.gateway,
             )
             tg.cancel_scope.cancel()

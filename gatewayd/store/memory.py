@@ -22,6 +22,7 @@ from gatewayd.model import (
     RunOutcome,
     RunStatus,
     Session,
+    elapsed_ms,
 )
 from gatewayd.store.base import Store
 from gatewayd.store.transitions import adopted, finished, slot_key, started
@@ -264,7 +265,7 @@ class MemoryStore(Store):
         started_at = current.started_at if current is not None else None
         runtime = None
         if started_at is not None and ended.ended_at is not None:
-            runtime = max(0, round((ended.ended_at - started_at).total_seconds() * 1000))
+            runtime = elapsed_ms(started_at, ended.ended_at)
         self._sessions[ended.key] = dataclasses.replace(
             ended, started_at=started_at, runtime_ms=runtime
         )

@@ -10,7 +10,7 @@ import dataclasses
 from datetime import datetime
 
 from gatewayd.errors import Conflict, RunAlreadyEnded
-from gatewayd.model import Run, RunOutcome, RunStatus, Trigger
+from gatewayd.model import Run, RunOutcome, RunStatus, Trigger, elapsed_ms
 
 
 def slot_key(run: Run) -> tuple[str, datetime] | None:
@@ -63,7 +63,7 @@ def finished(run: Run, outcome: RunOutcome) -> Run:
         )
     duration_ms = None
     if run.started_at is not None:
-        duration_ms = max(0, round((outcome.ended_at - run.started_at).total_seconds() * 1000))
+        duration_ms = elapsed_ms(run.started_at, outcome.ended_at)
     return dataclasses.replace(
         run,
         status=outcome.status,
