@@ -55,6 +55,13 @@ def payload_text(payload: dict[str, Any]) -> str:
     return text if len(text) <= 48 else text[:45] + "..."
 
 
+def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
+    """One ``key  value`` line per field, keys aligned, ``-`` for nothing."""
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
 def print_jobs(jobs: Sequence[dict[str, Any]]) -> None:
     if not jobs:
         print("no jobs")
@@ -97,9 +104,7 @@ def print_job(job: dict[str, Any]) -> None:
         ("session", job.get("session")),
         ("source", job.get("source")),
     ]
-    width = max(len(k) for k, _ in fields)
-    for key, value in fields:
-        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    print_fields(fields)
 
 
 def print_runs(runs: Sequence[dict[str, Any]]) -> None:
@@ -144,10 +149,7 @@ def print_run(run: dict[str, Any]) -> None:
         "pid",
         "summary",
     ]
-    width = max(len(k) for k in keys)
-    for key in keys:
-        value = run.get(key)
-        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    print_fields([(key, run.get(key)) for key in keys])
     tail = run.get("output_tail")
     if tail:
         print("output (tail):")
@@ -169,9 +171,7 @@ def print_status(status: dict[str, Any]) -> None:
         ("runs", f"{runs.get('total')} ({by_status or 'none'}); {runs.get('active')} active"),
         ("next wake", status.get("next_wake_at")),
     ]
-    width = max(len(k) for k, _ in fields)
-    for key, value in fields:
-        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    print_fields(fields)
 
 
 def print_sessions(sessions: Sequence[dict[str, Any]]) -> None:
@@ -206,10 +206,7 @@ def print_session(session: dict[str, Any]) -> None:
         "error_kind",
         "stop_reason",
     ]
-    width = max(len(k) for k in keys)
-    for key in keys:
-        value = session.get(key)
-        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    print_fields([(key, session.get(key)) for key in keys])
     for title, entries in (
         ("transcript", session.get("transcript_tail")),
         ("inbox", session.get("inbox_tail")),

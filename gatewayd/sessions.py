@@ -22,7 +22,7 @@ from gatewayd.events import Event, SessionEnded, SessionFailed, SessionStarted
 from gatewayd.model import MAIN_SESSION_KEY, ErrorKind, Session, SessionStatus
 from gatewayd.store.base import Store
 
-_STATUS_OF_ERROR = {
+_STATUS_OF_ERROR: dict[ErrorKind | None, SessionStatus] = {
     ErrorKind.TIMEOUT: SessionStatus.TIMED_OUT,
     ErrorKind.CANCELLED: SessionStatus.CANCELLED,
     ErrorKind.INTERRUPTED: SessionStatus.INTERRUPTED,
@@ -50,10 +50,8 @@ class SessionPersister:
             )
         elif isinstance(event, SessionEnded | SessionFailed):
             status = SessionStatus.DONE
-            if isinstance(event, SessionFailed) and event.error_kind is not None:
+            if isinstance(event, SessionFailed):
                 status = _STATUS_OF_ERROR.get(event.error_kind, SessionStatus.FAILED)
-            elif isinstance(event, SessionFailed):
-                status = SessionStatus.FAILED
             await self._store.end_session(
                 Session(
                     key=event.session_key,
