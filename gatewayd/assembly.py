@@ -17,7 +17,6 @@ from gatewayd.model import PayloadKind
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
 from gatewayd.scheduler import Scheduler
-from gatewayd.sessions import SessionPersister
 from gatewayd.store.base import Store
 
 
@@ -45,7 +44,6 @@ async def open_core(
     The timer is built but not started: the caller loads it and runs it.
     """
     bus = Bus(store, queue_size=event_queue)
-    bus.add_in_band(SessionPersister(store))
     try:
         async with open_pipeline(
             store=store, clock=clock, runners=runners, settings=settings, bus=bus

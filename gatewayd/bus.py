@@ -1,9 +1,10 @@
 """The lifecycle bus: every event persisted with its ``seq``, then delivered.
 
-``publish`` persists the event (which gives it its strictly increasing ``seq``),
-awaits every in-band subscriber in turn (the session persister is one: the
-session row is written before ``publish`` returns), then offers the event to
-every out-of-band subscription without waiting. A subscription is a bounded
+``publish`` persists events (each with its strictly increasing ``seq``), with
+the session rows they move, in one transaction; ``publish_with`` puts them in
+the transaction of a state change (a run's start, say), so that the change
+and its events are durable together or not at all. Only then is each event
+offered to every out-of-band subscription, without waiting. A subscription is a bounded
 queue: one that falls ``queue_size`` events behind is dropped, and its reader
 gets a gap marker that says from which ``seq`` on it missed events. A slow
 reader never delays a run.
@@ -14,18 +15,19 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
 
 from gatewayd.events import Event
-from gatewayd.store.base import Store
+from gatewayd.sessions import session_row
+from gatewayd.store.base import Publication, Store
 
 log = structlog.get_logger("gatewayd.bus")
 
+T = TypeVar("T")
 Envelope = dict[str, Any]
-InBand = Callable[[int, Event], Awaitable[None]]
 
 DEFAULT_QUEUE_SIZE = 1000
 
@@ -86,16 +88,11 @@ class Bus:
     def __init__(self, store: Store, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self._store = store
         self._queue_size = queue_size
-        self._in_band: list[InBand] = []
         self._subscriptions: set[Subscription] = set()
         self._seeding = anyio.Lock()
         self._next_seq: int | None = None
         self._next_delivery = 0
         self._delivered: dict[int, Envelope | None] = {}
-
-    def add_in_band(self, handler: InBand) -> None:
-        """``handler(seq, event)`` is awaited for each event before ``publish`` returns."""
-        self._in_band.append(handler)
 
     @contextlib.contextmanager
     def subscribe(self, *, queue_size: int | None = None) -> Iterator[Subscription]:
@@ -112,36 +109,52 @@ class Bus:
     def subscribers(self) -> int:
         return len(self._subscriptions)
 
-    async def _seq(self) -> int:
+    async def _seeded(self) -> int:
         if self._next_seq is None:
             async with self._seeding:
                 if self._next_seq is None:
                     self._next_seq = self._next_delivery = await self._store.last_event_seq() + 1
-        seq = self._next_seq
-        self._next_seq += 1
-        return seq
+        return self._next_seq
 
-    async def publish(self, event: Event) -> Envelope:
-        """Persist ``event``, run the in-band subscribers, offer it to the rest.
+    async def publish(self, *events: Event) -> list[Envelope]:
+        """Persist ``events`` and the session rows they move, then offer them to subscribers."""
+        _, envelopes = await self._publish(self._store.publish, events)
+        return envelopes
 
-        The ``seq`` is taken and the write queued in one step, so writes (which
-        the store commits in the order queued) go in ``seq`` order; out-of-band
-        subscribers get events in ``seq`` order too, each once it is durable.
+    async def publish_with(self, write: Callable[[Publication], Awaitable[T]], *events: Event) -> T:
+        """``write(publication)``: a state change that also writes ``events``; its result.
+
+        ``write`` must hand its work to the store before it first suspends. The
+        events are offered to subscribers only once it has returned.
         """
-        body = event.body()
-        seq = await self._seq()
-        envelope = {"seq": seq, **body}
+        result, _ = await self._publish(write, events)
+        return result
+
+    async def _publish(
+        self, write: Callable[[Publication], Awaitable[T]], events: tuple[Event, ...]
+    ) -> tuple[T, list[Envelope]]:
+        # The seqs are taken and the write queued in one step (no suspension in
+        # between), so writes, which the store commits in the order queued, go in
+        # seq order; subscribers get events in seq order too, each once durable.
+        bodies = [event.body() for event in events]
+        first = await self._seeded()
+        self._next_seq = first + len(bodies)
+        seqs = range(first, first + len(bodies))
+        rows = (session_row(event) for event in events)
+        publication = Publication(
+            events=tuple(zip(seqs, bodies, strict=True)),
+            sessions=tuple(row for row in rows if row is not None),
+        )
         try:
-            await self._store.append_event(seq, body)
+            result = await write(publication)
         except BaseException:
-            self._deliver(seq, None)
+            for seq in seqs:
+                self._deliver(seq, None)
             raise
-        try:
-            for handler in self._in_band:
-                await handler(seq, event)
-        finally:
-            self._deliver(seq, envelope)
-        return envelope
+        envelopes = [{"seq": seq, **body} for seq, body in publication.events]
+        for envelope in envelopes:
+            self._deliver(envelope["seq"], envelope)
+        return result, envelopes
 
     def _deliver(self, seq: int, envelope: Envelope | None) -> None:
         """Offer envelopes to subscribers in ``seq`` order, as each becomes ready."""

@@ -33,6 +33,7 @@ from gatewayd.clock import Clock
 from gatewayd.durations import format_time
 from gatewayd.errors import Conflict, NotFound, RunAlreadyEnded, SpawnFailed
 from gatewayd.events import (
+    Event,
     LifecycleEvent,
     RunFinished,
     RunQueued,
@@ -48,6 +49,7 @@ from gatewayd.model import (
     ErrorKind,
     ExecPayload,
     Job,
+    Overlap,
     PayloadKind,
     Run,
     RunOutcome,
@@ -66,7 +68,8 @@ from gatewayd.planning import (
     retry_delay,
 )
 from gatewayd.runners.base import ExecResult, Execution, Finished, RunContext, Runner
-from gatewayd.store.base import Store
+from gatewayd.store.base import Publication, Store
+from gatewayd.store.transitions import finished, started
 
 log = structlog.get_logger("gatewayd.runs")
 
@@ -171,6 +174,7 @@ class _Active:
 
     __slots__ = (
         "done",
+        "ended",
         "job_id",
         "lifecycle_ended",
         "run_id",
@@ -189,6 +193,7 @@ class _Active:
         self.stop_reason: str | None = None
         self.stop_requested = anyio.Event()
         self.done = anyio.Event()
+        self.ended: Run | None = None
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -223,6 +228,7 @@ class RunPipeline:
         self._active: dict[str, _Active] = {}
         self._finished_listeners: list[FinishedListener] = []
         self._detaching = False
+        self._main_session_id: str | None = None
 
     @property
     def settings(self) -> PipelineSettings:
@@ -281,17 +287,24 @@ class RunPipeline:
 
     async def submit_manual(self, job: Job) -> Submitted:
         """Queue a manual run of ``job`` now, as its overlap policy allows (I6)."""
+        if job.overlap is Overlap.ALLOW:
+            # Nothing is decided from the job's other runs: no need to wait for them.
+            return await self._submit(job, [], OverlapAction.START)
         async with self.job_lock(job.id):
             live = await self._store.live_runs(job.id)
             action = decide_overlap(job.overlap, live)
             if action is OverlapAction.SKIP:
                 running = [r for r in live if r.status is RunStatus.RUNNING]
                 return Submitted(run=(running or live)[0], ran=False, reason="already-running")
-            run = self._new_run(job, trigger=Trigger.MANUAL, now=self._clock.now())
-            await self._store.record_runs([run])
-            self._launch(run, job, after=self._waits_for(action, live))
-            self._replace(action, live)
-            return Submitted(run=run, ran=True)
+            return await self._submit(job, live, action)
+
+    async def _submit(self, job: Job, live: Sequence[Run], action: OverlapAction) -> Submitted:
+        now = self._clock.now()
+        run = self._new_run(job, trigger=Trigger.MANUAL, now=now)
+        await self._record([run], now)
+        self._launch(run, job, after=self._waits_for(action, live))
+        self._replace(action, live)
+        return Submitted(run=run, ran=True)
 
     async def fire_due(self, job_id: str) -> tuple[list[Run], Job | None]:
         """Record and start what the due slots of a job call for; return the runs and the job.
@@ -316,8 +329,37 @@ class RunPipeline:
             runs = await self._record_plan(job, plan, now)
             return runs, replace(job, next_slot=plan.next_slot)
 
+    async def _live_runs(self, job: Job) -> list[Run]:
+        """The job's live runs, as its overlap policy needs them (``allow`` needs none)."""
+        if job.overlap is Overlap.ALLOW:
+            return []
+        return await self._store.live_runs(job.id)
+
+    async def _record(
+        self,
+        runs: Sequence[Run],
+        now: datetime,
+        *,
+        advance_job: str | None = None,
+        next_slot: datetime | None = None,
+    ) -> None:
+        """Record new runs with their ``queued`` (or, if skipped, ``finished``) events."""
+
+        def write(publication: Publication) -> Awaitable[None]:
+            return self._store.record_runs(
+                runs, advance_job=advance_job, next_slot=next_slot, publication=publication
+            )
+
+        await self._bus.publish_with(
+            write,
+            *(
+                (RunQueued if run.status is RunStatus.QUEUED else RunFinished).of(run, now)
+                for run in runs
+            ),
+        )
+
     async def _record_plan(self, job: Job, plan: DuePlan, now: datetime) -> list[Run]:
-        live = await self._store.live_runs(job.id)
+        live = await self._live_runs(job)
         runs: list[Run] = []
         launches: list[tuple[Run, tuple[str, ...]]] = []
         action = OverlapAction.START
@@ -357,12 +399,9 @@ class RunPipeline:
             runs.append(run)
             launches.append((run, after))
             previous = run
-        await self._store.record_runs(runs, advance_job=job.id, next_slot=plan.next_slot)
+        await self._record(runs, now, advance_job=job.id, next_slot=plan.next_slot)
         for run, after in launches:
             self._launch(run, job, after=after)
-        for run in runs:
-            if run.status is RunStatus.SKIPPED:
-                await self._bus.publish(RunFinished.of(run, now))
         self._replace(action, live)
         return runs
 
@@ -402,7 +441,7 @@ class RunPipeline:
         if active is not None:
             active.request_stop(reason)
             await active.done.wait()
-            run = await self._store.get_run(run_id)
+            run = active.ended or await self._store.get_run(run_id)
             assert run is not None
             return run
         run = await self._store.get_run(run_id)
@@ -428,6 +467,8 @@ class RunPipeline:
         active = self._active.get(run_id)
         if active is not None:
             await active.done.wait()
+            if active.ended is not None:
+                return active.ended  # as its ending was recorded: no need to read it back
         run = await self._store.get_run(run_id)
         if run is None:
             raise NotFound(f"no run with id {run_id}")
@@ -467,8 +508,6 @@ class RunPipeline:
 
     async def _execute(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
         try:
-            if run.status is RunStatus.QUEUED:
-                await self._bus.publish(RunQueued.of(run, self._clock.now()))
             await self._drive(run, job, after, active)
         except anyio.get_cancelled_exc_class():
             if not (self._detaching and active.started):
@@ -559,28 +598,26 @@ class RunPipeline:
             try:
                 execution = await self._runners[job.payload.kind].start(ctx)
             except SpawnFailed as exc:
-                run = await self._store.start_run(
-                    run.run_id, started_at=started_at, owner=self._settings.instance_id, pid=None
+                failed = RunOutcome(
+                    status=RunStatus.FAILED,
+                    ended_at=self._clock.now(),
+                    error=exc.message,
+                    error_kind=ErrorKind.SPAWN,
                 )
-                active.started = True
-                await self._announce_start(run, job, active)
-                await self._finish(
-                    run,
-                    job,
-                    RunOutcome(
-                        status=RunStatus.FAILED,
-                        ended_at=self._clock.now(),
-                        error=exc.message,
-                        error_kind=ErrorKind.SPAWN,
-                    ),
-                    active,
+                await self._record_start(run, job, active, started_at=started_at, ended=failed)
+                return
+            if isinstance(execution, Finished):
+                # The work was over before its start could be recorded: both in one write.
+                await self._record_start(
+                    run, job, active, started_at=started_at, ended=execution.result
                 )
                 return
             try:
-                run = await self._store.start_run(
-                    run.run_id,
+                run = await self._record_start(
+                    run,
+                    job,
+                    active,
                     started_at=started_at,
-                    owner=self._settings.instance_id,
                     pid=execution.pid,
                     pid_start=execution.pid_start,
                 )
@@ -588,9 +625,7 @@ class RunPipeline:
                 with anyio.CancelScope(shield=True):
                     await execution.stop(0)
                 raise
-            active.started = True
             log.info("run started", run_id=run.run_id, job=job.name, pid=execution.pid)
-            await self._announce_start(run, job, active)
             outcome = await self._supervise(run, job, execution, active)
             await self._finish(run, job, outcome, active)
         finally:
@@ -717,66 +752,133 @@ class RunPipeline:
     async def _session_id(self, run: Run, active: _Active | None) -> str:
         if active is not None and active.session_id is not None:
             return active.session_id
+        if run.session_key == MAIN_SESSION_KEY:
+            if self._main_session_id is None:
+                session = await self._store.get_session(MAIN_SESSION_KEY)
+                if self._main_session_id is None:  # no other task read it meanwhile
+                    self._main_session_id = session.session_id if session else new_session_id()
+            return self._main_session_id
         session = await self._store.get_session(run.session_key)
-        session_id = session.session_id if session is not None else new_session_id()
-        if active is not None:
-            active.session_id = session_id
-        return session_id
+        return session.session_id if session is not None else new_session_id()
 
-    async def _announce_start(self, run: Run, job: Job, active: _Active) -> None:
-        now = self._clock.now()
-        await self._bus.publish(RunStarted.of(run, now))
+    async def _record_start(
+        self,
+        run: Run,
+        job: Job,
+        active: _Active,
+        *,
+        started_at: datetime,
+        pid: int | None = None,
+        pid_start: int | None = None,
+        ended: RunOutcome | ExecResult | None = None,
+    ) -> Run:
+        """Record the run ``running``, with its ``started`` and lifecycle ``start`` events.
+
+        With ``ended`` (work that ended before its start was recorded), the run's
+        ending and its events are recorded in the same write.
+        """
         if run.session_key == MAIN_SESSION_KEY:
             session_id = await self._session_id(run, None)
         else:
-            session_id = new_session_id()
+            session_id = new_session_id()  # an isolated session is new with each run
         active.session_id = session_id
-        await self._bus.publish(
+        owner = self._settings.instance_id
+
+        expected = started(run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start)
+        events: list[Event] = [
+            RunStarted.of(expected, started_at),
             SessionStarted(
-                ts=now,
+                ts=started_at,
                 run_id=run.run_id,
-                job_id=job.id,
+                job_id=run.job_id,
                 session_key=run.session_key,
                 session_id=session_id,
-            )
-        )
+            ),
+        ]
+        outcome = ended
+        if isinstance(outcome, ExecResult):
+            outcome = self._natural_outcome(expected, outcome)
+        if outcome is not None:
+            events += await self._ending_events(expected, outcome, active)
 
-    async def _announce_end(self, run: Run, outcome: RunOutcome, active: _Active | None) -> None:
-        """Publish the lifecycle ``end`` or ``error`` of a run that started, once."""
-        if active is not None and active.lifecycle_ended:
-            return
-        session_id = await self._session_id(run, active)
+        def write(publication: Publication) -> Awaitable[Run]:
+            return self._store.start_run(
+                run.run_id,
+                started_at=started_at,
+                owner=owner,
+                pid=pid,
+                pid_start=pid_start,
+                outcome=outcome,
+                publication=publication,
+            )
+
+        run = await self._bus.publish_with(write, *events)
+        active.started = True
+        if outcome is not None:
+            await self._ended(run, job, active)
+        return run
+
+    async def _end_event(
+        self, run: Run, outcome: RunOutcome, active: _Active | None
+    ) -> LifecycleEvent | None:
+        """The lifecycle ``end`` or ``error`` of a run that started; ``None`` if published."""
+        if run.status is not RunStatus.RUNNING or (active is not None and active.lifecycle_ended):
+            return None
         common: dict[str, Any] = {
             "ts": self._clock.now(),
             "run_id": run.run_id,
             "job_id": run.job_id,
             "session_key": run.session_key,
-            "session_id": session_id,
+            "session_id": await self._session_id(run, active),
         }
         if outcome.status is RunStatus.SUCCEEDED:
-            event: LifecycleEvent = SessionEnded(stop_reason="completed", **common)
-        else:
-            event = SessionFailed(
-                error=outcome.error,
-                error_kind=outcome.error_kind,
-                stop_reason=outcome.stop_reason or _SESSION_STOP.get(outcome.status, "error"),
-                **common,
-            )
-        await self._bus.publish(event)
-        if active is not None:
-            active.lifecycle_ended = True
+            return SessionEnded(stop_reason="completed", **common)
+        return SessionFailed(
+            error=outcome.error,
+            error_kind=outcome.error_kind,
+            stop_reason=outcome.stop_reason or _SESSION_STOP.get(outcome.status, "error"),
+            **common,
+        )
+
+    async def _announce_end(self, run: Run, outcome: RunOutcome, active: _Active | None) -> None:
+        """Publish the lifecycle ending of a run that started, once, ahead of its own ending."""
+        event = await self._end_event(run, outcome, active)
+        if event is not None:
+            await self._bus.publish(event)
+            if active is not None:
+                active.lifecycle_ended = True
 
     async def _finish(
         self, run: Run, job: Job | None, outcome: RunOutcome, active: _Active | None = None
     ) -> None:
-        if run.status is RunStatus.RUNNING:
-            await self._announce_end(run, outcome, active)
+        """Record the run's terminal status, with its lifecycle ending if not yet published."""
         try:
-            run = await self._store.finish_run(run.run_id, outcome)
+            events = await self._ending_events(run, outcome, active)
+            run = await self._bus.publish_with(
+                lambda publication: self._store.finish_run(
+                    run.run_id, outcome, publication=publication
+                ),
+                *events,
+            )
         except RunAlreadyEnded:
             log.warning("run already had its ending", run_id=run.run_id)
             return
-        await self._bus.publish(RunFinished.of(run, self._clock.now()))
+        await self._ended(run, job, active)
+
+    async def _ending_events(
+        self, run: Run, outcome: RunOutcome, active: _Active | None
+    ) -> list[Event]:
+        """The lifecycle ending (unless published already), then ``finished``."""
+        lifecycle = await self._end_event(run, outcome, active)
+        events: list[Event] = [] if lifecycle is None else [lifecycle]
+        events.append(RunFinished.of(finished(run, outcome), self._clock.now()))
+        return events
+
+    async def _ended(self, run: Run, job: Job | None, active: _Active | None) -> None:
+        """What follows the recording of a run's ending: retries and listeners."""
+        if active is not None:
+            active.lifecycle_ended = True
+            active.ended = run
         log.info(
             "run finished",
             run_id=run.run_id,
@@ -808,7 +910,7 @@ class RunPipeline:
             scheduled_for=now + timedelta(seconds=delay),
             attempt=run.attempt + 1,
         )
-        await self._store.record_runs([retry])
+        await self._record([retry], now)
         log.info("retry queued", run_id=retry.run_id, after=run.run_id, attempt=retry.attempt)
         self._launch(retry, job)
 

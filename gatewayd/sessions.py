@@ -1,8 +1,8 @@
-"""Sessions: their rows (kept by an in-band bus subscriber) and their files.
+"""Sessions: their rows (moved by lifecycle events) and their files.
 
 An isolated session ``cron:<job_id>:run:<run_id>`` lives for one run; ``main``
-is shared. The persister writes the row on the lifecycle ``start`` event and
-makes it terminal on ``end`` or ``error``, before the bus's ``publish`` returns.
+is shared. The row is written with the lifecycle ``start`` event and made
+terminal with ``end`` or ``error``, in the same transaction as the event.
 Each session may have a transcript (``transcript.jsonl``); ``main`` also has an
 inbox of system events (``inbox.jsonl``).
 """
@@ -20,7 +20,6 @@ from gatewayd.codec import JsonObject
 from gatewayd.durations import format_time
 from gatewayd.events import Event, SessionEnded, SessionFailed, SessionStarted
 from gatewayd.model import MAIN_SESSION_KEY, ErrorKind, Session, SessionStatus
-from gatewayd.store.base import Store
 
 _STATUS_OF_ERROR: dict[ErrorKind | None, SessionStatus] = {
     ErrorKind.TIMEOUT: SessionStatus.TIMED_OUT,
@@ -30,41 +29,36 @@ _STATUS_OF_ERROR: dict[ErrorKind | None, SessionStatus] = {
 TAIL_ENTRIES = 20
 
 
-class SessionPersister:
-    """The in-band subscriber that keeps session rows in step with lifecycle events."""
+def session_row(event: Event) -> Session | None:
+    """The session row a lifecycle event moves: started on ``start``, ended on ``end``/``error``.
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def __call__(self, seq: int, event: Event) -> None:
-        if isinstance(event, SessionStarted):
-            await self._store.save_session(
-                Session(
-                    key=event.session_key,
-                    session_id=event.session_id,
-                    job_id=event.job_id,
-                    run_id=event.run_id,
-                    status=SessionStatus.RUNNING,
-                    started_at=event.ts,
-                )
-            )
-        elif isinstance(event, SessionEnded | SessionFailed):
-            status = SessionStatus.DONE
-            if isinstance(event, SessionFailed):
-                status = _STATUS_OF_ERROR.get(event.error_kind, SessionStatus.FAILED)
-            await self._store.end_session(
-                Session(
-                    key=event.session_key,
-                    session_id=event.session_id,
-                    job_id=event.job_id,
-                    run_id=event.run_id,
-                    status=status,
-                    ended_at=event.ts,
-                    error=event.error,
-                    error_kind=event.error_kind,
-                    stop_reason=event.stop_reason,
-                )
-            )
+    The bus writes it in the same transaction as the event itself.
+    """
+    if isinstance(event, SessionStarted):
+        return Session(
+            key=event.session_key,
+            session_id=event.session_id,
+            job_id=event.job_id,
+            run_id=event.run_id,
+            status=SessionStatus.RUNNING,
+            started_at=event.ts,
+        )
+    if isinstance(event, SessionEnded | SessionFailed):
+        status = SessionStatus.DONE
+        if isinstance(event, SessionFailed):
+            status = _STATUS_OF_ERROR.get(event.error_kind, SessionStatus.FAILED)
+        return Session(
+            key=event.session_key,
+            session_id=event.session_id,
+            job_id=event.job_id,
+            run_id=event.run_id,
+            status=status,
+            ended_at=event.ts,
+            error=event.error,
+            error_kind=event.error_kind,
+            stop_reason=event.stop_reason,
+        )
+    return None
 
 
 def session_to_json(session: Session) -> JsonObject:

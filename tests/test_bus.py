@@ -1,4 +1,4 @@
-"""The bus: persisted seqs, in-band subscribers awaited, slow out-of-band ones dropped."""
+"""The bus: events durable with their change, in seq order; slow subscribers dropped."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import pytest
 from gatewayd.bus import Bus
-from gatewayd.events import Event, RunQueued, SessionFailed, SessionStarted
+from gatewayd.errors import Conflict
+from gatewayd.events import RunQueued, SessionFailed, SessionStarted
 from gatewayd.model import ErrorKind, RunStatus, SessionStatus
-from gatewayd.sessions import SessionPersister
 from gatewayd.store import MemoryStore
+from gatewayd.store.base import Publication
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -22,24 +24,30 @@ def queued(n: int) -> RunQueued:
 
 
 class TestBus:
-    async def test_in_band_subscribers_are_awaited_in_order(self) -> None:
-        """publish returns after every in-band subscriber ran, each seeing the seq."""
+    async def test_events_are_durable_before_publish_returns(self) -> None:
+        """publish returns the envelopes once the events are stored under their seqs."""
         store = MemoryStore()
         bus = Bus(store)
-        seen: list[tuple[str, int]] = []
+        envelopes = await bus.publish(queued(1), queued(2))
+        assert [e["seq"] for e in envelopes] == [1, 2]
+        assert await store.latest_events(limit=5) == envelopes
 
-        async def first(seq: int, event: Event) -> None:
-            await anyio.sleep(0)
-            seen.append(("first", seq))
+    async def test_a_refused_change_publishes_none_of_its_events(self) -> None:
+        """publish_with: events are offered only if the change they go with was written."""
+        store = MemoryStore()
+        bus = Bus(store)
 
-        async def second(seq: int, event: Event) -> None:
-            seen.append(("second", seq))
+        async def refused(publication: Publication) -> None:
+            raise Conflict("refused")
 
-        bus.add_in_band(first)
-        bus.add_in_band(second)
-        envelope = await bus.publish(queued(1))
-        assert seen == [("first", envelope["seq"]), ("second", envelope["seq"])]
-        assert await store.latest_events(limit=5) == [envelope]
+        with bus.subscribe() as subscription:
+            with pytest.raises(Conflict):
+                await bus.publish_with(refused, queued(1))
+            await bus.publish(queued(2))
+            subscription.close()
+            received = [e async for e in subscription]
+        assert [e["run_id"] for e in received] == ["r2"]
+        assert [e["run_id"] for e in await store.latest_events(limit=5)] == ["r2"]
 
     async def test_seqs_increase_under_concurrent_publishers(self) -> None:
         store = MemoryStore()
@@ -85,12 +93,11 @@ class TestBus:
         assert got == [1, 2, 3]
 
 
-class TestSessionPersister:
+class TestSessionRows:
     async def test_start_then_error_makes_the_row_terminal(self) -> None:
-        """The row is written on start and terminal on error, by the time publish returns."""
+        """I5: the row is written with start and terminal with error, as publish returns."""
         store = MemoryStore()
         bus = Bus(store)
-        bus.add_in_band(SessionPersister(store))
         common: dict[str, Any] = {
             "run_id": "r",
             "job_id": "j",

@@ -34,6 +34,7 @@ from gatewayd.model import (
     Trigger,
 )
 from gatewayd.store import MemoryStore, SQLiteStore, Store
+from gatewayd.store.base import Publication
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -233,8 +234,16 @@ class TestRuns:
             + [dataclasses.replace(run("a-live"), queued_at=old)]
             + [run(f"b{i}", status=RunStatus.SKIPPED) for i in range(5)]
         )
-        await store.save_session(Session(key="cron:job0000001:run:b0", session_id="s", run_id="b0"))
-        await store.save_session(Session(key="cron:job0000001:run:b4", session_id="t", run_id="b4"))
+        await store.publish(
+            Publication(
+                sessions=(Session(key="cron:job0000001:run:b0", session_id="s", run_id="b0"),)
+            )
+        )
+        await store.publish(
+            Publication(
+                sessions=(Session(key="cron:job0000001:run:b4", session_id="t", run_id="b4"),)
+            )
+        )
         pruned = await store.prune_runs(keep_per_job=3, queued_before=T0 - timedelta(days=30))
         assert await store.get_session("cron:job0000001:run:b0") is None, "its session went"
         assert await store.get_session("cron:job0000001:run:b4") is not None
@@ -292,8 +301,8 @@ class TestSessionsAndEvents:
             run_id="r",
             started_at=T0 + timedelta(seconds=1),
         )
-        await store.save_session(main)
-        await store.save_session(iso)
+        await store.publish(Publication(sessions=(main,)))
+        await store.publish(Publication(sessions=(iso,)))
         done = dataclasses.replace(
             iso,
             status=SessionStatus.TIMED_OUT,
@@ -303,12 +312,14 @@ class TestSessionsAndEvents:
             error_kind=ErrorKind.TIMEOUT,
             stop_reason="timeout",
         )
-        await store.end_session(dataclasses.replace(done, started_at=None, runtime_ms=None))
+        await store.publish(
+            Publication(sessions=(dataclasses.replace(done, started_at=None, runtime_ms=None),))
+        )
         assert await store.get_session("cron:j:run:r") == done
         assert await store.get_session("nope") is None
         assert [s.key for s in await store.list_sessions(limit=10)] == ["cron:j:run:r", "main"]
         assert [s.key for s in await store.list_sessions(limit=1)] == ["cron:j:run:r"]
-        await store.end_session(dataclasses.replace(done, key="never-started"))
+        await store.publish(Publication(sessions=(dataclasses.replace(done, key="never-started"),)))
         orphan = await store.get_session("never-started")
         assert orphan is not None and (orphan.started_at, orphan.runtime_ms) == (None, None)
 
@@ -316,15 +327,73 @@ class TestSessionsAndEvents:
         assert await store.last_event_seq() == 0
         seqs = [1, 2, 3, 4, 5]
         for n, seq in enumerate(seqs):
-            await store.append_event(seq, {"n": n})
+            await store.publish(Publication(events=((seq, {"n": n}),)))
         with pytest.raises(Conflict):
-            await store.append_event(3, {"n": 99})
+            await store.publish(Publication(events=((3, {"n": 99}),)))
         assert [e["n"] for e in await store.events_after(seqs[1], limit=2)] == [2, 3]
         assert [e["seq"] for e in await store.latest_events(limit=2)] == seqs[3:]
         assert await store.prune_events(keep=2) == 3
         assert [e["n"] for e in await store.events_after(0, limit=10)] == [3, 4]
         assert await store.prune_events(keep=0) == 2
         assert await store.last_event_seq() == 5, "pruned seqs are never reused"
+
+
+class TestChangesWithTheirEvents:
+    """A state change and the events (and session rows) published with it are one transaction."""
+
+    async def test_a_transition_writes_its_events_and_session(self, store: Store) -> None:
+        """The run's start, its events and its session row are all there together."""
+        await store.record_runs([run("r1")], publication=Publication(events=((1, {"n": 1}),)))
+        session = Session(key="cron:job0000001:run:r1", session_id="s1", run_id="r1", started_at=T0)
+        await store.start_run(
+            "r1",
+            started_at=T0,
+            owner="i",
+            pid=None,
+            publication=Publication(events=((2, {"n": 2}),), sessions=(session,)),
+        )
+        assert [e["n"] for e in await store.events_after(0, limit=10)] == [1, 2]
+        assert await store.get_session(session.key) == session
+
+    async def test_work_over_at_its_start_is_recorded_started_and_ended_at_once(
+        self, store: Store
+    ) -> None:
+        """I2: start_run with an outcome gives the run its start and its one ending together."""
+        await store.record_runs([run("r1")])
+        done = await store.start_run(
+            "r1", started_at=T0, owner="i", pid=None, outcome=ended(exit_code=0)
+        )
+        assert (done.status, done.started_at, done.duration_ms) == (
+            RunStatus.SUCCEEDED,
+            T0,
+            5000,
+        )
+        assert await store.get_run("r1") == done
+        with pytest.raises(RunAlreadyEnded):
+            await store.finish_run("r1", ended(RunStatus.FAILED))
+
+    async def test_a_refused_transition_publishes_nothing(self, store: Store) -> None:
+        """I2: a second ending is refused, and its events and session ending are not written."""
+        await store.record_runs([run("r1")])
+        await store.finish_run("r1", ended(RunStatus.CANCELLED))
+        session = Session(key="main", session_id="s", status=SessionStatus.DONE, ended_at=T0)
+        with pytest.raises(RunAlreadyEnded):
+            await store.finish_run(
+                "r1",
+                ended(),
+                publication=Publication(events=((1, {"n": 1}),), sessions=(session,)),
+            )
+        assert await store.events_after(0, limit=10) == []
+        assert await store.get_session("main") is None
+        assert await store.last_event_seq() == 0
+
+    async def test_a_taken_seq_refuses_the_change(self, store: Store) -> None:
+        """A change whose event cannot be written is not made: the run is not recorded."""
+        await store.publish(Publication(events=((1, {"n": 1}),)))
+        with pytest.raises(Conflict):
+            await store.record_runs([run("r1")], publication=Publication(events=((1, {"n": 2}),)))
+        assert await store.get_run("r1") is None
+        assert [e["n"] for e in await store.events_after(0, limit=10)] == [1]
 
 
 class TestInstances:

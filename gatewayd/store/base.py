@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,29 @@ from gatewayd.model import (
     RunCounts,
     RunOutcome,
     Session,
+    SessionStatus,
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publication:
+    """Events, and the session rows they move, written in one transaction with a change.
+
+    ``events`` are ``(seq, body)`` pairs; each ``seq`` must exceed every ``seq``
+    ever stored. A session whose status is ``running`` replaces the row with its
+    key; an ended one records that row's ending (see :meth:`Store.publish`).
+    """
+
+    events: tuple[tuple[int, dict[str, Any]], ...] = ()
+    sessions: tuple[Session, ...] = ()
+
+    @staticmethod
+    def starts(session: Session) -> bool:
+        """Whether writing ``session`` replaces its row (else it records an ending)."""
+        return session.status is SessionStatus.RUNNING
+
+
+NOTHING = Publication()
 
 
 class Store(abc.ABC):
@@ -124,12 +147,14 @@ class Store(abc.ABC):
         *,
         advance_job: str | None = None,
         next_slot: datetime | None = None,
+        publication: Publication = NOTHING,
     ) -> None:
         """Insert new runs and, if ``advance_job`` is given, set its ``next_slot``.
 
-        All in one transaction: a slot is never advanced without its run being
-        recorded. Runs whose trigger is not ``retry`` and whose ``scheduled_for``
-        is set claim the slot ``(job_id, scheduled_for)``; if any slot is already
+        All in one transaction with ``publication``: a slot is never advanced
+        without its run being recorded, nor a run recorded without its events.
+        Runs whose trigger is not ``retry`` and whose ``scheduled_for`` is set
+        claim the slot ``(job_id, scheduled_for)``; if any slot is already
         claimed, :class:`gatewayd.errors.SlotTaken` is raised and nothing is
         written. ``advance_job`` must exist, else
         :class:`gatewayd.errors.NotFound` and nothing is written.
@@ -144,8 +169,15 @@ class Store(abc.ABC):
         owner: str,
         pid: int | None,
         pid_start: int | None = None,
+        outcome: RunOutcome | None = None,
+        publication: Publication = NOTHING,
     ) -> Run:
         """Move a ``queued`` run to ``running``, owned by ``owner``; return it.
+
+        With ``outcome``, the run also ends with it, in the same transaction (its
+        work was over before its start could be recorded): its one terminal
+        status, as :meth:`finish_run` records it. ``publication`` is written in
+        the same transaction, or not at all.
 
         ``pid`` and ``pid_start`` (the process start time) identify its process.
 
@@ -164,8 +196,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
+    async def finish_run(
+        self, run_id: str, outcome: RunOutcome, *, publication: Publication = NOTHING
+    ) -> Run:
         """Record the one terminal status of a live run; return the run.
+
+        ``publication`` is written in the same transaction, or not at all.
 
         ``duration_ms`` is derived from ``started_at`` when the run started.
         Raises :class:`gatewayd.errors.RunAlreadyEnded` if it already has a
@@ -205,19 +241,7 @@ class Store(abc.ABC):
         deleted, whatever their age. A deleted run's isolated session goes with it.
         """
 
-    # --- sessions -------------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def save_session(self, session: Session) -> None:
-        """Insert or replace the session with this key."""
-
-    @abc.abstractmethod
-    async def end_session(self, ended: Session) -> None:
-        """Record a session's ending: every field of ``ended`` but ``started_at``.
-
-        ``started_at`` is kept from the stored row and ``runtime_ms`` derived from
-        it; with no stored row, the session is recorded with no start.
-        """
+    # --- sessions and events ---------------------------------------------------------
 
     @abc.abstractmethod
     async def get_session(self, key: str) -> Session | None:
@@ -227,13 +251,15 @@ class Store(abc.ABC):
     async def list_sessions(self, *, limit: int) -> list[Session]:
         """The sessions started most recently first (``main`` among them)."""
 
-    # --- events ---------------------------------------------------------------------
-
     @abc.abstractmethod
-    async def append_event(self, seq: int, body: dict[str, Any]) -> None:
-        """Persist an event under ``seq``, which must exceed every ``seq`` ever stored.
+    async def publish(self, publication: Publication) -> None:
+        """Write events and session rows, all in one transaction or none.
 
-        Raises :class:`gatewayd.errors.Conflict` if ``seq`` is taken.
+        Each event is persisted under its ``seq``; :class:`gatewayd.errors.Conflict`
+        if a ``seq`` is taken. A ``running`` session is inserted or replaces the
+        row with its key. An ended session records its ending: every field but
+        ``started_at``, which is kept from the stored row, with ``runtime_ms``
+        derived from it; with no stored row it is recorded with no start.
         """
 
     @abc.abstractmethod

@@ -24,7 +24,7 @@ from gatewayd.model import (
     Session,
     elapsed_ms,
 )
-from gatewayd.store.base import Store
+from gatewayd.store.base import NOTHING, Publication, Store
 from gatewayd.store.transitions import adopted, finished, slot_key, started
 
 
@@ -128,10 +128,12 @@ class MemoryStore(Store):
         *,
         advance_job: str | None = None,
         next_slot: datetime | None = None,
+        publication: Publication = NOTHING,
     ) -> None:
         await anyio.lowlevel.checkpoint()
         if advance_job is not None and advance_job not in self._jobs:
             raise NotFound(f"no job with id {advance_job}")
+        self._check(publication)
         claimed: set[tuple[str, datetime]] = set()
         for run in runs:
             if run.run_id in self._runs:
@@ -149,6 +151,7 @@ class MemoryStore(Store):
             self._jobs[advance_job] = dataclasses.replace(
                 self._jobs[advance_job], next_slot=next_slot
             )
+        self._apply(publication)
 
     def _live(self, run_id: str) -> Run:
         run = self._runs.get(run_id)
@@ -164,12 +167,18 @@ class MemoryStore(Store):
         owner: str,
         pid: int | None,
         pid_start: int | None = None,
+        outcome: RunOutcome | None = None,
+        publication: Publication = NOTHING,
     ) -> Run:
         await anyio.lowlevel.checkpoint()
         run = started(
             self._live(run_id), started_at=started_at, owner=owner, pid=pid, pid_start=pid_start
         )
+        if outcome is not None:
+            run = finished(run, outcome)
+        self._check(publication)
         self._runs[run_id] = run
+        self._apply(publication)
         return run
 
     async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
@@ -178,10 +187,14 @@ class MemoryStore(Store):
         self._runs[run_id] = run
         return run
 
-    async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
+    async def finish_run(
+        self, run_id: str, outcome: RunOutcome, *, publication: Publication = NOTHING
+    ) -> Run:
         await anyio.lowlevel.checkpoint()
         run = finished(self._live(run_id), outcome)
+        self._check(publication)
         self._runs[run_id] = run
+        self._apply(publication)
         return run
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -255,20 +268,36 @@ class MemoryStore(Store):
                 self._slots.discard(key)
         return doomed
 
-    async def save_session(self, session: Session) -> None:
-        await anyio.lowlevel.checkpoint()
-        self._sessions[session.key] = session
+    def _check(self, publication: Publication) -> None:
+        """Raise what ``_apply`` would fail on, before anything is changed."""
+        seen: set[int] = set()
+        for seq, _ in publication.events:
+            stored = seq <= self._event_seq and any(e["seq"] == seq for e in self._events)
+            if stored or seq in seen:
+                raise Conflict(f"an event with seq {seq} exists")
+            seen.add(seq)
 
-    async def end_session(self, ended: Session) -> None:
+    def _apply(self, publication: Publication) -> None:
+        for session in publication.sessions:
+            if publication.starts(session):
+                self._sessions[session.key] = session
+                continue
+            current = self._sessions.get(session.key)
+            started_at = current.started_at if current is not None else None
+            runtime = None
+            if started_at is not None and session.ended_at is not None:
+                runtime = elapsed_ms(started_at, session.ended_at)
+            self._sessions[session.key] = dataclasses.replace(
+                session, started_at=started_at, runtime_ms=runtime
+            )
+        for seq, body in publication.events:
+            self._event_seq = max(self._event_seq, seq)
+            bisect.insort(self._events, {"seq": seq, **body}, key=lambda e: e["seq"])
+
+    async def publish(self, publication: Publication) -> None:
         await anyio.lowlevel.checkpoint()
-        current = self._sessions.get(ended.key)
-        started_at = current.started_at if current is not None else None
-        runtime = None
-        if started_at is not None and ended.ended_at is not None:
-            runtime = elapsed_ms(started_at, ended.ended_at)
-        self._sessions[ended.key] = dataclasses.replace(
-            ended, started_at=started_at, runtime_ms=runtime
-        )
+        self._check(publication)
+        self._apply(publication)
 
     async def get_session(self, key: str) -> Session | None:
         await anyio.lowlevel.checkpoint()
@@ -282,13 +311,6 @@ class MemoryStore(Store):
             reverse=True,
         )
         return order[:limit]
-
-    async def append_event(self, seq: int, body: dict[str, Any]) -> None:
-        await anyio.lowlevel.checkpoint()
-        if seq <= self._event_seq and any(e["seq"] == seq for e in self._events):
-            raise Conflict(f"an event with seq {seq} exists")
-        self._event_seq = max(self._event_seq, seq)
-        bisect.insort(self._events, {"seq": seq, **body}, key=lambda e: e["seq"])
 
     async def last_event_seq(self) -> int:
         await anyio.lowlevel.checkpoint()

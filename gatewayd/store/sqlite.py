@@ -41,7 +41,7 @@ from gatewayd.model import (
     SessionStatus,
     Trigger,
 )
-from gatewayd.store.base import Store
+from gatewayd.store.base import NOTHING, Publication, Store
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from gatewayd.store.threads import BatchWriter, ReaderPool, savepoint
 from gatewayd.store.transitions import adopted, finished, slot_key, started
@@ -448,6 +448,7 @@ class SQLiteStore(Store):
         *,
         advance_job: str | None = None,
         next_slot: datetime | None = None,
+        publication: Publication = NOTHING,
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with self._tx(conn):
@@ -478,6 +479,7 @@ class SQLiteStore(Store):
                     )
                     if cursor.rowcount == 0:
                         raise NotFound(f"no job with id {advance_job}")
+                _publish(conn, publication)
 
         await self._write(op)
 
@@ -489,7 +491,7 @@ class SQLiteStore(Store):
         return run_from_row(row)
 
     def _transition(
-        self, run_id: str, change: Callable[[Run], Run]
+        self, run_id: str, change: Callable[[Run], Run], publication: Publication = NOTHING
     ) -> Callable[[sqlite3.Connection], Run]:
         def op(conn: sqlite3.Connection) -> Run:
             with self._tx(conn):
@@ -501,6 +503,7 @@ class SQLiteStore(Store):
                     "output_tail = ?, owner = ?, pid = ?, pid_start = ? WHERE run_id = ?",
                     (row[4], *row[7:14], *row[16:21], run_id),
                 )
+                _publish(conn, publication)
                 return run
 
         return op
@@ -513,15 +516,14 @@ class SQLiteStore(Store):
         owner: str,
         pid: int | None,
         pid_start: int | None = None,
+        outcome: RunOutcome | None = None,
+        publication: Publication = NOTHING,
     ) -> Run:
-        return await self._write(
-            self._transition(
-                run_id,
-                lambda run: started(
-                    run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start
-                ),
-            )
-        )
+        def change(run: Run) -> Run:
+            run = started(run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start)
+            return run if outcome is None else finished(run, outcome)
+
+        return await self._write(self._transition(run_id, change, publication))
 
     async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
         return await self._write(
@@ -530,8 +532,12 @@ class SQLiteStore(Store):
             )
         )
 
-    async def finish_run(self, run_id: str, outcome: RunOutcome) -> Run:
-        return await self._write(self._transition(run_id, lambda run: finished(run, outcome)))
+    async def finish_run(
+        self, run_id: str, outcome: RunOutcome, *, publication: Publication = NOTHING
+    ) -> Run:
+        return await self._write(
+            self._transition(run_id, lambda run: finished(run, outcome), publication)
+        )
 
     async def get_run(self, run_id: str) -> Run | None:
         def op(conn: sqlite3.Connection) -> Run | None:
@@ -630,56 +636,12 @@ class SQLiteStore(Store):
 
         return await self._write(op)
 
-    # --- sessions -------------------------------------------------------------------
+    # --- sessions and events ---------------------------------------------------------
 
-    async def save_session(self, session: Session) -> None:
+    async def publish(self, publication: Publication) -> None:
         def op(conn: sqlite3.Connection) -> None:
             with self._tx(conn):
-                conn.execute(
-                    f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        session.key,
-                        session.session_id,
-                        session.job_id,
-                        session.run_id,
-                        session.status.value,
-                        to_us(session.started_at),
-                        to_us(session.ended_at),
-                        session.runtime_ms,
-                        session.error,
-                        session.error_kind.value if session.error_kind else None,
-                        session.stop_reason,
-                    ),
-                )
-
-        await self._write(op)
-
-    async def end_session(self, ended: Session) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                conn.execute(
-                    f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
-                    "job_id = excluded.job_id, run_id = excluded.run_id, "
-                    "status = excluded.status, ended_at = excluded.ended_at, "
-                    "runtime_ms = CASE WHEN sessions.started_at IS NULL THEN NULL "
-                    "ELSE max(0, (excluded.ended_at - sessions.started_at + 500) / 1000) END, "
-                    "error = excluded.error, error_kind = excluded.error_kind, "
-                    "stop_reason = excluded.stop_reason",
-                    (
-                        ended.key,
-                        ended.session_id,
-                        ended.job_id,
-                        ended.run_id,
-                        ended.status.value,
-                        to_us(ended.ended_at),
-                        ended.error,
-                        ended.error_kind.value if ended.error_kind else None,
-                        ended.stop_reason,
-                    ),
-                )
+                _publish(conn, publication)
 
         await self._write(op)
 
@@ -701,20 +663,6 @@ class SQLiteStore(Store):
             return [_session_from_row(r) for r in rows]
 
         return await self._call(op)
-
-    # --- events ---------------------------------------------------------------------
-
-    async def append_event(self, seq: int, body: dict[str, Any]) -> None:
-        data = orjson.dumps(body)
-
-        def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                try:
-                    conn.execute("INSERT INTO events (seq, body) VALUES (?, ?)", (seq, data))
-                except sqlite3.IntegrityError:
-                    raise Conflict(f"an event with seq {seq} exists") from None
-
-        await self._write(op)
 
     async def last_event_seq(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
@@ -778,3 +726,58 @@ def _session_from_row(row: Sequence[Any]) -> Session:
         error_kind=ErrorKind(row[9]) if row[9] else None,
         stop_reason=row[10],
     )
+
+
+def _publish(conn: sqlite3.Connection, publication: Publication) -> None:
+    """Write ``publication`` inside the caller's transaction (see ``Store.publish``)."""
+    for session in publication.sessions:
+        if publication.starts(session):
+            conn.execute(
+                f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.key,
+                    session.session_id,
+                    session.job_id,
+                    session.run_id,
+                    session.status.value,
+                    to_us(session.started_at),
+                    to_us(session.ended_at),
+                    session.runtime_ms,
+                    session.error,
+                    session.error_kind.value if session.error_kind else None,
+                    session.stop_reason,
+                ),
+            )
+        else:
+            conn.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
+                "job_id = excluded.job_id, run_id = excluded.run_id, "
+                "status = excluded.status, ended_at = excluded.ended_at, "
+                "runtime_ms = CASE WHEN sessions.started_at IS NULL THEN NULL "
+                "ELSE max(0, (excluded.ended_at - sessions.started_at + 500) / 1000) END, "
+                "error = excluded.error, error_kind = excluded.error_kind, "
+                "stop_reason = excluded.stop_reason",
+                (
+                    session.key,
+                    session.session_id,
+                    session.job_id,
+                    session.run_id,
+                    session.status.value,
+                    to_us(session.ended_at),
+                    session.error,
+                    session.error_kind.value if session.error_kind else None,
+                    session.stop_reason,
+                ),
+            )
+    if publication.events:
+        try:
+            conn.executemany(
+                "INSERT INTO events (seq, body) VALUES (?, ?)",
+                [(seq, orjson.dumps(body)) for seq, body in publication.events],
+            )
+        except sqlite3.IntegrityError:
+            seqs = ", ".join(str(seq) for seq, _ in publication.events)
+            raise Conflict(f"an event with one of the seqs {seqs} exists") from None
