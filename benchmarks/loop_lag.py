@@ -28,7 +28,7 @@ from gatewayd.clock import SystemClock
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.logs import configure_logging
 from gatewayd.model import PayloadKind
-from gatewayd.runners.system_event import SystemEventRunner
+from gatewayd.runners.system_event import open_system_event_runner
 from gatewayd.runs import PipelineSettings
 from gatewayd.store import SQLiteStore
 
@@ -44,21 +44,24 @@ async def measure(runs: int, state_dir: Path, *, stuck: bool) -> tuple[list[floa
         instance_id="bench", state_dir=state_dir, socket_path=state_dir / "s.sock"
     )
     dropped = False
-    async with open_core(
-        store=store,
-        clock=clock,
-        runners={PayloadKind.SYSTEM_EVENT: SystemEventRunner()},
-        settings=settings,
-        identity=Identity(
-            instance_id="bench",
-            pid=0,
-            host="bench",
-            state_dir=state_dir,
-            socket_path=state_dir / "s.sock",
-            started_at=clock.now(),
-        ),
-        event_queue=QUEUE,
-    ) as core:
+    async with (
+        open_system_event_runner() as system_events,
+        open_core(
+            store=store,
+            clock=clock,
+            runners={PayloadKind.SYSTEM_EVENT: system_events},
+            settings=settings,
+            identity=Identity(
+                instance_id="bench",
+                pid=0,
+                host="bench",
+                state_dir=state_dir,
+                socket_path=state_dir / "s.sock",
+                started_at=clock.now(),
+            ),
+            event_queue=QUEUE,
+        ) as core,
+    ):
         bus, pipeline, gateway = core.bus, core.pipeline, core.gateway
         await gateway.add_job(
             spec_from_flat({"name": "e", "every": "1h", "system_event": "x", "overlap": "allow"})

@@ -401,7 +401,7 @@ class Gateway:
         return [await self._pipeline.cancel(r.run_id, reason=STOP_CANCELLED) for r in live]
 
     async def wait_run(self, run_id: str, *, timeout_s: float | None) -> Run:
-        await self.run(run_id)
+        """The run once it has ended, or as it is after ``timeout_s``; ``NotFound`` if unknown."""
         with anyio.move_on_after(timeout_s):
             return await self._pipeline.wait(run_id)
         return await self.run(run_id)

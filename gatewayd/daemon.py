@@ -38,7 +38,7 @@ from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner
-from gatewayd.runners.system_event import SystemEventRunner
+from gatewayd.runners.system_event import open_system_event_runner
 from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline
 from gatewayd.statelock import hold_state_dir
 from gatewayd.store.sqlite import SQLiteStore
@@ -133,7 +133,7 @@ class Daemon:
         runners: dict[PayloadKind, Runner] = {
             PayloadKind.EXEC: exec_runner,
             PayloadKind.AGENT_TURN: agent_runner,
-            PayloadKind.SYSTEM_EVENT: SystemEventRunner(),
+            PayloadKind.SYSTEM_EVENT: await stack.enter_async_context(open_system_event_runner()),
         }
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)

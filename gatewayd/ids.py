@@ -12,12 +12,16 @@ _random = random.Random(secrets.randbits(128))
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
 
 
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]  # ten bits each
+
+
 def _encode(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+    """``value`` in ``width`` base-32 digits (``width`` even), most significant first."""
+    pairs = []
+    for _ in range(width // 2):
+        value, pair = divmod(value, 1024)
+        pairs.append(_PAIRS[pair])
+    return "".join(reversed(pairs))
 
 
 def new_job_id() -> str:

@@ -189,6 +189,7 @@ class Recovery:
             keep_per_job=retention.keep_per_job, queued_before=cutoff
         )
         if pruned:
+            self._pipeline.forget_runs([run.run_id for run in pruned])
             await anyio.to_thread.run_sync(delete_history, self._state_dir, pruned)
             log.info("pruned run history", runs=len(pruned))
         events = await self._store.prune_events(keep=retention.events_keep)

@@ -16,6 +16,7 @@ a run is live is always read from the store (I1).
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -27,7 +28,6 @@ import anyio
 import anyio.abc
 import structlog
 
-from gatewayd import runfiles
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.durations import format_time
@@ -88,6 +88,8 @@ _STOP_ERRORS = {
 TIMEOUT_ERROR = "job execution timed out"
 # The lifecycle stop_reason of an ending that was not a stop.
 _SESSION_STOP = {RunStatus.INTERRUPTED: "interrupted"}
+# How many of its latest endings an instance keeps at hand for those who wait on them.
+RECENT_ENDINGS = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,7 +176,6 @@ class _Active:
 
     __slots__ = (
         "done",
-        "ended",
         "job_id",
         "lifecycle_ended",
         "run_id",
@@ -193,7 +194,6 @@ class _Active:
         self.stop_reason: str | None = None
         self.stop_requested = anyio.Event()
         self.done = anyio.Event()
-        self.ended: Run | None = None
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -229,6 +229,7 @@ class RunPipeline:
         self._finished_listeners: list[FinishedListener] = []
         self._detaching = False
         self._main_session_id: str | None = None
+        self._recent_endings: OrderedDict[str, Run] = OrderedDict()
 
     @property
     def settings(self) -> PipelineSettings:
@@ -247,6 +248,11 @@ class RunPipeline:
 
     def forget_job(self, job_id: str) -> None:
         self._locks.pop(job_id, None)
+
+    def forget_runs(self, run_ids: Sequence[str]) -> None:
+        """Runs deleted from the store: they are no longer to be answered from memory."""
+        for run_id in run_ids:
+            self._recent_endings.pop(run_id, None)
 
     @property
     def active_count(self) -> int:
@@ -441,12 +447,12 @@ class RunPipeline:
         if active is not None:
             active.request_stop(reason)
             await active.done.wait()
-            run = active.ended or await self._store.get_run(run_id)
+            run = self._recent_endings.get(run_id) or await self._store.get_run(run_id)
             assert run is not None
             return run
         run = await self._store.get_run(run_id)
         if run is None:
-            raise NotFound(f"no run with id {run_id}")
+            raise NotFound(f"no run with id {run_id!r}")
         if run.status.is_terminal:
             raise RunAlreadyEnded(
                 f"run {run_id} already ended {run.status.value}; there is nothing to cancel",
@@ -467,11 +473,12 @@ class RunPipeline:
         active = self._active.get(run_id)
         if active is not None:
             await active.done.wait()
-            if active.ended is not None:
-                return active.ended  # as its ending was recorded: no need to read it back
+        ended = self._recent_endings.get(run_id)
+        if ended is not None:
+            return ended  # as its ending was recorded: a terminal row never changes
         run = await self._store.get_run(run_id)
         if run is None:
-            raise NotFound(f"no run with id {run_id}")
+            raise NotFound(f"no run with id {run_id!r}")
         return run
 
     def is_watching(self, run_id: str) -> bool:
@@ -693,15 +700,7 @@ class RunPipeline:
 
     def context_for(self, run: Run, job: Job, env: Mapping[str, str]) -> RunContext:
         """Where a run's files are, and what it is told."""
-        state_dir = self._settings.state_dir
-        return RunContext(
-            run=run,
-            job=job,
-            env=env,
-            log_path=runfiles.log_path(state_dir, job.id, run.run_id),
-            exit_path=runfiles.exit_path(state_dir, job.id, run.run_id),
-            state_dir=state_dir,
-        )
+        return RunContext(run=run, job=job, env=env, state_dir=self._settings.state_dir)
 
     async def _context(self, run: Run, job: Job) -> RunContext:
         if isinstance(job.payload, SystemEventPayload):
@@ -876,9 +875,11 @@ class RunPipeline:
 
     async def _ended(self, run: Run, job: Job | None, active: _Active | None) -> None:
         """What follows the recording of a run's ending: retries and listeners."""
+        self._recent_endings[run.run_id] = run
+        if len(self._recent_endings) > RECENT_ENDINGS:
+            self._recent_endings.popitem(last=False)
         if active is not None:
             active.lifecycle_ended = True
-            active.ended = run
         log.info(
             "run finished",
             run_id=run.run_id,

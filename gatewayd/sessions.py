@@ -10,6 +10,7 @@ inbox of system events (``inbox.jsonl``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def transcript_path(state_dir: Path, key: str) -> Path:
     return session_dir(state_dir, key) / "transcript.jsonl"
 
 
+@functools.lru_cache(maxsize=8)
 def inbox_path(state_dir: Path) -> Path:
     return session_dir(state_dir, MAIN_SESSION_KEY) / "inbox.jsonl"
 

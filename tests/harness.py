@@ -19,6 +19,7 @@ from gatewayd.assembly import open_core
 from gatewayd.bus import Bus
 from gatewayd.clock import FakeClock
 from gatewayd.model import PayloadKind, Run, RunStatus
+from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.store import MemoryStore
@@ -98,10 +99,19 @@ class Harness:
 
 @asynccontextmanager
 async def open_harness(
-    tmp_path: Path, *, start: datetime = START, **settings: Any
+    tmp_path: Path,
+    *,
+    start: datetime = START,
+    system_events: Runner | None = None,
+    store: MemoryStore | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Harness]:
+    """A core on a memory store and a fake clock; every payload runs on one ``FakeRunner``.
+
+    ``system_events`` replaces the fake for ``system_event`` payloads.
+    """
     clock = FakeClock(start)
-    store = MemoryStore()
+    store = store or MemoryStore()
     await store.open()
     runner = FakeRunner()
     options: dict[str, Any] = {
@@ -115,7 +125,7 @@ async def open_harness(
         clock=clock,
         runners={
             PayloadKind.EXEC: runner,
-            PayloadKind.SYSTEM_EVENT: runner,
+            PayloadKind.SYSTEM_EVENT: system_events or runner,
             PayloadKind.AGENT_TURN: runner,
         },
         settings=PipelineSettings(**options),

@@ -6,8 +6,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from gatewayd.model import RunStatus, SessionStatus
+from gatewayd.model import Run, RunOutcome, RunStatus, SessionStatus
 from gatewayd.runners.base import ExecResult
+from gatewayd.runners.system_event import open_system_event_runner
+from gatewayd.sessions import inbox_path, tail_jsonl
+from gatewayd.store import MemoryStore
 
 from tests.harness import START, Harness, open_harness
 
@@ -91,3 +94,54 @@ class TestOrder:
             assert one is not None and two is not None
             assert one.session_id == two.session_id
             assert (one.run_id, two.run_id) == (first, second)
+
+
+class WritesSeen(MemoryStore):
+    """A memory store that also notes each run transition it is asked to write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transitions: list[tuple[str, str]] = []
+
+    async def start_run(self, run_id: str, **kwargs: Any) -> Run:
+        ended = kwargs.get("outcome") is not None
+        self.transitions.append(("start and end" if ended else "start", run_id))
+        return await super().start_run(run_id, **kwargs)
+
+    async def finish_run(self, run_id: str, outcome: RunOutcome, **kwargs: Any) -> Run:
+        self.transitions.append(("end", run_id))
+        return await super().finish_run(run_id, outcome, **kwargs)
+
+
+class TestWorkOverAtItsStart:
+    async def test_start_and_ending_are_one_write(self, tmp_path: Path) -> None:
+        """I1, I2: a system event is over before its start is recorded; both are one write.
+
+        So no one ever sees it running, and its events are consecutive, in order.
+        """
+        store = WritesSeen()
+        async with (
+            open_system_event_runner() as system_events,
+            open_harness(tmp_path, system_events=system_events, store=store) as h,
+        ):
+            job_id = await h.add(name="e", every="1h", system_event="ping", session="main")
+            run_id = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            run = await h.gateway.wait_run(run_id, timeout_s=5)
+            assert run.status is RunStatus.SUCCEEDED
+            assert store.transitions == [("start and end", run_id)]
+            events = [e for e in await store.events_after(0, limit=10) if e["run_id"] == run_id]
+            assert [(e["stream"], e["phase"]) for e in events] == [
+                ("run", "queued"),
+                ("run", "started"),
+                ("lifecycle", "start"),
+                ("lifecycle", "end"),
+                ("run", "finished"),
+            ]
+            assert [e["seq"] for e in events[1:]] == list(
+                range(events[1]["seq"], events[1]["seq"] + 4)
+            )
+            assert run.started_at is not None and run.duration_ms is not None
+            session = await h.store.get_session("main")
+            assert session is not None and session.status is SessionStatus.DONE
+            assert session.runtime_ms is not None
+            assert [e["run_id"] for e in tail_jsonl(inbox_path(tmp_path))] == [run_id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 from gatewayd.errors import NotFound, RunAlreadyEnded
 from gatewayd.model import ErrorKind, RunStatus, Trigger
@@ -122,6 +123,24 @@ class TestOverlap:
             await h.runner.wait_started(2)
             live = await h.store.live_runs(job_id)
             assert [r.status for r in live] == [RunStatus.RUNNING, RunStatus.RUNNING]
+
+    async def test_allow_takes_many_at_once(self, tmp_path: Path) -> None:
+        """I6: concurrent manual runs of an `allow` job are each recorded once and all run."""
+        async with open_harness(tmp_path) as h:
+            h.runner.auto_finish = True
+            job_id = await h.add(name="a", every="1h", command="true", overlap="allow")
+            ids: list[str] = []
+
+            async def submit() -> None:
+                ids.append((await h.gateway.run_job(job_id, due=False))["run_id"])
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(submit)
+            ended = [await h.gateway.wait_run(run_id, timeout_s=5) for run_id in ids]
+            assert len(set(ids)) == 20
+            assert {r.status for r in ended} == {RunStatus.SUCCEEDED}
+            assert len(await h.runs(job_id)) == 20
 
 
 class TestLimits:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from gatewayd import runfiles
+from gatewayd.errors import NotFound
 from gatewayd.model import ErrorKind, Run, RunStatus, Trigger
 from gatewayd.recovery import Recovery, Retention
 from gatewayd.runners.base import ExecResult
@@ -102,6 +104,9 @@ class TestSettlement:
             assert not runfiles.log_path(tmp_path, job_id, ids[0]).exists()
             assert await h.store.get_session(f"cron:{job_id}:run:{ids[0]}") is None
             assert runfiles.log_path(tmp_path, job_id, ids[-1]).exists()
+            with pytest.raises(NotFound):  # its ending is no longer answered from memory
+                await h.gateway.wait_run(ids[0], timeout_s=1)
+            assert (await h.gateway.wait_run(ids[-1], timeout_s=1)).run_id == ids[-1]
 
 
 class TestRetry:

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from gatewayd import runfiles
 from gatewayd.model import Job, Run
 
 
@@ -18,9 +19,15 @@ class RunContext:
     run: Run
     job: Job
     env: Mapping[str, str]
-    log_path: Path
-    exit_path: Path
     state_dir: Path
+
+    @property
+    def log_path(self) -> Path:
+        return runfiles.log_path(self.state_dir, self.job.id, self.run.run_id)
+
+    @property
+    def exit_path(self) -> Path:
+        return runfiles.exit_path(self.state_dir, self.job.id, self.run.run_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,8 +43,9 @@ from gatewayd.model import (
 )
 from gatewayd.store.base import NOTHING, Publication, Store
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
-from gatewayd.store.threads import BatchWriter, ReaderPool, savepoint
+from gatewayd.store.threads import BatchWriter, savepoint
 from gatewayd.store.transitions import adopted, finished, slot_key, started
+from gatewayd.workers import WorkerPool
 
 T = TypeVar("T")
 # Reads run on up to this many connections at once (WAL lets them run beside the writer).
@@ -152,7 +153,7 @@ class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._readers: ReaderPool | None = None
+        self._readers: WorkerPool[sqlite3.Connection] | None = None
         self._writer: BatchWriter | None = None
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -182,7 +183,9 @@ class SQLiteStore(Store):
         self._conn = await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
         self._writer = BatchWriter(self._conn, name=f"gatewayd.store.threads {self.path.name}")
         self._writer.start()
-        self._readers = ReaderPool(self._connect, size=READERS, name="gatewayd-store-reader")
+        self._readers = WorkerPool(
+            self._connect, size=READERS, name="gatewayd-store-reader", close_resource=_close
+        )
         self._readers.start()
 
     def stats(self) -> dict[str, int]:
@@ -781,3 +784,7 @@ def _publish(conn: sqlite3.Connection, publication: Publication) -> None:
         except sqlite3.IntegrityError:
             seqs = ", ".join(str(seq) for seq, _ in publication.events)
             raise Conflict(f"an event with one of the seqs {seqs} exists") from None
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()

@@ -1,0 +1,104 @@
+"""Threads that do blocking work for the event loop, handed over through a queue.
+
+An operation is queued for a thread and its result comes back through the event
+loop: cheaper than a general-purpose thread pool (no capacity limiter, no task
+per call), and the loop never blocks. Each thread may hold a resource of its
+own (a database connection), opened in the thread and closed when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+Item = tuple[Callable[[Any], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Answer a caller on its loop (from ``call_soon_threadsafe``)."""
+    if future.done():
+        return  # the caller stopped waiting; the operation is done all the same
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def answer(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+) -> None:
+    """Hand ``result`` (or ``error``) back to the caller waiting on ``loop``."""
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+        loop.call_soon_threadsafe(settle, future, result, error)
+
+
+async def hand_over(work: queue.SimpleQueue[Item | None], operation: Callable[[Any], T]) -> T:
+    """Queue ``operation`` for a worker thread and await its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    work.put((operation, future, loop))
+    return await future
+
+
+class WorkerPool(Generic[R]):
+    """``size`` threads, each with the resource ``open_resource()`` gives it, running operations.
+
+    With one thread, operations run one at a time in the order they were handed over.
+    """
+
+    def __init__(
+        self,
+        open_resource: Callable[[], R],
+        *,
+        size: int,
+        name: str,
+        close_resource: Callable[[R], object] | None = None,
+    ) -> None:
+        self._open = open_resource
+        self._close = close_resource
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name} {n}", daemon=True) for n in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, operation: Callable[[R], T]) -> T:
+        """Run ``operation(resource)`` on the next free thread."""
+        return await hand_over(self._queue, operation)
+
+    def stop(self) -> None:
+        """End the threads once what is queued is done (blocking: call it from a thread)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+
+    def _run(self) -> None:
+        resource = self._open()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                operation, future, loop = item
+                try:
+                    result, error = operation(resource), None
+                except Exception as exc:
+                    result, error = None, exc
+                answer(loop, future, result, error)
+        finally:
+            if self._close is not None:
+                self._close(resource)
