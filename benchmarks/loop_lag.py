@@ -28,9 +28,10 @@ from gatewayd.clock import SystemClock
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.logs import configure_logging
 from gatewayd.model import PayloadKind
-from gatewayd.runners.system_event import open_system_event_runner
+from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.runs import PipelineSettings
 from gatewayd.store import SQLiteStore
+from gatewayd.workers import open_workers
 
 QUEUE = 100
 
@@ -45,11 +46,11 @@ async def measure(runs: int, state_dir: Path, *, stuck: bool) -> tuple[list[floa
     )
     dropped = False
     async with (
-        open_system_event_runner() as system_events,
+        open_workers("inbox", size=1) as inbox,
         open_core(
             store=store,
             clock=clock,
-            runners={PayloadKind.SYSTEM_EVENT: system_events},
+            runners={PayloadKind.SYSTEM_EVENT: SystemEventRunner(offload=inbox.call)},
             settings=settings,
             identity=Identity(
                 instance_id="bench",

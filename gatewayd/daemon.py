@@ -38,14 +38,16 @@ from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner
-from gatewayd.runners.system_event import open_system_event_runner
+from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline
 from gatewayd.statelock import hold_state_dir
 from gatewayd.store.sqlite import SQLiteStore
+from gatewayd.workers import open_workers
 
 log = structlog.get_logger("gatewayd.daemon")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+IO_THREADS = 2
 
 
 class Daemon:
@@ -124,16 +126,20 @@ class Daemon:
                 (a.name, a.timeout_s) for a in self.config.agents if a.timeout_s is not None
             ),
         )
-        exec_runner = ExecRunner(tail_bytes=settings.tail_bytes)
+        # Runs' blocking work (their files, spawning their waiters) is done by these threads.
+        io = await stack.enter_async_context(open_workers("gatewayd-io", size=IO_THREADS))
+        inbox = await stack.enter_async_context(open_workers("gatewayd-inbox", size=1))
+        exec_runner = ExecRunner(tail_bytes=settings.tail_bytes, offload=io.call)
         agent_runner = AgentTurnRunner(
             {a.name: a for a in self.config.agents},
             clock=self.clock,
             tail_bytes=settings.tail_bytes,
+            offload=io.call,
         )
         runners: dict[PayloadKind, Runner] = {
             PayloadKind.EXEC: exec_runner,
             PayloadKind.AGENT_TURN: agent_runner,
-            PayloadKind.SYSTEM_EVENT: await stack.enter_async_context(open_system_event_runner()),
+            PayloadKind.SYSTEM_EVENT: SystemEventRunner(offload=inbox.call),
         }
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)

@@ -230,6 +230,7 @@ class RunPipeline:
         self._detaching = False
         self._main_session_id: str | None = None
         self._recent_endings: OrderedDict[str, Run] = OrderedDict()
+        self._environ = dict(os.environ)  # what runs inherit: the daemon's, as it started
 
     @property
     def settings(self) -> PipelineSettings:
@@ -706,7 +707,7 @@ class RunPipeline:
         if isinstance(job.payload, SystemEventPayload):
             return self.context_for(run, job, {})  # no process: no environment to tell
         previous = await self._store.previous_started_run(job.id, run.run_id)
-        env = dict(os.environ)
+        env = dict(self._environ)
         if isinstance(job.payload, ExecPayload):
             env.update(job.payload.env)
         env.update(

@@ -12,12 +12,21 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio.to_thread
 
 T = TypeVar("T")
 R = TypeVar("R")
 Item = tuple[Callable[[Any], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+class Offload(Protocol):
+    """Runs a blocking function off the event loop: ``anyio.to_thread.run_sync`` is one."""
+
+    async def __call__(self, func: Callable[[], T], /) -> T: ...
 
 
 def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -78,6 +87,10 @@ class WorkerPool(Generic[R]):
         """Run ``operation(resource)`` on the next free thread."""
         return await hand_over(self._queue, operation)
 
+    async def call(self, func: Callable[[], T]) -> T:
+        """Run ``func()`` on the next free thread (an :class:`Offload`)."""
+        return await hand_over(self._queue, lambda _: func())
+
     def stop(self) -> None:
         """End the threads once what is queued is done (blocking: call it from a thread)."""
         for _ in self._threads:
@@ -102,3 +115,14 @@ class WorkerPool(Generic[R]):
         finally:
             if self._close is not None:
                 self._close(resource)
+
+
+@asynccontextmanager
+async def open_workers(name: str, *, size: int) -> AsyncIterator[WorkerPool[None]]:
+    """Threads for blocking work; they end, their queue done, when the context is left."""
+    pool: WorkerPool[None] = WorkerPool(lambda: None, size=size, name=name)
+    pool.start()
+    try:
+        yield pool
+    finally:
+        await anyio.to_thread.run_sync(pool.stop)

@@ -8,9 +8,10 @@ from typing import Any
 
 from gatewayd.model import Run, RunOutcome, RunStatus, SessionStatus
 from gatewayd.runners.base import ExecResult
-from gatewayd.runners.system_event import open_system_event_runner
+from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.sessions import inbox_path, tail_jsonl
 from gatewayd.store import MemoryStore
+from gatewayd.workers import open_workers
 
 from tests.harness import START, Harness, open_harness
 
@@ -121,8 +122,10 @@ class TestWorkOverAtItsStart:
         """
         store = WritesSeen()
         async with (
-            open_system_event_runner() as system_events,
-            open_harness(tmp_path, system_events=system_events, store=store) as h,
+            open_workers("inbox", size=1) as inbox,
+            open_harness(
+                tmp_path, system_events=SystemEventRunner(offload=inbox.call), store=store
+            ) as h,
         ):
             job_id = await h.add(name="e", every="1h", system_event="ping", session="main")
             run_id = (await h.gateway.run_job(job_id, due=False))["run_id"]

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio.to_thread
 
 from gatewayd import runfiles
 from gatewayd.clock import Clock
+from gatewayd.codec import JsonObject
 from gatewayd.durations import format_time
 from gatewayd.errors import SpawnFailed
 from gatewayd.model import AgentSpec, AgentTurnPayload, Run
 from gatewayd.runners.base import ExecResult, Execution, RunContext
 from gatewayd.runners.exec import spawn_under_waiter
 from gatewayd.sessions import append_jsonl, transcript_path
+from gatewayd.workers import Offload
 
 # The most of an agent's reply kept as the run's summary.
 MAX_SUMMARY_BYTES = 64 * 1024
@@ -88,11 +91,17 @@ class AgentTurnRunner:
     """Starts agent turns with the agents of the config."""
 
     def __init__(
-        self, agents: Mapping[str, AgentSpec], *, clock: Clock, tail_bytes: int = 4096
+        self,
+        agents: Mapping[str, AgentSpec],
+        *,
+        clock: Clock,
+        tail_bytes: int = 4096,
+        offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
         self._agents = dict(agents)
         self._clock = clock
         self._tail_bytes = tail_bytes
+        self._offload = offload
 
     def wrap(self, inner: Execution, run: Run, state_dir: Path) -> ReplyingExecution:
         """The reply-reading execution of ``inner``: for re-adopted agent turns too."""
@@ -116,9 +125,9 @@ class AgentTurnRunner:
             "run_id": run.run_id,
             "content": payload.message,
         }
-        await anyio.to_thread.run_sync(_write_message, message_file, payload.message)
-        await anyio.to_thread.run_sync(
-            append_jsonl, transcript_path(ctx.state_dir, run.session_key), entry
+        transcript = transcript_path(ctx.state_dir, run.session_key)
+        await self._offload(
+            partial(_write_message, message_file, payload.message, transcript, entry)
         )
         env = {**ctx.env, **dict(spec.env)}
         inner = await spawn_under_waiter(
@@ -126,12 +135,15 @@ class AgentTurnRunner:
             list(spec.command),
             cwd=spec.cwd,
             tail_bytes=self._tail_bytes,
+            offload=self._offload,
             stdin_path=message_file,
             stdout_path=runfiles.reply_path(ctx.state_dir, run.job_id, run.run_id),
         )
         return self.wrap(inner, run, ctx.state_dir)
 
 
-def _write_message(path: Path, message: str) -> None:
+def _write_message(path: Path, message: str, transcript: Path, entry: JsonObject) -> None:
+    """The message for the agent's stdin, and its line in the session's transcript."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(message if message.endswith("\n") else message + "\n", encoding="utf-8")
+    append_jsonl(transcript, entry)

@@ -17,7 +17,9 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,7 +40,8 @@ from gatewayd.runners.processes import (
     signal_of_status,
     wait_for_exit,
 )
-from gatewayd.runners.spawn import Child, spawn_waiter
+from gatewayd.runners.spawn import PIDFD, Child, SpawnedChild, open_waiter, spawn_waiter
+from gatewayd.workers import Offload
 
 # How often a stopping process group is checked for stragglers during its grace period.
 _GROUP_CHECK_S = 0.05
@@ -78,13 +81,21 @@ class GroupExecution:
     watched_from_start = True
 
     def __init__(
-        self, *, pid: int, pid_start: int | None, log_path: Path, exit_path: Path, tail_bytes: int
+        self,
+        *,
+        pid: int,
+        pid_start: int | None,
+        log_path: Path,
+        exit_path: Path,
+        tail_bytes: int,
+        offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
         self._pid = pid
         self._pid_start = pid_start
         self._log_path = log_path
         self._exit_path = exit_path
         self._tail_bytes = tail_bytes
+        self._offload = offload
         self._result: ExecResult | None = None
 
     @property
@@ -102,8 +113,9 @@ class GroupExecution:
     async def wait(self) -> ExecResult:
         if self._result is None:
             code = await self._leader_exit_code()
-            written = await anyio.to_thread.run_sync(read_exit_status, self._exit_path)
-            tail = await anyio.to_thread.run_sync(read_tail, self._log_path, self._tail_bytes)
+            written, tail = await self._offload(
+                partial(_left_behind, self._exit_path, self._log_path, self._tail_bytes)
+            )
             if written is not None and (code is None or code >= 0):
                 ended_at = None if self.watched_from_start else written[1]
                 self._result = result_of_status(written[0], tail, ended_at)
@@ -124,7 +136,7 @@ class GroupExecution:
             with anyio.move_on_after(grace_s):
                 await self._leader_exit_code()
                 # No event tells when the last member of a group is gone: check, bounded.
-                while await anyio.to_thread.run_sync(group_members, pgid):  # noqa: ASYNC110
+                while await self._offload(partial(group_members, pgid)):  # noqa: ASYNC110
                     await anyio.sleep(_GROUP_CHECK_S)
             signal_group(pgid, signal.SIGKILL)
         await self._leader_exit_code()
@@ -134,7 +146,12 @@ class ProcessExecution(GroupExecution):
     """A waiter this daemon started: its own child."""
 
     def __init__(
-        self, child: Child, ctx: RunContext, tail_bytes: int, pid_start: int | None
+        self,
+        child: Child,
+        ctx: RunContext,
+        tail_bytes: int,
+        pid_start: int | None,
+        offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
         super().__init__(
             pid=child.pid,
@@ -142,6 +159,7 @@ class ProcessExecution(GroupExecution):
             log_path=ctx.log_path,
             exit_path=ctx.exit_path,
             tail_bytes=tail_bytes,
+            offload=offload,
         )
         self._child = child
 
@@ -165,10 +183,16 @@ class AdoptedExecution(GroupExecution):
 
 
 class ExecRunner:
-    """Starts exec payloads: argv or ``/bin/sh -c``, stdin from /dev/null, output to the log."""
+    """Starts exec payloads: argv or ``/bin/sh -c``, stdin from /dev/null, output to the log.
 
-    def __init__(self, *, tail_bytes: int = 4096) -> None:
+    Its blocking work (files, spawning) is done by ``offload``, off the event loop.
+    """
+
+    def __init__(
+        self, *, tail_bytes: int = 4096, offload: Offload = anyio.to_thread.run_sync
+    ) -> None:
         self._tail_bytes = tail_bytes
+        self._offload = offload
 
     def adopt(
         self, *, pid: int, pid_start: int | None, log_path: Path, exit_path: Path
@@ -180,13 +204,18 @@ class ExecRunner:
             log_path=log_path,
             exit_path=exit_path,
             tail_bytes=self._tail_bytes,
+            offload=self._offload,
         )
 
     async def start(self, ctx: RunContext) -> ProcessExecution:
         payload = ctx.job.payload
         assert isinstance(payload, ExecPayload)
         return await spawn_under_waiter(
-            ctx, command_argv(payload), cwd=payload.cwd, tail_bytes=self._tail_bytes
+            ctx,
+            command_argv(payload),
+            cwd=payload.cwd,
+            tail_bytes=self._tail_bytes,
+            offload=self._offload,
         )
 
 
@@ -198,14 +227,36 @@ async def spawn_under_waiter(
     tail_bytes: int,
     stdin_path: Path | None = None,
     stdout_path: Path | None = None,
+    offload: Offload = anyio.to_thread.run_sync,
 ) -> ProcessExecution:
     """Start ``argv`` under a waiter, in its own session; stderr (and stdout) to the log."""
     if not argv:
         raise SpawnFailed("the command is empty")
-    files = await anyio.to_thread.run_sync(_prepare, ctx, argv[0], cwd, stdin_path, stdout_path)
+    # Shielded: a child once started must reach its caller, who stops it if cancelled.
+    with anyio.CancelScope(shield=True):
+        if PIDFD:
+            process, pidfd, pid_start = await offload(
+                partial(_spawn, ctx, argv, cwd, stdin_path, stdout_path)
+            )
+            child: Child = SpawnedChild(process, pidfd)
+        else:
+            child, pid_start = await _open(ctx, argv, cwd, stdin_path, stdout_path, offload)
+    return ProcessExecution(child, ctx, tail_bytes, pid_start, offload)
+
+
+async def _open(
+    ctx: RunContext,
+    argv: list[str],
+    cwd: str | None,
+    stdin_path: Path | None,
+    stdout_path: Path | None,
+    offload: Offload,
+) -> tuple[Child, int | None]:
+    """``_spawn`` where there are no pidfds: the child is started through anyio."""
+    files = await offload(partial(_prepare, ctx, argv[0], cwd, stdin_path, stdout_path))
     log, stdin, stdout = files
     try:
-        child = await spawn_waiter(
+        child = await open_waiter(
             argv,
             exit_path=str(ctx.exit_path),
             cwd=cwd,
@@ -215,15 +266,57 @@ async def spawn_under_waiter(
             stderr=log,
         )
     except OSError as exc:
-        raise SpawnFailed(
-            f"cannot start {argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
-        ) from None
+        raise _cannot_start(argv[0], exc) from None
     finally:
         for handle in files:
             if handle is not None:
                 handle.close()
-    pid_start = await anyio.to_thread.run_sync(process_start_time, child.pid)
-    return ProcessExecution(child, ctx, tail_bytes, pid_start)
+    return child, await offload(partial(process_start_time, child.pid))
+
+
+def _cannot_start(program: str, exc: OSError) -> SpawnFailed:
+    return SpawnFailed(
+        f"cannot start {program!r}: {exc.strerror or exc}", data={"errno": exc.errno}
+    )
+
+
+def _spawn(
+    ctx: RunContext,
+    argv: list[str],
+    cwd: str | None,
+    stdin_path: Path | None,
+    stdout_path: Path | None,
+) -> tuple[subprocess.Popen[bytes], int | None, int | None]:
+    """Open the run's files, start the waiter, and read its start time: it, pidfd, start.
+
+    Blocking: for a worker thread.
+    """
+    files = _prepare(ctx, argv[0], cwd, stdin_path, stdout_path)
+    log, stdin, stdout = files
+    try:
+        process, pidfd = spawn_waiter(
+            argv,
+            exit_path=str(ctx.exit_path),
+            cwd=cwd,
+            env=ctx.env,
+            stdin=stdin,
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
+        )
+    except OSError as exc:
+        raise _cannot_start(argv[0], exc) from None
+    finally:
+        for handle in files:
+            if handle is not None:
+                handle.close()
+    return process, pidfd, process_start_time(process.pid)
+
+
+def _left_behind(
+    exit_path: Path, log_path: Path, tail_bytes: int
+) -> tuple[tuple[int, datetime] | None, str | None]:
+    """The exit status the waiter wrote (and when), and the tail of the run's log."""
+    return read_exit_status(exit_path), read_tail(log_path, tail_bytes)
 
 
 def _prepare(

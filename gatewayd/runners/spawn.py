@@ -1,8 +1,9 @@
 """Starting a run's waiter process, cheaply, in a session of its own.
 
-On Linux the waiter is started with ``posix_spawn`` (a vfork: its cost does not
-grow with the daemon's memory, and the event loop waits only until the exec)
-and reaped through a pidfd, without a child watcher. Elsewhere anyio's
+On Linux the waiter is started from a worker thread by ``subprocess`` (a vfork,
+during which the interpreter lets other threads run: its cost does not grow with
+the daemon's memory, and ``posix_spawn`` would hold every thread until the
+exec) and reaped through a pidfd, without a child watcher. Elsewhere anyio's
 ``open_process`` does the same job.
 
 The waiter is ``/bin/sh -c WAITER_SCRIPT <exit file> <cwd> COMMAND ARGS...``: it
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,9 +28,7 @@ WAITER_SCRIPT = (
     'trap : TERM; if [ -n "$1" ]; then cd -- "$1" || exit 126; fi; shift; '
     '"$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
 )
-# Restored to their defaults in the child (Python ignores SIGPIPE and SIGXFSZ).
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_PIDFD = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
+PIDFD = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
 _POLL_S = 0.05
 
 
@@ -44,10 +42,10 @@ class Child(Protocol):
 
 
 class SpawnedChild:
-    """A child started with posix_spawn, reaped through a pidfd when it ends."""
+    """A started waiter, reaped when its pidfd says it has ended."""
 
-    def __init__(self, pid: int, pidfd: int | None) -> None:
-        self._pid = pid
+    def __init__(self, process: subprocess.Popen[bytes], pidfd: int | None) -> None:
+        self._process = process
         self._pidfd = pidfd
         self._code: int | None = None
         self._ended = anyio.Event()
@@ -55,7 +53,7 @@ class SpawnedChild:
 
     @property
     def pid(self) -> int:
-        return self._pid
+        return self._process.pid
 
     async def wait(self) -> int:
         if self._code is None and self._waiting:
@@ -75,15 +73,10 @@ class SpawnedChild:
             await anyio.wait_readable(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
-            # The pidfd said the child ended: reaping it does not block.
-            _, status = os.waitpid(self._pid, os.WNOHANG)  # noqa: ASYNC222
-            return os.waitstatus_to_exitcode(status)
-        # No pidfd (an old kernel): look at a bounded rate.
-        while True:
-            pid, status = os.waitpid(self._pid, os.WNOHANG)  # noqa: ASYNC222
-            if pid:
-                return os.waitstatus_to_exitcode(status)
-            await anyio.sleep(_POLL_S)
+        # Once the pidfd has said the child ended, polling reaps it without blocking.
+        while (code := self._process.poll()) is None:  # noqa: ASYNC110
+            await anyio.sleep(_POLL_S)  # no pidfd (an old kernel): look at a bounded rate
+        return code
 
 
 class AnyioChild:
@@ -102,7 +95,38 @@ def waiter_argv(exit_path: str, cwd: str | None, argv: Sequence[str]) -> list[st
     return ["/bin/sh", "-c", WAITER_SCRIPT, exit_path, cwd or "", *argv]
 
 
-async def spawn_waiter(
+def spawn_waiter(
+    argv: Sequence[str],
+    *,
+    exit_path: str,
+    cwd: str | None,
+    env: Mapping[str, str],
+    stdin: IO[bytes] | None,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start the waiter for ``argv`` as the leader of a new session: it and its pidfd.
+
+    Blocking (a vfork, during which other threads run: it returns once the child
+    has exec'd the shell): call it from a worker thread, and watch the child with
+    a ``SpawnedChild`` on the loop. Only where ``PIDFD`` holds; elsewhere see
+    ``open_waiter``. Raises OSError.
+    """
+    process = subprocess.Popen(
+        waiter_argv(exit_path, cwd, argv),
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(env),
+        start_new_session=True,
+    )
+    pidfd = None
+    with contextlib.suppress(OSError):
+        pidfd = os.pidfd_open(process.pid)
+    return process, pidfd
+
+
+async def open_waiter(
     argv: Sequence[str],
     *,
     exit_path: str,
@@ -112,34 +136,9 @@ async def spawn_waiter(
     stdout: IO[bytes],
     stderr: IO[bytes],
 ) -> Child:
-    """Start the waiter for ``argv`` as the leader of a new session; raises OSError."""
-    full = waiter_argv(exit_path, cwd, argv)
-    if _PIDFD:
-        stdin_fd = stdin.fileno() if stdin is not None else os.open(os.devnull, os.O_RDONLY)
-        try:
-            # A vfork: the loop waits only until the child has exec'd the shell.
-            pid = os.posix_spawn(  # noqa: ASYNC221
-                full[0],
-                full,
-                dict(env),
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
-                    (os.POSIX_SPAWN_DUP2, stdout.fileno(), 1),
-                    (os.POSIX_SPAWN_DUP2, stderr.fileno(), 2),
-                ],
-                setsid=True,
-                setsigmask=(),
-                setsigdef=_DEFAULT_SIGNALS,
-            )
-        finally:
-            if stdin is None:
-                os.close(stdin_fd)
-        pidfd = None
-        with contextlib.suppress(OSError):
-            pidfd = os.pidfd_open(pid)
-        return SpawnedChild(pid, pidfd)
+    """``spawn_waiter`` where there are no pidfds: anyio watches the child."""
     process = await anyio.open_process(
-        full,
+        waiter_argv(exit_path, cwd, argv),
         stdin=stdin if stdin is not None else subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import anyio.to_thread
 
 from gatewayd.durations import format_time
 from gatewayd.model import SystemEventPayload
 from gatewayd.runners.base import ExecResult, Finished, RunContext
 from gatewayd.sessions import append_jsonl, inbox_path
-from gatewayd.workers import WorkerPool
+from gatewayd.workers import Offload
 
 
 class SystemEventRunner:
     """Appends the event to the inbox, as one JSON line, and succeeds at once.
 
-    The appends are made in order by one thread of the runner's own.
+    ``offload`` does the appending off the event loop; with a single thread of its
+    own, events land in the inbox in the order their runs started.
     """
 
-    def __init__(self, files: WorkerPool[None]) -> None:
-        self._files = files
+    def __init__(self, offload: Offload = anyio.to_thread.run_sync) -> None:
+        self._offload = offload
 
     async def start(self, ctx: RunContext) -> Finished:
         payload = ctx.job.payload
@@ -33,16 +31,5 @@ class SystemEventRunner:
             "run_id": ctx.run.run_id,
         }
         path = inbox_path(ctx.state_dir)
-        await self._files.run(lambda _: append_jsonl(path, entry))
+        await self._offload(lambda: append_jsonl(path, entry))
         return Finished(result=ExecResult(exit_code=0, summary=payload.text[:200]))
-
-
-@asynccontextmanager
-async def open_system_event_runner() -> AsyncIterator[SystemEventRunner]:
-    """A runner whose appending thread ends, its queue done, when the context is left."""
-    files: WorkerPool[None] = WorkerPool(lambda: None, size=1, name="gatewayd-inbox")
-    files.start()
-    try:
-        yield SystemEventRunner(files)
-    finally:
-        await anyio.to_thread.run_sync(files.stop)
