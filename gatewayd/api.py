@@ -307,7 +307,6 @@ class Gateway:
         async with self._pipeline.job_lock(job.id):
             await self._store.delete_job(job.id)
         self._scheduler.job_removed(job.id)
-        self._pipeline.forget_job(job.id)
         for run in await self._store.live_runs(job.id):
             await self._pipeline.cancel(run.run_id, reason=STOP_JOB_REMOVED)
         log.info("job removed", job_id=job.id, name=job.name)
@@ -473,7 +472,6 @@ class Gateway:
         ):
             await self._store.delete_job(job.id)
             self._scheduler.job_removed(job.id)
-            self._pipeline.forget_job(job.id)
             log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)
 
 

@@ -171,6 +171,14 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
     )
 
 
+class _JobLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
+
+
 class _Active:
     """This instance's handle on one of its runs: how to reach and stop its task."""
 
@@ -224,7 +232,7 @@ class RunPipeline:
         self._settings = settings
         self._tg = task_group
         self._slots = anyio.Semaphore(settings.max_concurrent_runs)
-        self._locks: dict[str, anyio.Lock] = {}
+        self._locks: dict[str, _JobLock] = {}
         self._active: dict[str, _Active] = {}
         self._finished_listeners: list[FinishedListener] = []
         self._detaching = False
@@ -240,15 +248,23 @@ class RunPipeline:
         """Call ``listener(run, job)`` after each run's terminal status is recorded."""
         self._finished_listeners.append(listener)
 
-    def job_lock(self, job_id: str) -> anyio.Lock:
-        """The lock that serialises every decision about one job's runs and slots."""
-        lock = self._locks.get(job_id)
-        if lock is None:
-            lock = self._locks[job_id] = anyio.Lock()
-        return lock
+    @asynccontextmanager
+    async def job_lock(self, job_id: str) -> AsyncIterator[None]:
+        """Hold the lock that serialises every decision about one job's runs and slots.
 
-    def forget_job(self, job_id: str) -> None:
-        self._locks.pop(job_id, None)
+        A job's lock exists only while someone holds it or waits for it.
+        """
+        entry = self._locks.get(job_id)
+        if entry is None:
+            entry = self._locks[job_id] = _JobLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[job_id]
 
     def forget_runs(self, run_ids: Sequence[str]) -> None:
         """Runs deleted from the store: they are no longer to be answered from memory."""

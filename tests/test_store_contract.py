@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import pytest_asyncio
+from gatewayd.codec import spec_to_json
 from gatewayd.errors import (
     Conflict,
     NameTaken,
@@ -35,6 +37,7 @@ from gatewayd.model import (
 )
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Publication
+from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -135,6 +138,7 @@ class TestJobs:
         changed = dataclasses.replace(job(), enabled=False, next_slot=None)
         await store.update_job(changed)
         assert await store.get_job(changed.id) == changed
+        assert await store.count_jobs() == (1, 0)
         await store.delete_job(changed.id)
         assert await store.get_job(changed.id) is None
         assert [r.run_id for r in await store.list_runs(changed.id, limit=10)] == ["r1"]
@@ -419,7 +423,7 @@ class TestSQLiteFile:
         await store.close()
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.close()
 
     async def test_survives_reopen(self, tmp_path: Path) -> None:
@@ -453,9 +457,7 @@ class TestSQLiteFile:
             await SQLiteStore(path).open()
 
     async def test_migrates_a_version_1_store(self, tmp_path: Path) -> None:
-        """A store written by schema version 1 is migrated forward and keeps its runs."""
-        from gatewayd.store.schema import MIGRATIONS
-
+        """A store written by schema version 1 is migrated forward and keeps its jobs and runs."""
         path = tmp_path / "g.db"
         conn = sqlite3.connect(path)
         for statement in MIGRATIONS[0]:
@@ -464,6 +466,13 @@ class TestSQLiteFile:
             "INSERT INTO runs (run_id, job_id, job_name, trigger, status, queued_at, "
             "session_key, attempt) VALUES ('r1', 'j', 'n', 'manual', 'succeeded', 0, 's', 1)"
         )
+        on, off = job(), job("job0000002", "off", enabled=False)
+        for old in (on, off):
+            conn.execute(
+                "INSERT INTO jobs (id, name, source, spec, next_slot, created_at, updated_at) "
+                "VALUES (?, ?, 'api', ?, NULL, 0, 0)",
+                (old.id, old.name, orjson.dumps(spec_to_json(old))),
+            )
         conn.execute("PRAGMA user_version = 1")
         conn.commit()
         conn.close()
@@ -471,9 +480,12 @@ class TestSQLiteFile:
         await store.open()
         got = await store.get_run("r1")
         assert got is not None and got.pid_start is None
+        assert await store.count_jobs() == (2, 1), "v4 reads `enabled` out of each spec"
+        migrated = await store.get_job(off.id)
+        assert migrated is not None and not migrated.enabled
         await store.close()
         conn = sqlite3.connect(path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.close()
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:

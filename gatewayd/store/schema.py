@@ -87,6 +87,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX sessions_started_at ON sessions (started_at)",
     ),
+    # version 4: whether a job is enabled, as a column: counted without reading specs
+    (
+        "ALTER TABLE jobs ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1",
+        "UPDATE jobs SET enabled = coalesce(json_extract(spec, '$.enabled'), 1)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -129,7 +129,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
     return _decode_job(tuple(row))
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=1024)  # bounded: each cached job is objects for the GC to scan
 def _decode_job(row: tuple[Any, ...]) -> Job:
     """A job from its row; rows repeat (a job is read far more than it changes)."""
     created_at, updated_at = from_us(row[4]), from_us(row[5])
@@ -318,6 +318,7 @@ class SQLiteStore(Store):
             to_us(job.next_slot),
             to_us(job.created_at),
             to_us(job.updated_at),
+            int(job.enabled),
             job.id,
         )
 
@@ -335,7 +336,7 @@ class SQLiteStore(Store):
                 try:
                     conn.execute(
                         "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
-                        "updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         self._job_values(job),
                     )
                 except sqlite3.IntegrityError:
@@ -351,7 +352,7 @@ class SQLiteStore(Store):
                 try:
                     conn.executemany(
                         "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
-                        "updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                 except sqlite3.IntegrityError as exc:
@@ -365,7 +366,7 @@ class SQLiteStore(Store):
                 try:
                     cursor = conn.execute(
                         "UPDATE jobs SET name = ?, source = ?, spec = ?, next_slot = ?, "
-                        "created_at = ?, updated_at = ? WHERE id = ?",
+                        "created_at = ?, updated_at = ?, enabled = ? WHERE id = ?",
                         self._job_values(job),
                     )
                 except sqlite3.IntegrityError:
@@ -406,7 +407,7 @@ class SQLiteStore(Store):
     async def count_jobs(self) -> tuple[int, int]:
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
             total, enabled = conn.execute(
-                "SELECT count(*), coalesce(sum(json_extract(spec, '$.enabled')), 0) FROM jobs"
+                "SELECT count(*), coalesce(sum(enabled), 0) FROM jobs"
             ).fetchone()
             return int(total), int(enabled)
 
@@ -428,7 +429,7 @@ class SQLiteStore(Store):
     async def job_timings(self) -> list[JobTiming]:
         def op(conn: sqlite3.Connection) -> list[JobTiming]:
             rows = conn.execute(
-                "SELECT id, next_slot, json_extract(spec, '$.enabled'), "
+                "SELECT id, next_slot, enabled, "
                 "json_extract(spec, '$.stagger_s'), json_extract(spec, '$.schedule.kind') "
                 "FROM jobs"
             ).fetchall()
