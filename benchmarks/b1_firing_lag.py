@@ -10,8 +10,8 @@ The lag is that start time minus the slot. gatewayd runs as a real daemon
 (durable: every run is recorded before it starts); APScheduler runs the same
 schedule with ``AsyncIOScheduler`` and a coroutine job that spawns the same
 command. The in-process variant compares a gatewayd ``system_event`` run (lag:
-its recorded start minus its slot) with an APScheduler coroutine job (lag: the
-coroutine's start minus its run date).
+its recorded start minus its slot, in microseconds, read from the store file)
+with an APScheduler coroutine job (lag: the coroutine's start minus its run date).
 
     .venv/bin/python -m benchmarks.b1_firing_lag [--quick]
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.durations import format_time, parse_time
+from gatewayd.paths import DB_NAME
 
 from benchmarks.common import AsyncClient, daemon, summarise, summary_line, table
 
@@ -63,6 +65,21 @@ def lags_from_logs(runs_dir: Path) -> list[float]:
             started = float(text[0])
             lags.append((started - parse_time(text[1]).timestamp()) * 1000)
     return lags
+
+
+def recorded_lags(db: Path) -> list[float]:
+    """Milliseconds from each slot to the run's recorded start, read from the store itself.
+
+    The store keeps microseconds (the JSON of the API, milliseconds).
+    """
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT started_at - scheduled_for FROM runs WHERE started_at IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [micros / 1000 for (micros,) in rows]
 
 
 # --- gatewayd -------------------------------------------------------------------------
@@ -99,13 +116,7 @@ async def gatewayd_run(n: int, window_s: float, *, exec_jobs: bool) -> dict[str,
         if exec_jobs:
             lags = lags_from_logs(d.state_dir / "runs")
         else:
-            lags = []
-            jobs = await client.call("cron.list", {"all": True})
-            for job in jobs:
-                run = job["last_run"]
-                if run and run["started_at"]:
-                    started = parse_time(run["started_at"]).timestamp()
-                    lags.append((started - parse_time(run["scheduled_for"]).timestamp()) * 1000)
+            lags = recorded_lags(d.state_dir / DB_NAME)
         failed = sum(v for k, v in by_status.items() if k not in ("succeeded",))
         await client.close()
     return {"lags": lags, "add_s": add_s, "failed": failed}

@@ -320,8 +320,10 @@ class RunCounts:
 
 
 def elapsed_ms(start: datetime, end: datetime) -> int:
-    """Whole milliseconds from ``start`` to ``end``, never negative."""
-    return max(0, round((end - start).total_seconds() * 1000))
+    """Whole milliseconds from ``start`` to ``end``, rounded half up, never negative."""
+    delta = end - start
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return max(0, (micros + 500) // 1000)
 
 
 def isolated_session_key(job_id: str, run_id: str) -> str:

@@ -69,8 +69,12 @@ class TestLongRuns:
         run_id = run_now(daemon, "long")
 
         def look() -> tuple[str, str | None]:
-            job = daemon.call("cron.get", {"job": "long"})
-            return get_run(daemon, run_id)["status"], job["running_run_id"]
+            # The job is read between two reads of the run that agree: one moment.
+            while True:
+                before = get_run(daemon, run_id)["status"]
+                job = daemon.call("cron.get", {"job": "long"})
+                if get_run(daemon, run_id)["status"] == before:
+                    return before, job["running_run_id"]
 
         seen = observe(look, every=0.1, until=lambda s: s[0] == "succeeded", timeout=20)
         assert {status for status, _ in seen} <= {"queued", "running", "succeeded"}

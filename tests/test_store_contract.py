@@ -323,9 +323,26 @@ class TestSessionsAndEvents:
         assert await store.get_session("nope") is None
         assert [s.key for s in await store.list_sessions(limit=10)] == ["cron:j:run:r", "main"]
         assert [s.key for s in await store.list_sessions(limit=1)] == ["cron:j:run:r"]
-        await store.publish(Publication(sessions=(dataclasses.replace(done, key="never-started"),)))
+        await store.publish(
+            Publication(sessions=(dataclasses.replace(done, key="never-started", started_at=None),))
+        )
         orphan = await store.get_session("never-started")
         assert orphan is not None and (orphan.started_at, orphan.runtime_ms) == (None, None)
+
+    async def test_a_start_and_its_ending_together_make_one_ended_row(self, store: Store) -> None:
+        """A session started and ended in one publication is stored ended, with its start."""
+        start = Session(key="main", session_id="s", started_at=T0)
+        end = Session(
+            key="main",
+            session_id="s",
+            status=SessionStatus.DONE,
+            ended_at=T0 + timedelta(milliseconds=1500),
+            stop_reason="completed",
+        )
+        await store.publish(Publication(sessions=(start, end)))
+        assert await store.get_session("main") == dataclasses.replace(
+            end, started_at=T0, runtime_ms=1500
+        )
 
     async def test_event_sequence(self, store: Store) -> None:
         assert await store.last_event_seq() == 0

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from gatewayd.store.threads import BatchWriter
 from gatewayd.workers import WorkerPool
 
 
@@ -57,3 +62,56 @@ class TestWorkerPool:
         finally:
             await anyio.to_thread.run_sync(pool.stop)
         assert closed == ["resource", "resource"], "each thread closed its own resource"
+
+
+class TestBatchWriter:
+    """Group commit: operations share a transaction, yet each is all or nothing on its own."""
+
+    async def test_an_operation_that_fails_part_way_leaves_nothing_and_alone(
+        self, tmp_path: Path
+    ) -> None:
+        """A failing operation's own writes are undone; the others in its batch are kept."""
+        conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None, check_same_thread=False)
+        conn.execute("CREATE TABLE t (v TEXT)")
+        writer = BatchWriter(conn, name="t")
+        writer.start()
+        holding, gate = threading.Event(), threading.Event()
+
+        def hold(c: sqlite3.Connection) -> None:
+            holding.set()
+            gate.wait(5)
+
+        def put(value: str) -> Callable[[sqlite3.Connection], None]:
+            def op(c: sqlite3.Connection) -> None:
+                c.execute("INSERT INTO t VALUES (?)", (value,))
+
+            return op
+
+        def put_then_fail(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO t VALUES ('b')")
+            raise ValueError("b failed after writing")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run, hold)
+                await anyio.to_thread.run_sync(holding.wait, 5)  # the writer is busy with it
+                failures: list[Exception] = []
+
+                async def run_b() -> None:
+                    try:
+                        await writer.run(put_then_fail)
+                    except ValueError as exc:
+                        failures.append(exc)
+
+                tg.start_soon(writer.run, put("a"))
+                tg.start_soon(run_b)
+                tg.start_soon(writer.run, put("c"))
+                await anyio.lowlevel.checkpoint()
+                gate.set()
+        finally:
+            await anyio.to_thread.run_sync(writer.stop)
+        rows = [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
+        conn.close()
+        assert rows == ["a", "c"]
+        assert [str(e) for e in failures] == ["b failed after writing"]
+        assert writer.batches == 2, "a, b and c shared a batch"

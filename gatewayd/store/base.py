@@ -9,6 +9,7 @@ state it expects, so two writers can never both win.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from gatewayd.model import (
     RunCounts,
     RunOutcome,
     Session,
-    SessionStatus,
+    elapsed_ms,
 )
 
 
@@ -32,17 +33,43 @@ class Publication:
     """Events, and the session rows they move, written in one transaction with a change.
 
     ``events`` are ``(seq, body)`` pairs; each ``seq`` must exceed every ``seq``
-    ever stored. A session whose status is ``running`` replaces the row with its
-    key; an ended one records that row's ending (see :meth:`Store.publish`).
+    ever stored. A session given with its ``started_at`` replaces the row with
+    its key; one without (an ending) records that row's ending (see
+    :meth:`Store.publish`).
     """
 
     events: tuple[tuple[int, dict[str, Any]], ...] = ()
     sessions: tuple[Session, ...] = ()
 
     @staticmethod
-    def starts(session: Session) -> bool:
+    def replaces(session: Session) -> bool:
         """Whether writing ``session`` replaces its row (else it records an ending)."""
-        return session.status is SessionStatus.RUNNING
+        return session.started_at is not None
+
+    def rows(self) -> list[Session]:
+        """The session rows to write, in order.
+
+        A start followed by the ending of the same session (work that was over
+        before its start was recorded) becomes one row: ended, with its start.
+        """
+        rows: list[Session] = []
+        for session in self.sessions:
+            last = rows[-1] if rows else None
+            if (
+                last is not None
+                and last.started_at is not None
+                and last.key == session.key
+                and not self.replaces(session)
+                and session.ended_at is not None
+            ):
+                rows[-1] = dataclasses.replace(
+                    session,
+                    started_at=last.started_at,
+                    runtime_ms=elapsed_ms(last.started_at, session.ended_at),
+                )
+            else:
+                rows.append(session)
+        return rows
 
 
 NOTHING = Publication()
@@ -256,10 +283,11 @@ class Store(abc.ABC):
         """Write events and session rows, all in one transaction or none.
 
         Each event is persisted under its ``seq``; :class:`gatewayd.errors.Conflict`
-        if a ``seq`` is taken. A ``running`` session is inserted or replaces the
-        row with its key. An ended session records its ending: every field but
-        ``started_at``, which is kept from the stored row, with ``runtime_ms``
-        derived from it; with no stored row it is recorded with no start.
+        if a ``seq`` is taken. A session with its ``started_at`` is inserted or
+        replaces the row with its key. A session without (an ending) records its
+        ending: every field but ``started_at``, which is kept from the stored
+        row, with ``runtime_ms`` derived from it; with no stored row it is
+        recorded with no start. See :meth:`Publication.rows`.
         """
 
     @abc.abstractmethod

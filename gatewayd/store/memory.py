@@ -278,8 +278,8 @@ class MemoryStore(Store):
             seen.add(seq)
 
     def _apply(self, publication: Publication) -> None:
-        for session in publication.sessions:
-            if publication.starts(session):
+        for session in publication.rows():
+            if publication.replaces(session):
                 self._sessions[session.key] = session
                 continue
             current = self._sessions.get(session.key)

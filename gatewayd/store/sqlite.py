@@ -173,8 +173,6 @@ class SQLiteStore(Store):
             raise StoreError(f"the store {self.path} is not open")
         return await writer.run(fn)
 
-    _tx = staticmethod(savepoint)
-
     # --- lifecycle ------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -242,7 +240,7 @@ class SQLiteStore(Store):
                     "nothing was changed"
                 )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._tx(conn):
+            with savepoint(conn):  # each version's steps all happen, or none
                 for statement in MIGRATIONS[target - 1]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target}")
@@ -262,27 +260,25 @@ class SQLiteStore(Store):
 
     async def register_instance(self, instance: Instance) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                conn.execute(
-                    "INSERT INTO instances VALUES (?, ?, ?, ?, ?)",
-                    (
-                        instance.instance_id,
-                        instance.pid,
-                        instance.host,
-                        to_us(instance.started_at),
-                        to_us(instance.heartbeat_at),
-                    ),
-                )
+            conn.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, ?)",
+                (
+                    instance.instance_id,
+                    instance.pid,
+                    instance.host,
+                    to_us(instance.started_at),
+                    to_us(instance.heartbeat_at),
+                ),
+            )
 
         await self._write(op)
 
     async def heartbeat(self, instance_id: str, at: datetime) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                conn.execute(
-                    "UPDATE instances SET heartbeat_at = ? WHERE instance_id = ?",
-                    (to_us(at), instance_id),
-                )
+            conn.execute(
+                "UPDATE instances SET heartbeat_at = ? WHERE instance_id = ?",
+                (to_us(at), instance_id),
+            )
 
         await self._write(op)
 
@@ -330,17 +326,16 @@ class SQLiteStore(Store):
 
     async def add_job(self, job: Job) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
-                    raise Conflict(f"a job with id {job.id} exists")
-                try:
-                    conn.execute(
-                        "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
-                        "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        self._job_values(job),
-                    )
-                except sqlite3.IntegrityError:
-                    raise self._name_taken(conn, job) from None
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                raise Conflict(f"a job with id {job.id} exists")
+            try:
+                conn.execute(
+                    "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
+                    "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._job_values(job),
+                )
+            except sqlite3.IntegrityError:
+                raise self._name_taken(conn, job) from None
 
         await self._write(op)
 
@@ -348,39 +343,36 @@ class SQLiteStore(Store):
         rows = [self._job_values(job) for job in jobs]
 
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                try:
-                    conn.executemany(
-                        "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
-                        "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise NameTaken(f"a job's name or id is taken: {exc}") from None
+            try:
+                conn.executemany(
+                    "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
+                    "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise NameTaken(f"a job's name or id is taken: {exc}") from None
 
         await self._write(op)
 
     async def update_job(self, job: Job) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                try:
-                    cursor = conn.execute(
-                        "UPDATE jobs SET name = ?, source = ?, spec = ?, next_slot = ?, "
-                        "created_at = ?, updated_at = ?, enabled = ? WHERE id = ?",
-                        self._job_values(job),
-                    )
-                except sqlite3.IntegrityError:
-                    raise self._name_taken(conn, job) from None
-                if cursor.rowcount == 0:
-                    raise NotFound(f"no job with id {job.id}")
+            try:
+                cursor = conn.execute(
+                    "UPDATE jobs SET name = ?, source = ?, spec = ?, next_slot = ?, "
+                    "created_at = ?, updated_at = ?, enabled = ? WHERE id = ?",
+                    self._job_values(job),
+                )
+            except sqlite3.IntegrityError:
+                raise self._name_taken(conn, job) from None
+            if cursor.rowcount == 0:
+                raise NotFound(f"no job with id {job.id}")
 
         await self._write(op)
 
     async def delete_job(self, job_id: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                if conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
-                    raise NotFound(f"no job with id {job_id}")
+            if conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
+                raise NotFound(f"no job with id {job_id}")
 
         await self._write(op)
 
@@ -455,35 +447,34 @@ class SQLiteStore(Store):
         publication: Publication = NOTHING,
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                for run in runs:
-                    try:
-                        conn.execute(
-                            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_RUN_PLACEHOLDERS})",
-                            _run_row(run),
-                        )
-                    except sqlite3.IntegrityError:
-                        key = slot_key(run)
-                        if (
-                            key is not None
-                            and conn.execute(
-                                "SELECT 1 FROM runs WHERE job_id = ? AND scheduled_for = ? "
-                                "AND trigger != 'retry'",
-                                (key[0], to_us(key[1])),
-                            ).fetchone()
-                        ):
-                            raise SlotTaken(
-                                f"job {run.job_id} already has a run for slot {key[1]}"
-                            ) from None
-                        raise Conflict(f"a run with id {run.run_id} exists") from None
-                if advance_job is not None:
-                    cursor = conn.execute(
-                        "UPDATE jobs SET next_slot = ? WHERE id = ?",
-                        (to_us(next_slot), advance_job),
+            for run in runs:
+                try:
+                    conn.execute(
+                        f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_RUN_PLACEHOLDERS})",
+                        _run_row(run),
                     )
-                    if cursor.rowcount == 0:
-                        raise NotFound(f"no job with id {advance_job}")
-                _publish(conn, publication)
+                except sqlite3.IntegrityError:
+                    key = slot_key(run)
+                    if (
+                        key is not None
+                        and conn.execute(
+                            "SELECT 1 FROM runs WHERE job_id = ? AND scheduled_for = ? "
+                            "AND trigger != 'retry'",
+                            (key[0], to_us(key[1])),
+                        ).fetchone()
+                    ):
+                        raise SlotTaken(
+                            f"job {run.job_id} already has a run for slot {key[1]}"
+                        ) from None
+                    raise Conflict(f"a run with id {run.run_id} exists") from None
+            if advance_job is not None:
+                cursor = conn.execute(
+                    "UPDATE jobs SET next_slot = ? WHERE id = ?",
+                    (to_us(next_slot), advance_job),
+                )
+                if cursor.rowcount == 0:
+                    raise NotFound(f"no job with id {advance_job}")
+            _publish(conn, publication)
 
         await self._write(op)
 
@@ -498,17 +489,16 @@ class SQLiteStore(Store):
         self, run_id: str, change: Callable[[Run], Run], publication: Publication = NOTHING
     ) -> Callable[[sqlite3.Connection], Run]:
         def op(conn: sqlite3.Connection) -> Run:
-            with self._tx(conn):
-                run = change(self._load_run(conn, run_id))
-                row = _run_row(run)
-                conn.execute(
-                    "UPDATE runs SET status = ?, started_at = ?, ended_at = ?, duration_ms = ?, "
-                    "exit_code = ?, error = ?, error_kind = ?, stop_reason = ?, summary = ?, "
-                    "output_tail = ?, owner = ?, pid = ?, pid_start = ? WHERE run_id = ?",
-                    (row[4], *row[7:14], *row[16:21], run_id),
-                )
-                _publish(conn, publication)
-                return run
+            run = change(self._load_run(conn, run_id))
+            row = _run_row(run)
+            conn.execute(
+                "UPDATE runs SET status = ?, started_at = ?, ended_at = ?, duration_ms = ?, "
+                "exit_code = ?, error = ?, error_kind = ?, stop_reason = ?, summary = ?, "
+                "output_tail = ?, owner = ?, pid = ?, pid_start = ? WHERE run_id = ?",
+                (row[4], *row[7:14], *row[16:21], run_id),
+            )
+            _publish(conn, publication)
+            return run
 
         return op
 
@@ -617,25 +607,24 @@ class SQLiteStore(Store):
     async def prune_runs(self, *, keep_per_job: int, queued_before: datetime) -> list[Run]:
         def op(conn: sqlite3.Connection) -> list[Run]:
             ended = "status NOT IN ('queued', 'running')"
-            with self._tx(conn):
-                doomed = conn.execute(
-                    f"SELECT {RUN_COLUMNS} FROM runs WHERE queued_at < ? AND {ended}",
-                    (to_us(queued_before),),
+            doomed = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE queued_at < ? AND {ended}",
+                (to_us(queued_before),),
+            ).fetchall()
+            crowded = conn.execute(
+                "SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > ?",
+                (keep_per_job,),
+            ).fetchall()
+            for (job_id,) in crowded:
+                doomed += conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? AND {ended} AND "
+                    "seq < (SELECT seq FROM runs WHERE job_id = ? ORDER BY seq DESC "
+                    "LIMIT 1 OFFSET ?) AND queued_at >= ?",
+                    (job_id, job_id, keep_per_job - 1, to_us(queued_before)),
                 ).fetchall()
-                crowded = conn.execute(
-                    "SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > ?",
-                    (keep_per_job,),
-                ).fetchall()
-                for (job_id,) in crowded:
-                    doomed += conn.execute(
-                        f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? AND {ended} AND "
-                        "seq < (SELECT seq FROM runs WHERE job_id = ? ORDER BY seq DESC "
-                        "LIMIT 1 OFFSET ?) AND queued_at >= ?",
-                        (job_id, job_id, keep_per_job - 1, to_us(queued_before)),
-                    ).fetchall()
-                gone = [(r[0],) for r in doomed]
-                conn.executemany("DELETE FROM runs WHERE run_id = ?", gone)
-                conn.executemany("DELETE FROM sessions WHERE run_id = ? AND key != 'main'", gone)
+            gone = [(r[0],) for r in doomed]
+            conn.executemany("DELETE FROM runs WHERE run_id = ?", gone)
+            conn.executemany("DELETE FROM sessions WHERE run_id = ? AND key != 'main'", gone)
             return [run_from_row(r) for r in doomed]
 
         return await self._write(op)
@@ -644,8 +633,7 @@ class SQLiteStore(Store):
 
     async def publish(self, publication: Publication) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            with self._tx(conn):
-                _publish(conn, publication)
+            _publish(conn, publication)
 
         await self._write(op)
 
@@ -699,12 +687,11 @@ class SQLiteStore(Store):
 
     async def prune_events(self, *, keep: int) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            with self._tx(conn):
-                cursor = conn.execute(
-                    "DELETE FROM events WHERE seq <= "
-                    "(SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (keep,),
-                )
+            cursor = conn.execute(
+                "DELETE FROM events WHERE seq <= "
+                "(SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (keep,),
+            )
             return cursor.rowcount
 
         return await self._write(op)
@@ -734,8 +721,8 @@ def _session_from_row(row: Sequence[Any]) -> Session:
 
 def _publish(conn: sqlite3.Connection, publication: Publication) -> None:
     """Write ``publication`` inside the caller's transaction (see ``Store.publish``)."""
-    for session in publication.sessions:
-        if publication.starts(session):
+    for session in publication.rows():
+        if publication.replaces(session):
             conn.execute(
                 f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -2,9 +2,12 @@
 
 Group commit: one writer thread runs write operations in batches, one fsync per batch.
 
-Each operation runs inside its own savepoint, so it is still all or nothing on
-its own; the batch's single ``COMMIT`` makes every operation in it durable at
-once, and only then is each caller answered. Under load, operations that
+Each operation is still all or nothing on its own: the batch runs in one
+transaction, and if an operation raises part way, the batch is undone and run
+again with each operation in a savepoint of its own (operations only read and
+write the database, so running one again is safe). The batch's single
+``COMMIT`` makes every operation in it durable at once, and only then is each
+caller answered. Under load, operations that
 arrive while a batch commits form the next batch, so the cost of ``fsync`` is
 shared instead of paid once per state change.
 """
@@ -85,14 +88,15 @@ class BatchWriter:
 
     def _commit(self, batch: list[Item]) -> None:
         conn = self._conn
-        outcomes: list[tuple[Item, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                try:
-                    outcomes.append((item, item[0](conn), None))
-                except Exception as exc:
-                    outcomes.append((item, None, exc))
+            outcomes = _run_all(conn, batch)
+            if outcomes is None:
+                # An operation failed part way: undo the batch, then run each
+                # operation in a savepoint of its own, so that it fails alone.
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [_run_alone(conn, item) for item in batch]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -103,3 +107,25 @@ class BatchWriter:
         self.operations += len(batch)
         for (_, future, loop), result, error in outcomes:
             answer(loop, future, result, error)
+
+
+Outcome = tuple[Item, Any, BaseException | None]
+
+
+def _run_all(conn: sqlite3.Connection, batch: list[Item]) -> list[Outcome] | None:
+    """Every operation's result, or ``None`` as soon as one of them raises."""
+    outcomes: list[Outcome] = []
+    for item in batch:
+        try:
+            outcomes.append((item, item[0](conn), None))
+        except Exception:
+            return None
+    return outcomes
+
+
+def _run_alone(conn: sqlite3.Connection, item: Item) -> Outcome:
+    try:
+        with savepoint(conn):
+            return (item, item[0](conn), None)
+    except Exception as exc:
+        return (item, None, exc)
