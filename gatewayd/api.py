@@ -467,10 +467,8 @@ class Gateway:
             job is not None
             and job.delete_after_run
             and job.schedule.kind is ScheduleKind.AT
-            and await self._store.get_job(job.id) is not None
-            and not await self._store.live_runs(job.id)
+            and await self._store.delete_idle_job(job.id)
         ):
-            await self._store.delete_job(job.id)
             self._scheduler.job_removed(job.id)
             log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)
 

@@ -147,6 +147,17 @@ class TestJobs:
         with pytest.raises(NotFound):
             await store.update_job(changed)
 
+    async def test_delete_idle_job(self, store: Store) -> None:
+        """A job with a live run is kept; once its runs have ended, it goes."""
+        await store.add_job(job())
+        await store.record_runs([run("r1")])
+        assert not await store.delete_idle_job("job0000001")
+        assert await store.get_job("job0000001") is not None
+        await store.finish_run("r1", ended())
+        assert await store.delete_idle_job("job0000001")
+        assert await store.get_job("job0000001") is None
+        assert not await store.delete_idle_job("job0000001"), "gone already"
+
 
 class TestRuns:
     """Runs: slots claimed once, transitions guarded, exactly one ending."""

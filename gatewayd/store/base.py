@@ -146,6 +146,13 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def delete_idle_job(self, job_id: str) -> bool:
+        """Delete a job if none of its runs is live, in one transaction; whether it went.
+
+        A job that does not exist is not deleted (``False``).
+        """
+
+    @abc.abstractmethod
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or ``None``."""
 

@@ -99,6 +99,12 @@ class MemoryStore(Store):
         if self._jobs.pop(job_id, None) is None:
             raise NotFound(f"no job with id {job_id}")
 
+    async def delete_idle_job(self, job_id: str) -> bool:
+        await anyio.lowlevel.checkpoint()
+        if any(r.job_id == job_id and r.status.is_live for r in self._runs.values()):
+            return False
+        return self._jobs.pop(job_id, None) is not None
+
     async def get_job(self, job_id: str) -> Job | None:
         await anyio.lowlevel.checkpoint()
         return self._jobs.get(job_id)

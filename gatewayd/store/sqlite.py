@@ -376,6 +376,17 @@ class SQLiteStore(Store):
 
         await self._write(op)
 
+    async def delete_idle_job(self, job_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM jobs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM runs "
+                "WHERE job_id = ? AND status IN ('queued', 'running'))",
+                (job_id, job_id),
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(op)
+
     async def get_job(self, job_id: str) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
             row = conn.execute(
