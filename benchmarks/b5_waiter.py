@@ -1,11 +1,12 @@
 """B5: what the waiter costs each run: the command alone, and under its waiter.
 
-Both are started the way gatewayd starts runs (posix_spawn in a new session,
-reaped through a pidfd), N times one after another, for ``true``:
+Both are started the way gatewayd starts runs (``subprocess``, a vfork, in a new
+session), N times one after another, for ``true``:
 
 * ``direct``: ``/bin/true``;
-* ``waiter``: ``/bin/sh -c WAITER <exit file> "" /bin/true``, which also writes
-  the exit status file that lets a run outlive the daemon.
+* ``waiter``: ``/bin/sh -c WAITER <exit file> "" /bin/true``, started by gatewayd's
+  own ``spawn_waiter``; it also writes the exit status file that lets a run
+  outlive the daemon.
 
 The difference is the waiter's price per run, in wall time and in CPU.
 
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from gatewayd.runners.spawn import waiter_argv
+from gatewayd.runners.spawn import spawn_waiter
 
 from benchmarks.common import summary_line, table
 
@@ -31,31 +34,48 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(argv: list[str], n: int) -> tuple[float, float]:
-    devnull = os.open(os.devnull, os.O_RDWR)
+def run(start: Callable[[], subprocess.Popen[bytes]], n: int) -> tuple[float, float]:
     cpu_0, t_0 = children_cpu(), time.perf_counter()
     for _ in range(n):
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            dict(os.environ),
-            file_actions=[(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)],
-            setsid=True,
-        )
-        os.waitpid(pid, 0)
+        start().wait()
     wall = (time.perf_counter() - t_0) / n * 1000
     cpu = (children_cpu() - cpu_0) / n * 1000
-    os.close(devnull)
     return wall, cpu
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    with tempfile.TemporaryDirectory() as tmp:
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "wb") as null:
         exit_file = str(Path(tmp) / "run.exit")
-        run(["/bin/true"], 50)
-        direct = run(["/bin/true"], n)
-        waited = run(waiter_argv(exit_file, None, ["/bin/true"]), n)
+
+        def direct_start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                ["/bin/true"],
+                stdin=subprocess.DEVNULL,
+                stdout=null,
+                stderr=null,
+                env=env,
+                start_new_session=True,
+            )
+
+        def waiter_start() -> subprocess.Popen[bytes]:
+            process, pidfd = spawn_waiter(
+                ["/bin/true"],
+                exit_path=exit_file,
+                cwd=None,
+                env=env,
+                stdin=None,
+                stdout=null,
+                stderr=null,
+            )
+            if pidfd is not None:
+                os.close(pidfd)
+            return process
+
+        run(direct_start, 50)
+        direct = run(direct_start, n)
+        waited = run(waiter_start, n)
     rows = [
         ["direct", n, direct[0], direct[1]],
         ["under the waiter", n, waited[0], waited[1]],

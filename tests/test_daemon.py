@@ -7,6 +7,7 @@ the signals. Waits are conditions with deadlines, never bare sleeps.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -85,6 +86,30 @@ class TestRuns:
         assert bad.json()["error_kind"] == "exit"
         log = daemon.state_dir / "runs" / bad.json()["job_id"] / f"{bad.json()['run_id']}.log"
         assert log.read_text() == "oops\n"
+
+    def test_a_command_starts_with_its_signals_at_their_defaults(
+        self, daemon: DaemonProcess
+    ) -> None:
+        """A run's command blocks no signal, and ignores none of those that stop it.
+
+        (SIGPIPE and SIGXFSZ, which Python ignores, and those the daemon handles.
+        Whatever the daemon's own parent ignores, it passes on like any program.)
+        """
+        add_job(
+            daemon,
+            "--name",
+            "sig",
+            "--every",
+            "1h",
+            "--shell",
+            "grep -E '^Sig(Ign|Blk)' /proc/self/status",
+        )
+        done = daemon.cli("cron", "run", "sig", "--wait", "--json")
+        assert done.code == 0, done.stderr
+        masks = dict(line.split(":\t") for line in done.json()["output_tail"].splitlines())
+        assert int(masks["SigBlk"], 16) == 0
+        stopping = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
+        assert int(masks["SigIgn"], 16) & sum(1 << (sig - 1) for sig in stopping) == 0
 
     def test_cancel_stops_the_whole_process_group(self, daemon: DaemonProcess) -> None:
         """A cancelled 60-second job ends `cancelled`, and no process of its group is left."""

@@ -112,6 +112,8 @@ def spawn_waiter(
     a ``SpawnedChild`` on the loop. Only where ``PIDFD`` holds; elsewhere see
     ``open_waiter``. Raises OSError.
     """
+    # The child gets SIGPIPE and SIGXFSZ back at their defaults (restore_signals);
+    # the signals the daemon handles are reset to theirs by the exec itself.
     process = subprocess.Popen(
         waiter_argv(exit_path, cwd, argv),
         stdin=stdin if stdin is not None else subprocess.DEVNULL,
