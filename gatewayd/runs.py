@@ -366,20 +366,25 @@ class RunPipeline:
         advance_job: str | None = None,
         next_slot: datetime | None = None,
     ) -> None:
-        """Record new runs with their ``queued`` (or, if skipped, ``finished``) events."""
+        """Record new runs with their ``queued`` (or, if skipped, ``finished``) events.
+
+        Shielded: runs once recorded reach the caller, which launches them before
+        a cancellation can land (a run recorded is always driven to its ending).
+        """
 
         def write(publication: Publication) -> Awaitable[None]:
             return self._store.record_runs(
                 runs, advance_job=advance_job, next_slot=next_slot, publication=publication
             )
 
-        await self._bus.publish_with(
-            write,
-            *(
-                (RunQueued if run.status is RunStatus.QUEUED else RunFinished).of(run, now)
-                for run in runs
-            ),
-        )
+        with anyio.CancelScope(shield=True):
+            await self._bus.publish_with(
+                write,
+                *(
+                    (RunQueued if run.status is RunStatus.QUEUED else RunFinished).of(run, now)
+                    for run in runs
+                ),
+            )
 
     async def _record_plan(self, job: Job, plan: DuePlan, now: datetime) -> list[Run]:
         live = await self._live_runs(job)

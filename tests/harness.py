@@ -22,7 +22,7 @@ from gatewayd.model import PayloadKind, Run, RunStatus
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.scheduler import Scheduler
-from gatewayd.store import MemoryStore
+from gatewayd.store import MemoryStore, Store
 from gatewayd.testing import FakeRunner
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 class Harness:
     bus: Bus
     clock: FakeClock
-    store: MemoryStore
+    store: Store
     runner: FakeRunner
     pipeline: RunPipeline
     scheduler: Scheduler
@@ -103,12 +103,13 @@ async def open_harness(
     *,
     start: datetime = START,
     system_events: Runner | None = None,
-    store: MemoryStore | None = None,
+    store: Store | None = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """A core on a memory store and a fake clock; every payload runs on one ``FakeRunner``.
 
-    ``system_events`` replaces the fake for ``system_event`` payloads.
+    ``system_events`` replaces the fake for ``system_event`` payloads, and
+    ``store`` the memory store (opened here).
     """
     clock = FakeClock(start)
     store = store or MemoryStore()

@@ -10,6 +10,7 @@ import pytest
 from gatewayd.errors import NotFound, RunAlreadyEnded
 from gatewayd.model import ErrorKind, RunStatus, Trigger
 from gatewayd.runners.base import ExecResult
+from gatewayd.store import SQLiteStore
 
 from tests.harness import START, open_harness
 
@@ -57,6 +58,28 @@ class TestManualRuns:
                 "reason": "not-due",
             }
             assert await h.runs(job_id) == []
+
+    async def test_a_recorded_run_is_driven_though_its_caller_is_cancelled(
+        self, tmp_path: Path
+    ) -> None:
+        """I2: once its record is written, a run is launched even if the request is cancelled.
+
+        On SQLite (where a write goes on once handed over), a cancelled caller
+        must not leave a run recorded `queued` that nothing drives.
+        """
+        h_store = SQLiteStore(tmp_path / "g.db")
+        async with open_harness(tmp_path, store=h_store) as h:
+            h.runner.auto_finish = True
+            job_id = await h.add(name="c", every="1h", command="true", overlap="allow")
+            job = await h.store.get_job(job_id)
+            assert job is not None
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await h.pipeline.submit_manual(job)
+            [run] = await h.runs(job_id)
+            ended = await h.gateway.wait_run(run.run_id, timeout_s=5)
+            assert ended.status is RunStatus.SUCCEEDED
+        await h_store.close()
 
 
 class TestOverlap:
