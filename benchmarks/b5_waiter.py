@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gatewayd.runners.spawn import spawn_waiter
+from gatewayd.runners.spawn import Launch, spawn_waiter
 
 from benchmarks.common import summary_line, table
 
@@ -61,13 +61,15 @@ def main() -> None:
 
         def waiter_start() -> subprocess.Popen[bytes]:
             process, pidfd = spawn_waiter(
-                ["/bin/true"],
-                exit_path=exit_file,
-                cwd=None,
-                env=env,
-                stdin=None,
-                stdout=null,
-                stderr=null,
+                Launch(
+                    argv=["/bin/true"],
+                    exit_path=exit_file,
+                    cwd=None,
+                    env=env,
+                    stdin=None,
+                    stdout=null,
+                    stderr=null,
+                )
             )
             if pidfd is not None:
                 os.close(pidfd)

@@ -13,11 +13,13 @@ A shell reports a child killed by signal N as status 128 + N; statuses 129 to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -40,7 +42,14 @@ from gatewayd.runners.processes import (
     signal_of_status,
     wait_for_exit,
 )
-from gatewayd.runners.spawn import PIDFD, Child, SpawnedChild, open_waiter, spawn_waiter
+from gatewayd.runners.spawn import (
+    PIDFD,
+    Child,
+    Launch,
+    SpawnedChild,
+    open_waiter,
+    spawn_waiter,
+)
 from gatewayd.workers import Offload
 
 # How often a stopping process group is checked for stragglers during its grace period.
@@ -254,30 +263,9 @@ async def _open(
 ) -> tuple[Child, int | None]:
     """``_spawn`` where there are no pidfds: the child is started through anyio."""
     files = await offload(partial(_prepare, ctx, argv[0], cwd, stdin_path, stdout_path))
-    log, stdin, stdout = files
-    try:
-        child = await open_waiter(
-            argv,
-            exit_path=str(ctx.exit_path),
-            cwd=cwd,
-            env=ctx.env,
-            stdin=stdin,
-            stdout=stdout if stdout is not None else log,
-            stderr=log,
-        )
-    except OSError as exc:
-        raise _cannot_start(argv[0], exc) from None
-    finally:
-        for handle in files:
-            if handle is not None:
-                handle.close()
+    with _launch(ctx, argv, cwd, files) as launch:
+        child = await open_waiter(launch)
     return child, await offload(partial(process_start_time, child.pid))
-
-
-def _cannot_start(program: str, exc: OSError) -> SpawnFailed:
-    return SpawnFailed(
-        f"cannot start {program!r}: {exc.strerror or exc}", data={"errno": exc.errno}
-    )
 
 
 def _spawn(
@@ -292,10 +280,26 @@ def _spawn(
     Blocking: for a worker thread.
     """
     files = _prepare(ctx, argv[0], cwd, stdin_path, stdout_path)
+    with _launch(ctx, argv, cwd, files) as launch:
+        process, pidfd = spawn_waiter(launch)
+    return process, pidfd, process_start_time(process.pid)
+
+
+@contextlib.contextmanager
+def _launch(
+    ctx: RunContext,
+    argv: list[str],
+    cwd: str | None,
+    files: tuple[BinaryIO, BinaryIO | None, BinaryIO | None],
+) -> Iterator[Launch]:
+    """The waiter's launch, with the run's files: closed after (the child has its own).
+
+    An OSError in the block (the waiter could not start) becomes SpawnFailed.
+    """
     log, stdin, stdout = files
     try:
-        process, pidfd = spawn_waiter(
-            argv,
+        yield Launch(
+            argv=argv,
             exit_path=str(ctx.exit_path),
             cwd=cwd,
             env=ctx.env,
@@ -304,12 +308,13 @@ def _spawn(
             stderr=log,
         )
     except OSError as exc:
-        raise _cannot_start(argv[0], exc) from None
+        raise SpawnFailed(
+            f"cannot start {argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
+        ) from None
     finally:
         for handle in files:
             if handle is not None:
                 handle.close()
-    return process, pidfd, process_start_time(process.pid)
 
 
 def _left_behind(

@@ -19,7 +19,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from typing import IO, Protocol
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -95,17 +96,34 @@ def waiter_argv(exit_path: str, cwd: str | None, argv: Sequence[str]) -> list[st
     return ["/bin/sh", "-c", WAITER_SCRIPT, exit_path, cwd or "", *argv]
 
 
-def spawn_waiter(
-    argv: Sequence[str],
-    *,
-    exit_path: str,
-    cwd: str | None,
-    env: Mapping[str, str],
-    stdin: IO[bytes] | None,
-    stdout: IO[bytes],
-    stderr: IO[bytes],
-) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the waiter for ``argv`` as the leader of a new session: it and its pidfd.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """A waiter to start: the command, its exit file, directory, environment and files.
+
+    ``stdin`` ``None`` is ``/dev/null``.
+    """
+
+    argv: Sequence[str]
+    exit_path: str
+    cwd: str | None
+    env: Mapping[str, str]
+    stdin: IO[bytes] | None
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+
+    def options(self) -> dict[str, Any]:
+        """What ``subprocess.Popen`` and ``anyio.open_process`` are both given."""
+        return {
+            "stdin": self.stdin if self.stdin is not None else subprocess.DEVNULL,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "env": dict(self.env),
+            "start_new_session": True,
+        }
+
+
+def spawn_waiter(launch: Launch) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start the waiter as the leader of a new session: it, and its pidfd.
 
     Blocking (a vfork, during which other threads run: it returns once the child
     has exec'd the shell): call it from a worker thread, and watch the child with
@@ -115,12 +133,7 @@ def spawn_waiter(
     # The child gets SIGPIPE and SIGXFSZ back at their defaults (restore_signals);
     # the signals the daemon handles are reset to theirs by the exec itself.
     process = subprocess.Popen(
-        waiter_argv(exit_path, cwd, argv),
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(env),
-        start_new_session=True,
+        waiter_argv(launch.exit_path, launch.cwd, launch.argv), **launch.options()
     )
     pidfd = None
     with contextlib.suppress(OSError):
@@ -128,23 +141,9 @@ def spawn_waiter(
     return process, pidfd
 
 
-async def open_waiter(
-    argv: Sequence[str],
-    *,
-    exit_path: str,
-    cwd: str | None,
-    env: Mapping[str, str],
-    stdin: IO[bytes] | None,
-    stdout: IO[bytes],
-    stderr: IO[bytes],
-) -> Child:
+async def open_waiter(launch: Launch) -> Child:
     """``spawn_waiter`` where there are no pidfds: anyio watches the child."""
     process = await anyio.open_process(
-        waiter_argv(exit_path, cwd, argv),
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(env),
-        start_new_session=True,
+        waiter_argv(launch.exit_path, launch.cwd, launch.argv), **launch.options()
     )
     return AnyioChild(process)
