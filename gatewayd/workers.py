@@ -29,7 +29,7 @@ class Offload(Protocol):
     async def __call__(self, func: Callable[[], T], /) -> T: ...
 
 
-def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     """Answer a caller on its loop (from ``call_soon_threadsafe``)."""
     if future.done():
         return  # the caller stopped waiting; the operation is done all the same
@@ -47,7 +47,7 @@ def answer(
 ) -> None:
     """Hand ``result`` (or ``error``) back to the caller waiting on ``loop``."""
     with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-        loop.call_soon_threadsafe(settle, future, result, error)
+        loop.call_soon_threadsafe(_settle, future, result, error)
 
 
 async def hand_over(work: queue.SimpleQueue[Item | None], operation: Callable[[Any], T]) -> T:
