@@ -401,6 +401,9 @@ class Gateway:
 
     async def wait_run(self, run_id: str, *, timeout_s: float | None) -> Run:
         """The run once it has ended, or as it is after ``timeout_s``; ``NotFound`` if unknown."""
+        ended = self._pipeline.recent_ending(run_id)
+        if ended is not None:
+            return ended
         with anyio.move_on_after(timeout_s):
             return await self._pipeline.wait(run_id)
         return await self.run(run_id)

@@ -125,7 +125,8 @@ class Bus:
         """``write(publication)``: a state change that also writes ``events``; its result.
 
         ``write`` must hand its work to the store before it first suspends. The
-        events are offered to subscribers only once it has returned.
+        events are offered to subscribers only once it has returned. Once called,
+        a publication is seen through: a publisher cancelled meanwhile waits for it.
         """
         result, _ = await self._publish(write, events)
         return result
@@ -133,27 +134,30 @@ class Bus:
     async def _publish(
         self, write: Callable[[Publication], Awaitable[T]], events: tuple[Event, ...]
     ) -> tuple[T, list[Envelope]]:
+        # Shielded: a write once handed to the store goes on regardless, so a
+        # publisher cancelled meanwhile waits for it, and its events are offered.
         # The seqs are taken and the write queued in one step (no suspension in
         # between), so writes, which the store commits in the order queued, go in
         # seq order; subscribers get events in seq order too, each once durable.
-        bodies = [event.body() for event in events]
-        first = await self._seeded()
-        self._next_seq = first + len(bodies)
-        seqs = range(first, first + len(bodies))
-        rows = (session_row(event) for event in events)
-        publication = Publication(
-            events=tuple(zip(seqs, bodies, strict=True)),
-            sessions=tuple(row for row in rows if row is not None),
-        )
-        try:
-            result = await write(publication)
-        except BaseException:
-            for seq in seqs:
-                self._deliver(seq, None)
-            raise
-        envelopes = [{"seq": seq, **body} for seq, body in publication.events]
-        for envelope in envelopes:
-            self._deliver(envelope["seq"], envelope)
+        with anyio.CancelScope(shield=True):
+            bodies = [event.body() for event in events]
+            first = await self._seeded()
+            self._next_seq = first + len(bodies)
+            seqs = range(first, first + len(bodies))
+            rows = (session_row(event) for event in events)
+            publication = Publication(
+                events=tuple(zip(seqs, bodies, strict=True)),
+                sessions=tuple(row for row in rows if row is not None),
+            )
+            try:
+                result = await write(publication)
+            except BaseException:
+                for seq in seqs:
+                    self._deliver(seq, None)
+                raise
+            envelopes = [{"seq": seq, **body} for seq, body in publication.events]
+            for envelope in envelopes:
+                self._deliver(envelope["seq"], envelope)
         return result, envelopes
 
     def _deliver(self, seq: int, envelope: Envelope | None) -> None:

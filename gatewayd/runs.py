@@ -183,6 +183,7 @@ class _Active:
     """This instance's handle on one of its runs: how to reach and stop its task."""
 
     __slots__ = (
+        "_stop_event",
         "done",
         "job_id",
         "lifecycle_ended",
@@ -190,7 +191,7 @@ class _Active:
         "session_id",
         "started",
         "stop_reason",
-        "stop_requested",
+        "stopping",
     )
 
     def __init__(self, run: Run) -> None:
@@ -200,13 +201,24 @@ class _Active:
         self.session_id: str | None = None
         self.lifecycle_ended = False
         self.stop_reason: str | None = None
-        self.stop_requested = anyio.Event()
+        self.stopping = False
+        self._stop_event: anyio.Event | None = None  # made only for those who wait for it
         self.done = anyio.Event()
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-        self.stop_requested.set()
+        self.stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def stop_requested(self) -> None:
+        """Return once a stop has been requested."""
+        if self.stopping:
+            return
+        if self._stop_event is None:
+            self._stop_event = anyio.Event()
+        await self._stop_event.wait()
 
 
 FinishedListener = Callable[[Run, Job | None], Awaitable[None]]
@@ -368,8 +380,9 @@ class RunPipeline:
     ) -> None:
         """Record new runs with their ``queued`` (or, if skipped, ``finished``) events.
 
-        Shielded: runs once recorded reach the caller, which launches them before
-        a cancellation can land (a run recorded is always driven to its ending).
+        The write is seen through even if the caller is cancelled (see the bus), and
+        the caller launches the runs before a cancellation can land: a run
+        recorded is always driven to its ending.
         """
 
         def write(publication: Publication) -> Awaitable[None]:
@@ -377,14 +390,13 @@ class RunPipeline:
                 runs, advance_job=advance_job, next_slot=next_slot, publication=publication
             )
 
-        with anyio.CancelScope(shield=True):
-            await self._bus.publish_with(
-                write,
-                *(
-                    (RunQueued if run.status is RunStatus.QUEUED else RunFinished).of(run, now)
-                    for run in runs
-                ),
-            )
+        await self._bus.publish_with(
+            write,
+            *(
+                (RunQueued if run.status is RunStatus.QUEUED else RunFinished).of(run, now)
+                for run in runs
+            ),
+        )
 
     async def _record_plan(self, job: Job, plan: DuePlan, now: datetime) -> list[Run]:
         live = await self._live_runs(job)
@@ -469,7 +481,7 @@ class RunPipeline:
         if active is not None:
             active.request_stop(reason)
             await active.done.wait()
-            run = self._recent_endings.get(run_id) or await self._store.get_run(run_id)
+            run = self.recent_ending(run_id) or await self._store.get_run(run_id)
             assert run is not None
             return run
         run = await self._store.get_run(run_id)
@@ -495,13 +507,20 @@ class RunPipeline:
         active = self._active.get(run_id)
         if active is not None:
             await active.done.wait()
-        ended = self._recent_endings.get(run_id)
+        ended = self.recent_ending(run_id)
         if ended is not None:
-            return ended  # as its ending was recorded: a terminal row never changes
+            return ended
         run = await self._store.get_run(run_id)
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         return run
+
+    def recent_ending(self, run_id: str) -> Run | None:
+        """The run as its ending was recorded, if it is among this instance's latest endings.
+
+        A terminal row never changes, so this is what the store would answer.
+        """
+        return self._recent_endings.get(run_id)
 
     def is_watching(self, run_id: str) -> bool:
         """Whether this instance has a task driving the run."""
@@ -580,13 +599,13 @@ class RunPipeline:
 
     async def _unless_stopped(self, active: _Active, wait: Callable[[], Awaitable[object]]) -> bool:
         """Await ``wait()``; ``False`` if a stop was requested before it returned."""
-        if active.stop_requested.is_set():
+        if active.stopping:
             return False
         done = False
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
-                await active.stop_requested.wait()
+                await active.stop_requested()
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
@@ -619,7 +638,7 @@ class RunPipeline:
             await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
             return
         try:
-            if active.stop_requested.is_set():
+            if active.stopping:
                 await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
                 return
             ctx = await self._context(run, job)
@@ -696,7 +715,7 @@ class RunPipeline:
 
                 async def stop_request() -> None:
                     nonlocal stop_reason
-                    await active.stop_requested.wait()
+                    await active.stop_requested()
                     stop_reason = stop_reason or active.stop_reason or STOP_CANCELLED
                     tg.cancel_scope.cancel()
 

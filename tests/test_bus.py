@@ -49,6 +49,19 @@ class TestBus:
         assert [e["run_id"] for e in received] == ["r2"]
         assert [e["run_id"] for e in await store.latest_events(limit=5)] == ["r2"]
 
+    async def test_a_cancelled_publisher_still_sees_its_write_through(self) -> None:
+        """A write once handed to the store is waited for: its events are stored and offered."""
+        store = MemoryStore()
+        bus = Bus(store)
+        with bus.subscribe() as subscription:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await bus.publish(queued(1))
+            subscription.close()
+            received = [e["run_id"] async for e in subscription]
+        assert received == ["r1"]
+        assert [e["run_id"] for e in await store.latest_events(limit=5)] == ["r1"]
+
     async def test_seqs_increase_under_concurrent_publishers(self) -> None:
         store = MemoryStore()
         bus = Bus(store)
