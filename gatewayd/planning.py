@@ -337,6 +337,15 @@ class OverlapAction(enum.StrEnum):
     REPLACE = "replace"
 
 
+def needs_live_runs(policy: Overlap) -> bool:
+    """Whether deciding a new run under ``policy`` looks at the job's live runs.
+
+    ``allow`` decides nothing from them: its runs need neither read them nor wait
+    for other decisions about the job.
+    """
+    return policy is not Overlap.ALLOW
+
+
 def decide_overlap(policy: Overlap, live: Sequence[Run]) -> OverlapAction:
     """What to do with a new run of a job whose live (queued or running) runs are ``live``.
 

@@ -49,7 +49,6 @@ from gatewayd.model import (
     ErrorKind,
     ExecPayload,
     Job,
-    Overlap,
     PayloadKind,
     Run,
     RunOutcome,
@@ -64,6 +63,7 @@ from gatewayd.planning import (
     OverlapAction,
     SlotDecision,
     decide_overlap,
+    needs_live_runs,
     plan_due,
     retry_delay,
 )
@@ -322,9 +322,8 @@ class RunPipeline:
 
     async def submit_manual(self, job: Job) -> Submitted:
         """Queue a manual run of ``job`` now, as its overlap policy allows (I6)."""
-        if job.overlap is Overlap.ALLOW:
-            # Nothing is decided from the job's other runs: no need to wait for them.
-            return await self._submit(job, [], OverlapAction.START)
+        if not needs_live_runs(job.overlap):
+            return await self._submit(job, [], decide_overlap(job.overlap, []))
         async with self.job_lock(job.id):
             live = await self._store.live_runs(job.id)
             action = decide_overlap(job.overlap, live)
@@ -365,8 +364,8 @@ class RunPipeline:
             return runs, replace(job, next_slot=plan.next_slot)
 
     async def _live_runs(self, job: Job) -> list[Run]:
-        """The job's live runs, as its overlap policy needs them (``allow`` needs none)."""
-        if job.overlap is Overlap.ALLOW:
+        """The job's live runs, as far as its overlap policy needs them."""
+        if not needs_live_runs(job.overlap):
             return []
         return await self._store.live_runs(job.id)
 
@@ -694,8 +693,6 @@ class RunPipeline:
         self, run: Run, job: Job | None, execution: Execution, active: _Active
     ) -> RunOutcome:
         """Wait for the run to end by itself, or stop it at its deadline or on request."""
-        if isinstance(execution, Finished):
-            return self._natural_outcome(run, execution.result)
         deadline_at = self._deadline(run, job)
         result: ExecResult | None = None
         stop_reason: str | None = None
@@ -793,13 +790,17 @@ class RunPipeline:
         if active is not None and active.session_id is not None:
             return active.session_id
         if run.session_key == MAIN_SESSION_KEY:
-            if self._main_session_id is None:
-                session = await self._store.get_session(MAIN_SESSION_KEY)
-                if self._main_session_id is None:  # no other task read it meanwhile
-                    self._main_session_id = session.session_id if session else new_session_id()
-            return self._main_session_id
+            return await self._main_session()
         session = await self._store.get_session(run.session_key)
         return session.session_id if session is not None else new_session_id()
+
+    async def _main_session(self) -> str:
+        """The id of the shared ``main`` session: read once, then kept (only we write it)."""
+        if self._main_session_id is None:
+            session = await self._store.get_session(MAIN_SESSION_KEY)
+            if self._main_session_id is None:  # no other task read it meanwhile
+                self._main_session_id = session.session_id if session else new_session_id()
+        return self._main_session_id
 
     async def _record_start(
         self,
@@ -818,7 +819,7 @@ class RunPipeline:
         ending and its events are recorded in the same write.
         """
         if run.session_key == MAIN_SESSION_KEY:
-            session_id = await self._session_id(run, None)
+            session_id = await self._main_session()
         else:
             session_id = new_session_id()  # an isolated session is new with each run
         active.session_id = session_id

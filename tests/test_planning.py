@@ -25,6 +25,7 @@ from gatewayd.planning import (
     decide_overlap,
     due_at,
     first_slot,
+    needs_live_runs,
     next_slot,
     plan_due,
     retry_delay,
@@ -311,6 +312,12 @@ class TestOverlapAndRetry:
     )
     def test_overlap(self, policy: Overlap, live: list[RunStatus], action: OverlapAction) -> None:
         assert decide_overlap(policy, [live_run(s) for s in live]) is action
+
+    def test_only_allow_decides_without_the_live_runs(self) -> None:
+        """`allow` starts whatever is live, so it never needs to read the live runs."""
+        assert [p for p in Overlap if not needs_live_runs(p)] == [Overlap.ALLOW]
+        busy = [live_run(RunStatus.RUNNING)]
+        assert decide_overlap(Overlap.ALLOW, busy) is decide_overlap(Overlap.ALLOW, [])
 
     def test_retry_backoff_doubles_up_to_the_cap(self) -> None:
         policy = RetryPolicy(max_attempts=5, backoff_s=10, max_backoff_s=30)
