@@ -27,6 +27,7 @@ from gatewayd.durations import format_time
 from gatewayd.errors import InvalidInput, NameTaken, NotFound
 from gatewayd.ids import new_job_id
 from gatewayd.jobspec import job_from_spec, patched_spec
+from gatewayd.logs import dropped_lines
 from gatewayd.model import (
     MAIN_SESSION_KEY,
     AgentTurnPayload,
@@ -40,11 +41,12 @@ from gatewayd.planning import first_slot
 from gatewayd.runs import STOP_CANCELLED, STOP_JOB_REMOVED, RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.sessions import inbox_path, session_to_json, tail_jsonl, transcript_path
-from gatewayd.store.base import Store
+from gatewayd.store.base import Store, StoreHealth
 
 log = structlog.get_logger("gatewayd.api")
 
-MAX_RUNS_LIMIT = 1000
+# The longest page of jobs, runs or sessions one call returns (the CLI pages through more).
+MAX_PAGE = 1000
 # Job lists longer than this are shaped into JSON on a worker thread.
 VIEWS_ON_LOOP = 200
 MAX_BATCH_JOBS = 10_000
@@ -87,7 +89,31 @@ class Gateway:
         self._pipeline = pipeline
         self._scheduler = scheduler
         self.identity = identity
+        self._fault_since: datetime | None = None
         pipeline.add_finished_listener(self._after_run)
+        store.watch_health(self._health_changed)
+
+    def _health_changed(self, health: StoreHealth) -> None:
+        if health.writable:
+            self._fault_since = None
+        elif self._fault_since is None:
+            self._fault_since = self._clock.now()
+
+    def store_health(self) -> JsonObject:
+        """The store's health: writable, or the fault (since when) and the writes it holds."""
+        health = self._store.health
+        fault = health.fault
+        return {
+            "writable": health.writable,
+            "fault": None
+            if fault is None
+            else {
+                "kind": fault.kind,
+                "message": fault.message,
+                "since": format_time(self._fault_since),
+            },
+            "held_writes": health.held,
+        }
 
     # --- looking things up ----------------------------------------------------------
 
@@ -126,17 +152,22 @@ class Gateway:
     async def job_view(self, job: Job) -> JsonObject:
         return (await self._views([job]))[0]
 
-    async def list_jobs(self, *, include_disabled: bool) -> list[JsonObject]:
-        jobs = await self._store.list_jobs()
-        if not include_disabled:
-            jobs = [j for j in jobs if j.enabled]
+    async def list_jobs(
+        self, *, include_disabled: bool, limit: int = MAX_PAGE, after: str | None = None
+    ) -> list[JsonObject]:
+        """A page of jobs by name: up to ``limit`` whose names sort after ``after``."""
+        _check_page(limit)
+        jobs = await self._store.list_jobs(
+            enabled_only=not include_disabled, after=after, limit=limit
+        )
         return await self._views(jobs)
 
-    async def runs(self, ref: str, *, limit: int) -> list[JsonObject]:
-        if not 1 <= limit <= MAX_RUNS_LIMIT:
-            raise InvalidInput(f"limit: must be 1 to {MAX_RUNS_LIMIT}, got {limit}")
+    async def runs(self, ref: str, *, limit: int, before: str | None = None) -> list[JsonObject]:
+        """A page of a job's runs, newest first: up to ``limit`` older than run ``before``."""
+        _check_page(limit)
         job_id = await self._job_id_for_history(ref)
-        return [run_to_json(r) for r in await self._store.list_runs(job_id, limit=limit)]
+        runs = await self._store.list_runs(job_id, limit=limit, before=before)
+        return [run_to_json(r) for r in runs]
 
     async def _job_id_for_history(self, ref: str) -> str:
         """A job's id; for a deleted job, its id as recorded by its runs."""
@@ -174,7 +205,8 @@ class Gateway:
             },
             "next_wake_at": format_time(self._scheduler.next_wake_at),
             "event_subscribers": self._bus.subscribers,
-            "store": self._store.stats(),
+            "store": {**self._store.stats(), **self.store_health()},
+            "log_lines_dropped": dropped_lines(),
         }
 
     async def probe_lag(self, seconds: float) -> JsonObject:
@@ -212,6 +244,7 @@ class Gateway:
             )
 
     async def add_job(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
+        self._store.check_writable()
         now = self._clock.now()
         job = job_from_spec(
             spec,
@@ -235,9 +268,10 @@ class Gateway:
             raise InvalidInput("jobs: expected a non-empty list of job specs")
         if len(specs) > MAX_BATCH_JOBS:
             raise InvalidInput(f"jobs: at most {MAX_BATCH_JOBS} jobs at once, got {len(specs)}")
+        self._store.check_writable()
         now = self._clock.now()
         jobs: list[Job] = []
-        names: set[str] = set()
+        names: dict[str, int] = {}
         for index, spec in enumerate(specs):
             try:
                 job = job_from_spec(
@@ -253,15 +287,21 @@ class Gateway:
                 raise InvalidInput(f"jobs[{index}]: {exc.message}") from None
             if job.name in names:
                 raise InvalidInput(f"jobs[{index}]: the name {job.name!r} is given twice")
-            names.add(job.name)
+            names[job.name] = index
             jobs.append(dataclasses.replace(job, next_slot=first_slot(job, now)))
-        await self._store.add_jobs(jobs)
+        try:
+            await self._store.add_jobs(jobs)
+        except NameTaken as exc:
+            taken = names.get(exc.data.get("name", ""))
+            prefix = "" if taken is None else f"jobs[{taken}]: "
+            raise NameTaken(f"{prefix}{exc.message}; no job was added", data=exc.data) from None
         for job in jobs:
             self._scheduler.job_changed(job)
         log.info("jobs added", count=len(jobs))
         return jobs
 
     async def update_job(self, ref: str, patch: Any, *, source: JobSource | None = None) -> Job:
+        self._store.check_writable()
         current = await self.job(ref)
         if source is None and current.source is JobSource.CONFIG:
             raise InvalidInput(
@@ -301,6 +341,7 @@ class Gateway:
         return await self.update_job(job.id, {"enabled": enabled}, source=job.source)
 
     async def remove_job(self, ref: str, *, allow_config: bool = False) -> Job:
+        self._store.check_writable()
         job = await self.job(ref)
         if job.source is JobSource.CONFIG and not allow_config:
             raise InvalidInput(f"job {job.name!r} is declared in the config file; remove it there")
@@ -374,6 +415,7 @@ class Gateway:
 
     async def run_job(self, ref: str, *, due: bool) -> JsonObject:
         job = await self.job(ref)
+        self._store.check_writable()
         if due:
             runs = await self._scheduler.fire(job.id)
             started = [r for r in runs if r.status is RunStatus.QUEUED]
@@ -388,11 +430,14 @@ class Gateway:
             return _refused(submitted.run)
         return {"ok": True, "ran": True, "run_id": submitted.run.run_id}
 
-    async def cancel(self, ref: str) -> list[Run]:
-        """Cancel a run by id, or every live run of a job by id or name."""
+    async def cancel(self, ref: str, *, run_only: bool = False) -> list[Run]:
+        """Cancel a run by id, or (unless ``run_only``) every live run of a job by id or name."""
+        self._store.check_writable()
         run = await self._store.get_run(ref)
         if run is not None:
             return [await self._pipeline.cancel(run.run_id, reason=STOP_CANCELLED)]
+        if run_only:
+            raise NotFound(f"no run with id {ref!r}")
         job = await self.job(ref)
         live = await self._store.live_runs(job.id)
         if not live:
@@ -410,10 +455,10 @@ class Gateway:
 
     # --- sessions and events --------------------------------------------------------
 
-    async def sessions(self, *, limit: int) -> list[JsonObject]:
-        if not 1 <= limit <= MAX_RUNS_LIMIT:
-            raise InvalidInput(f"limit: must be 1 to {MAX_RUNS_LIMIT}, got {limit}")
-        return [session_to_json(s) for s in await self._store.list_sessions(limit=limit)]
+    async def sessions(self, *, limit: int, before: str | None = None) -> list[JsonObject]:
+        _check_page(limit)
+        found = await self._store.list_sessions(limit=limit, before=before)
+        return [session_to_json(s) for s in found]
 
     async def session(self, key: str) -> JsonObject:
         """A session with the tails of its transcript (and, for ``main``, of its inbox)."""
@@ -474,6 +519,13 @@ class Gateway:
         ):
             self._scheduler.job_removed(job.id)
             log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)
+
+
+def _check_page(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(
+            f"limit: must be from 1 to {MAX_PAGE}, got {limit}", data={"field": "limit"}
+        )
 
 
 def _refused(live: Run) -> JsonObject:

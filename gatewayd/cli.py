@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,16 @@ from gatewayd.rpc.client import RpcClient
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser that exits 2 with one line naming the problem."""
+    """An argument parser that exits 2 with one line naming the problem.
+
+    A value that starts with a dash and a digit (``--every -1s``) is taken as a
+    value, so that the daemon can say what is wrong with it: no option of
+    gatewayd starts that way.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d")
 
     def error(self, message: str) -> Any:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
@@ -72,6 +82,14 @@ def _job_flags(parser: argparse.ArgumentParser, *, adding: bool) -> None:
     parser.add_argument("--retry-backoff", metavar="DUR")
     parser.add_argument("--stagger", metavar="DUR")
     parser.add_argument("--session", choices=["isolated", "main"])
+    parser.add_argument(
+        "--max-output", metavar="SIZE", help="output kept per run, like 16MiB (0: no limit)"
+    )
+    parser.add_argument(
+        "--leftovers",
+        choices=["kill", "keep"],
+        help="processes left in the run's group after its command ends (default kill)",
+    )
     parser.add_argument("--disabled", action="store_true", default=None)
     parser.add_argument("--delete-after-run", action="store_true", default=None)
 
@@ -97,6 +115,8 @@ _FLAT_FROM_ARGS = (
     "stagger",
     "session",
     "delete_after_run",
+    "max_output",
+    "leftovers",
 )
 
 

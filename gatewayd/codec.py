@@ -15,6 +15,9 @@ from gatewayd.model import (
     ExecPayload,
     Job,
     JobSource,
+    LeftoverPolicy,
+    LeftoverProcess,
+    Leftovers,
     Overlap,
     Payload,
     RetryPolicy,
@@ -73,6 +76,8 @@ def spec_to_json(job: Job) -> JsonObject:
         },
         "session": job.session.value,
         "delete_after_run": job.delete_after_run,
+        "max_output": job.max_output,
+        "leftovers": job.leftovers.value,
     }
 
 
@@ -115,7 +120,30 @@ def run_to_json(run: Run) -> JsonObject:
         "output_tail": run.output_tail,
         "owner": run.owner,
         "pid": run.pid,
+        "leftovers": leftovers_to_json(run.leftovers),
     }
+
+
+def leftovers_to_json(leftovers: Leftovers | None) -> JsonObject | None:
+    """``{"policy": "kill"|"keep", "processes": [{"pid", "command"}]}``, or ``None``."""
+    if leftovers is None:
+        return None
+    return {
+        "policy": leftovers.policy.value,
+        "processes": [{"pid": p.pid, "command": p.command} for p in leftovers.processes],
+    }
+
+
+def leftovers_from_json(body: Any) -> Leftovers | None:
+    """The leftovers of a run from the JSON :func:`leftovers_to_json` wrote."""
+    if not isinstance(body, dict):
+        return None
+    return Leftovers(
+        policy=LeftoverPolicy(body["policy"]),
+        processes=tuple(
+            LeftoverProcess(pid=int(p["pid"]), command=str(p["command"])) for p in body["processes"]
+        ),
+    )
 
 
 def _stored_time(value: Any) -> datetime | None:
@@ -163,6 +191,8 @@ def job_from_stored(
         session=SessionTarget(body.get("session") or "isolated"),
         source=source,
         delete_after_run=body.get("delete_after_run", False),
+        max_output=body.get("max_output"),
+        leftovers=LeftoverPolicy(body.get("leftovers") or "kill"),
         next_slot=next_slot,
         created_at=created_at,
         updated_at=updated_at,

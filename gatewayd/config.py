@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
-from gatewayd.durations import parse_duration
+from gatewayd import bounds
+from gatewayd.durations import parse_duration, parse_size
 from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
@@ -42,10 +43,15 @@ GATEWAY_KEYS = frozenset(
         "event_queue",
         "log_level",
         "log_format",
+        "max_output",
+        "max_connections",
+        "idle_timeout",
+        "pass_env",
     }
 )
 SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs"})
 AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +70,11 @@ class GatewaySettings:
     event_queue: int = 1000
     log_level: str = "info"
     log_format: str = "auto"
+    max_output: int = 16 * bounds.MIB
+    max_connections: int = 256
+    idle_timeout_s: float = 300.0
+    # The names of the daemon's variables that runs inherit; ``None``: all of them.
+    pass_env: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,25 +164,36 @@ class _Reader:
             raise self.error(key, f"expected one of {', '.join(options)}, got {value!r}")
         return str(value)
 
-    def integer(self, key: str, default: int, minimum: int) -> int:
+    def integer(self, key: str, default: int, bound: bounds.Count) -> int:
         value = self.get(key, default)
         if isinstance(value, str) and key in self.from_env and value.strip().lstrip("-").isdigit():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {value!r}")
-        if value < minimum:
-            raise self.error(key, f"must be at least {minimum}, got {value}")
-        return value
+        return self._checked(key, lambda: bound.check(value, key))
 
-    def duration(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+    def duration(self, key: str, default: float, span: bounds.Span) -> float:
         value = self.get(key, default)
+        return self._checked(key, lambda: span.check(parse_duration(value, what=key), key))
+
+    def size(self, key: str, default: int, bound: bounds.Count) -> int:
+        value = self.get(key, default)
+        return self._checked(key, lambda: bound.check(parse_size(value, what=key), key))
+
+    def names(self, key: str) -> tuple[str, ...] | None:
+        """A list of variable names, or ``None`` if the key is not set."""
+        value = self.body.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+            isinstance(n, str) and n and "=" not in n and "\0" not in n for n in value
+        ):
+            raise self.error(key, 'expected a list of variable names, like ["PATH", "HOME"]')
+        return tuple(value)
+
+    def _checked(self, key: str, check: Callable[[], T]) -> T:
         try:
-            seconds = parse_duration(value, what=key)
+            return check()
         except InvalidInput as exc:
             raise self.error(key, exc.message.removeprefix(f"{key}: ")) from None
-        if seconds < minimum:
-            raise self.error(key, f"must be at least {minimum:g}s, got {seconds:g}s")
-        return seconds
 
 
 def _gateway(path: Path | None, text: str, body: Any, env: Mapping[str, str]) -> GatewaySettings:
@@ -181,18 +203,26 @@ def _gateway(path: Path | None, text: str, body: Any, env: Mapping[str, str]) ->
     return GatewaySettings(
         state_dir=r.string("state_dir", None),
         socket=r.string("socket", None),
-        max_concurrent_runs=r.integer("max_concurrent_runs", d.max_concurrent_runs, 1),
-        default_timeout_s=r.duration("default_timeout", d.default_timeout_s),
-        kill_grace_s=r.duration("kill_grace", d.kill_grace_s),
+        max_concurrent_runs=r.integer(
+            "max_concurrent_runs", d.max_concurrent_runs, bounds.MAX_CONCURRENT_RUNS
+        ),
+        default_timeout_s=r.duration("default_timeout", d.default_timeout_s, bounds.TIMEOUT),
+        kill_grace_s=r.duration("kill_grace", d.kill_grace_s, bounds.KILL_GRACE),
         on_shutdown=r.choice("on_shutdown", d.on_shutdown, ON_SHUTDOWN),
-        drain_timeout_s=r.duration("drain_timeout", d.drain_timeout_s),
-        sweep_interval_s=r.duration("sweep_interval", d.sweep_interval_s, minimum=0.05),
-        history_per_job=r.integer("history_per_job", d.history_per_job, 1),
-        history_max_age_s=r.duration("history_max_age", d.history_max_age_s),
-        events_keep=r.integer("events_keep", d.events_keep, 100),
-        event_queue=r.integer("event_queue", d.event_queue, 10),
+        drain_timeout_s=r.duration("drain_timeout", d.drain_timeout_s, bounds.DRAIN_TIMEOUT),
+        sweep_interval_s=r.duration("sweep_interval", d.sweep_interval_s, bounds.SWEEP_INTERVAL),
+        history_per_job=r.integer("history_per_job", d.history_per_job, bounds.HISTORY_PER_JOB),
+        history_max_age_s=r.duration(
+            "history_max_age", d.history_max_age_s, bounds.HISTORY_MAX_AGE
+        ),
+        events_keep=r.integer("events_keep", d.events_keep, bounds.EVENTS_KEEP),
+        event_queue=r.integer("event_queue", d.event_queue, bounds.EVENT_QUEUE),
         log_level=r.choice("log_level", d.log_level, LOG_LEVELS),
         log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
+        max_output=r.size("max_output", d.max_output, bounds.MAX_OUTPUT),
+        max_connections=r.integer("max_connections", d.max_connections, bounds.MAX_CONNECTIONS),
+        idle_timeout_s=r.duration("idle_timeout", d.idle_timeout_s, bounds.IDLE_TIMEOUT),
+        pass_env=r.names("pass_env"),
     )
 
 
@@ -203,9 +233,9 @@ def _scheduler(
     d = SchedulerSettings()
     r.check_keys(SCHEDULER_KEYS)
     return SchedulerSettings(
-        misfire_grace_s=r.duration("misfire_grace", d.misfire_grace_s),
-        catchup_window_s=r.duration("catchup_window", d.catchup_window_s),
-        catchup_max_runs=r.integer("catchup_max_runs", d.catchup_max_runs, 1),
+        misfire_grace_s=r.duration("misfire_grace", d.misfire_grace_s, bounds.MISFIRE_GRACE),
+        catchup_window_s=r.duration("catchup_window", d.catchup_window_s, bounds.CATCHUP_WINDOW),
+        catchup_max_runs=r.integer("catchup_max_runs", d.catchup_max_runs, bounds.CATCHUP_MAX_RUNS),
     )
 
 
@@ -232,7 +262,7 @@ def _agents(path: Path | None, text: str, body: Any) -> tuple[AgentSpec, ...]:
             AgentSpec(
                 name=name,
                 command=tuple(command),
-                timeout_s=None if timeout is None else r.duration("timeout", 0.0),
+                timeout_s=None if timeout is None else r.duration("timeout", 0.0, bounds.TIMEOUT),
                 cwd=r.string("cwd", None),
                 env=tuple(sorted(env.items())),
             )

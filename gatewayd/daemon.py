@@ -24,10 +24,12 @@ import anyio.abc
 import structlog
 
 from gatewayd.api import Gateway, Identity, host_name
-from gatewayd.assembly import open_core
+from gatewayd.assembly import Core, open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
+from gatewayd.environ import run_environment
 from gatewayd.errors import EXIT_OK, GatewaydError
+from gatewayd.fdlimit import reserve_descriptors
 from gatewayd.ids import new_instance_id
 from gatewayd.model import Instance, PayloadKind
 from gatewayd.notify import Notifier
@@ -38,10 +40,11 @@ from gatewayd.rpc.methods import build_methods, build_streams
 from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
-from gatewayd.runners.exec import ExecRunner
+from gatewayd.runners.exec import ExecRunner, WaiterSettings
 from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline
-from gatewayd.statelock import hold_state_dir
+from gatewayd.statelock import PRIVATE_UMASK, hold_state_dir, warn_if_open_to_others
+from gatewayd.store.base import StoreHealth
 from gatewayd.store.sqlite import SQLiteStore
 from gatewayd.workers import open_workers
 
@@ -74,6 +77,7 @@ class Daemon:
         self.notifier = Notifier(self.env)
         self._stack = contextlib.AsyncExitStack()
         self._tasks: anyio.abc.TaskGroup | None = None
+        self._store: SQLiteStore | None = None
         self._pipeline: RunPipeline | None = None
         self._gateway: Gateway | None = None
         self._server: RpcServer | None = None
@@ -98,11 +102,55 @@ class Daemon:
         return EXIT_OK
 
     async def startup(self) -> None:
-        stack = self._stack
-        stack.enter_context(hold_state_dir(self.state_dir))
+        """Lock the state directory, open the store, settle, reconcile, listen, report ready.
+
+        Nothing is written before the store is checked; a store that cannot be
+        used stops the start with the exit code of its fault.
+        """
+        run_umask = os.umask(PRIVATE_UMASK)  # everything gatewayd creates is its user's alone
+        self._stack.enter_context(hold_state_dir(self.state_dir))
+        warn_if_open_to_others(self.state_dir)
+        self.notifier.status("checking the store")
+        store = await self._open_store()
+        descriptors = reserve_descriptors(
+            connections=self.config.gateway.max_connections,
+            runs=self.config.gateway.max_concurrent_runs,
+        )
+        core, recovery = await self._assemble(store, run_umask, descriptors.inherited)
+        await recovery.settle()
+        self._gateway = gateway = core.gateway
+        await gateway.reconcile(self.config.jobs)
+        await core.scheduler.load()
+        # What start-up built lives as long as the daemon: keep it out of the
+        # collector's full passes, which would otherwise stall the timer each time.
+        gc.collect()
+        gc.freeze()
+        await self._serve(core, recovery, descriptors.connections)
+        jobs, enabled = await store.count_jobs()
+        # The full counts (runs among them) come with the sweeper's STATUS= lines.
+        self.notifier.ready(
+            f"{jobs} jobs ({enabled} enabled), {core.pipeline.active_count} runs active"
+        )
+        if self.notifier.watchdog_interval_s:
+            # systemd arms the watchdog once the service is ready.
+            assert self._tasks is not None
+            self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)
+        log.info(
+            "gatewayd ready",
+            instance_id=self.instance_id,
+            pid=os.getpid(),
+            state_dir=str(self.state_dir),
+            socket=str(self.socket_path),
+            jobs=jobs,
+        )
+
+    async def _open_store(self) -> SQLiteStore:
+        """The checked store, with this instance recorded in it (its first write)."""
         store = SQLiteStore(self.state_dir / DB_NAME)
+        self._store = store
         await store.open()
-        stack.push_async_callback(store.close)
+        self._stack.push_async_callback(store.close)
+        store.watch_health(self._store_health_changed)
         now = self.clock.now()
         await store.register_instance(
             Instance(
@@ -113,7 +161,14 @@ class Daemon:
                 heartbeat_at=now,
             )
         )
-        gw, sched = self.config.gateway, self.config.scheduler
+        return store
+
+    async def _assemble(
+        self, store: SQLiteStore, run_umask: int, nofile: int
+    ) -> tuple[Core, Recovery]:
+        """The runners, the core and recovery, wired on ``store``."""
+        stack, config = self._stack, self.config
+        gw, sched = config.gateway, config.scheduler
         settings = PipelineSettings(
             instance_id=self.instance_id,
             state_dir=self.state_dir,
@@ -124,18 +179,24 @@ class Daemon:
             catchup_window_s=sched.catchup_window_s,
             catchup=CatchupLimits(grace_s=sched.misfire_grace_s, max_runs=sched.catchup_max_runs),
             agent_timeouts=tuple(
-                (a.name, a.timeout_s) for a in self.config.agents if a.timeout_s is not None
+                (a.name, a.timeout_s) for a in config.agents if a.timeout_s is not None
             ),
+            max_output=gw.max_output,
+            inherited_env=run_environment(self.env, gw.pass_env),
+        )
+        waiters = WaiterSettings(
+            tail_bytes=settings.tail_bytes,
+            kill_grace_s=gw.kill_grace_s,
+            max_output=gw.max_output,
+            umask=run_umask,
+            nofile=nofile,
         )
         # Runs' blocking work (their files, spawning their waiters) is done by these threads.
         io = await stack.enter_async_context(open_workers("gatewayd-io", size=IO_THREADS))
         inbox = await stack.enter_async_context(open_workers("gatewayd-inbox", size=1))
-        exec_runner = ExecRunner(tail_bytes=settings.tail_bytes, offload=io.call)
+        exec_runner = ExecRunner(settings=waiters, offload=io.call)
         agent_runner = AgentTurnRunner(
-            {a.name: a for a in self.config.agents},
-            clock=self.clock,
-            tail_bytes=settings.tail_bytes,
-            offload=io.call,
+            {a.name: a for a in config.agents}, clock=self.clock, settings=waiters, offload=io.call
         )
         runners: dict[PayloadKind, Runner] = {
             PayloadKind.EXEC: exec_runner,
@@ -156,40 +217,39 @@ class Daemon:
                     host=host_name(),
                     state_dir=self.state_dir,
                     socket_path=self.socket_path,
-                    started_at=now,
+                    started_at=self.clock.now(),
                 ),
                 event_queue=gw.event_queue,
-                agents=frozenset(a.name for a in self.config.agents),
+                agents=frozenset(a.name for a in config.agents),
             )
         )
-        pipeline, scheduler = core.pipeline, core.scheduler
-        self._pipeline = pipeline
+        self._pipeline = core.pipeline
         recovery = Recovery(
             store=store,
             clock=self.clock,
-            pipeline=pipeline,
+            pipeline=core.pipeline,
             exec_runner=exec_runner,
             agent_runner=agent_runner,
             instance_id=self.instance_id,
             state_dir=self.state_dir,
         )
-        await recovery.settle()
-        self._gateway = gateway = core.gateway
-        await gateway.reconcile(self.config.jobs)
-        await scheduler.load()
-        # What start-up built lives as long as the daemon: keep it out of the
-        # collector's full passes, which would otherwise stall the timer each time.
-        gc.collect()
-        gc.freeze()
-        # Listen before any slot fires: a socket that cannot be bound stops the start
-        # with nothing run. Requests are served once everything below has started.
+        return core, recovery
+
+    async def _serve(self, core: Core, recovery: Recovery, connections: int) -> None:
+        """Bind the socket, start the timer and the sweeper, then answer requests.
+
+        A socket that cannot be bound stops the start with nothing run. Requests
+        are served once everything else has started.
+        """
+        assert self._tasks is not None and self._gateway is not None
+        gw, stack = self.config.gateway, self._stack
         sock = bind_unix_socket(self.socket_path)
         stack.callback(self._remove_socket)
         link = state_dir_socket(self.state_dir)
         if link != self.socket_path:
             link_socket(link, self.socket_path)
             stack.callback(self._remove_link, link)
-        await self._tasks.start(scheduler.run)
+        await self._tasks.start(core.scheduler.run)
         await self._tasks.start(
             partial(
                 recovery.sweep,
@@ -202,22 +262,29 @@ class Daemon:
                 after=self._report_status,
             )
         )
-        self._server = RpcServer(methods=build_methods(gateway), streams=build_streams(gateway))
-        await self._server.start(sock)
-        jobs, enabled = await store.count_jobs()
-        # The full counts (runs among them) come with the sweeper's STATUS= lines.
-        self.notifier.ready(f"{jobs} jobs ({enabled} enabled), {pipeline.active_count} runs active")
-        if self.notifier.watchdog_interval_s:
-            # systemd arms the watchdog once the service is ready.
-            self._tasks.start_soon(self._watchdog, self.notifier.watchdog_interval_s)
-        log.info(
-            "gatewayd ready",
-            instance_id=self.instance_id,
-            pid=os.getpid(),
-            state_dir=str(self.state_dir),
-            socket=str(self.socket_path),
-            jobs=jobs,
+        if connections < gw.max_connections:
+            log.warning(
+                "fewer connections than max_connections fit in the open-file limit",
+                max_connections=gw.max_connections,
+                served=connections,
+            )
+        self._server = RpcServer(
+            methods=build_methods(self._gateway),
+            streams=build_streams(self._gateway),
+            max_connections=connections,
+            idle_timeout_s=gw.idle_timeout_s,
         )
+        await self._server.start(sock)
+
+    def _store_health_changed(self, health: StoreHealth) -> None:
+        """Say at once, to systemd and in the log, that the store's health changed."""
+        if health.fault is None:
+            log.info("the store takes writes again")
+            self.notifier.status("store writable again")
+        else:
+            self.notifier.status(
+                f"store takes no writes: {health.fault.message} ({health.held} writes held)"
+            )
 
     async def main_loop(self, signals: AsyncIterator[int]) -> None:
         """Serve until SIGTERM or SIGINT; reload the config on SIGHUP."""
@@ -258,6 +325,7 @@ class Daemon:
             await self._server.close()
         if self._tasks is not None:
             self._tasks.cancel_scope.cancel()
+        await self._let_go_of_held_writes()
         pipeline = self._pipeline
         if pipeline is None:
             return
@@ -272,6 +340,29 @@ class Daemon:
             with anyio.move_on_after(gateway.drain_timeout_s):
                 await pipeline.wait_idle()
         await pipeline.stop_all(STOP_SHUTDOWN)
+
+    async def _let_go_of_held_writes(self) -> None:
+        """A store that holds writes through a fault gets ``drain_timeout`` to take them.
+
+        Then it is closed, giving up (and naming in the log) what it still holds,
+        so that the runs waiting on those writes can end: the next start settles
+        them from their exit files.
+        """
+        store = self._store
+        if store is None or store.health.writable:
+            return
+        log.warning(
+            "stopping while the store takes no writes; waiting for it",
+            held=store.health.held,
+            wait_s=self.config.gateway.drain_timeout_s,
+        )
+        with anyio.move_on_after(self.config.gateway.drain_timeout_s):
+            recovered = anyio.Event()
+            store.watch_health(lambda health: recovered.set() if health.writable else None)
+            if not store.health.writable:
+                await recovered.wait()
+        if not store.health.writable:
+            await store.close()
 
     async def _report_status(self) -> None:
         if self.notifier.enabled and self._gateway is not None:

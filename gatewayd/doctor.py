@@ -11,7 +11,9 @@ reports every violation of:
 * ``overlap-skip``: a job whose overlap is ``skip`` has more than one live run
   (queued catch-up runs, which wait their turn in line, do not count);
 * ``one-ending``: a run's status, ``started_at`` and ``ended_at`` disagree, so
-  it has no ending, or an ending it could not have had.
+  it has no ending, or an ending it could not have had;
+* ``job-out-of-range``: a stored job holds a value outside its field's range
+  (stored by a gatewayd that did not check it); edit the field to fix it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import orjson
 
 from gatewayd import runfiles
 from gatewayd.durations import format_time
-from gatewayd.errors import StoreCorrupt, StoreError
-from gatewayd.model import Run, RunStatus, Trigger
+from gatewayd.errors import InvalidInput, StoreCorrupt, StoreError
+from gatewayd.jobspec import job_from_spec
+from gatewayd.model import JobSource, Run, RunStatus, Trigger
 from gatewayd.paths import DB_NAME, LOCK_NAME
 from gatewayd.runfiles import read_exit_status
 from gatewayd.runners.processes import is_running
@@ -118,8 +121,8 @@ def _running_without_process(
                 rule="pending",
                 run_id=run.run_id,
                 job_id=run.job_id,
-                message=f"run {run.run_id} ended with status {written[0]} at "
-                f"{format_time(written[1])} while no daemon ran; the next start records it",
+                message=f"run {run.run_id} ended with status {written.status} at "
+                f"{format_time(written.written_at)} while no daemon ran; the next start records it",
             )
             continue
         yield Violation(
@@ -189,6 +192,30 @@ def _one_ending(conn: sqlite3.Connection) -> Iterator[Violation]:
             )
 
 
+def _jobs_out_of_range(conn: sqlite3.Connection) -> Iterator[Violation]:
+    for job_id, source, spec, created in conn.execute(
+        "SELECT id, source, spec, created_at FROM jobs"
+    ):
+        at = from_us(created)
+        assert at is not None
+        try:
+            job_from_spec(
+                orjson.loads(spec),
+                job_id=job_id,
+                source=JobSource(source),
+                now=None,
+                created_at=at,
+                updated_at=at,
+                allow_past_at=True,
+            )
+        except InvalidInput as exc:
+            yield Violation(
+                rule="job-out-of-range",
+                job_id=job_id,
+                message=f"job {job_id}: {exc.message}; change it with `gatewayd cron edit`",
+            )
+
+
 def examine(state_dir: Path) -> list[Violation]:
     """Every violation (and every ``pending`` ending) found in the store of ``state_dir``."""
     serving = daemon_serves(state_dir)
@@ -199,6 +226,7 @@ def examine(state_dir: Path) -> list[Violation]:
             *_slots_used_twice(conn),
             *_overlap_skip(conn),
             *_one_ending(conn),
+            *_jobs_out_of_range(conn),
         ]
     finally:
         conn.close()

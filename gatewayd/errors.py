@@ -17,6 +17,13 @@ EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFLICT = 5
 EXIT_INTERNAL = 6
+# A store that cannot be used, by cause (at start, and for refused writes later).
+EXIT_STORE_DAMAGED = 7
+EXIT_STORE_TOO_NEW = 8
+EXIT_NO_SPACE = 9
+EXIT_PERMISSION = 10
+EXIT_READ_ONLY = 11
+EXIT_IO_ERROR = 12
 
 # JSON-RPC 2.0 codes. -32700..-32600 are the protocol's own; the rest are ours.
 RPC_PARSE_ERROR = -32700
@@ -27,14 +34,28 @@ RPC_INTERNAL = -32603
 RPC_NOT_FOUND = -32004
 RPC_CONFLICT = -32009
 RPC_UNAVAILABLE = -32010
+RPC_STORE_UNWRITABLE = -32011
+RPC_FORBIDDEN = -32003
+RPC_BUSY = -32029
+
+
+_BY_KIND: dict[str, type[GatewaydError]] = {}
 
 
 class GatewaydError(Exception):
-    """Base of every error gatewayd raises on purpose."""
+    """Base of every error gatewayd raises on purpose.
+
+    ``kind`` names the error on the wire (``error.data.kind``): the client
+    rebuilds the same class from it, so both sides exit with the same code.
+    """
 
     rpc_code: ClassVar[int] = RPC_INTERNAL
     exit_code: ClassVar[int] = EXIT_INTERNAL
     kind: ClassVar[str] = "internal"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _BY_KIND.setdefault(cls.kind, cls)
 
     def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -113,12 +134,33 @@ class StateDirLocked(Conflict):
     """Another gatewayd process holds the lock of this state directory."""
 
 
+class SocketInUse(Conflict):
+    """A daemon answers on the socket path this one was asked to listen on."""
+
+    kind = "socket_in_use"
+
+
 class DaemonUnreachable(GatewaydError):
     """The CLI could not reach a daemon on the socket."""
 
     rpc_code = RPC_UNAVAILABLE
     exit_code = EXIT_UNREACHABLE
     kind = "unreachable"
+
+
+class TooManyConnections(DaemonUnreachable):
+    """The daemon serves as many connections as it allows; this one was closed."""
+
+    rpc_code = RPC_BUSY
+    kind = "busy"
+
+
+class PermissionDenied(GatewaydError):
+    """The caller may not use this daemon (another user's socket)."""
+
+    rpc_code = RPC_FORBIDDEN
+    exit_code = EXIT_PERMISSION
+    kind = "forbidden"
 
 
 class StoreError(GatewaydError):
@@ -128,7 +170,63 @@ class StoreError(GatewaydError):
 
 
 class StoreCorrupt(StoreError):
-    """The store file is damaged or is not a gatewayd store."""
+    """The store file is damaged or is not a gatewayd store: it is never written to."""
+
+    exit_code = EXIT_STORE_DAMAGED
+    kind = "store_damaged"
+
+
+class StoreTooNew(StoreError):
+    """The store was written by a newer gatewayd, whose schema this one does not know."""
+
+    exit_code = EXIT_STORE_TOO_NEW
+    kind = "store_too_new"
+
+
+class StoreUnwritable(StoreError):
+    """The store takes no writes now; reads still work, and nothing was changed.
+
+    Each subclass names a cause. While it lasts, new runs and job changes are
+    refused with it, and the endings of live runs are kept until they can be written.
+    """
+
+    rpc_code = RPC_STORE_UNWRITABLE
+    exit_code = EXIT_IO_ERROR
+    kind = "store_unwritable"
+
+
+class StoreFull(StoreUnwritable):
+    """No space is left on the store's file system."""
+
+    exit_code = EXIT_NO_SPACE
+    kind = "no_space"
+
+
+class StoreReadOnly(StoreUnwritable):
+    """The store's file system is mounted read-only."""
+
+    exit_code = EXIT_READ_ONLY
+    kind = "read_only"
+
+
+class StorePermission(StoreUnwritable):
+    """The store's files or directory may not be read or written by this user."""
+
+    exit_code = EXIT_PERMISSION
+    kind = "store_permission"
+
+
+class StoreIOError(StoreUnwritable):
+    """The store's device failed a read or a write (an I/O error)."""
+
+    kind = "io_error"
+
+
+class StoreReplaced(StoreUnwritable):
+    """A file of the store (its write-ahead log, or the store itself) was deleted or
+    replaced while the daemon ran: writes stop until a restart, so nothing more is lost."""
+
+    kind = "store_replaced"
 
 
 class StartupError(GatewaydError):
@@ -146,12 +244,18 @@ _BY_RPC_CODE: dict[int, type[GatewaydError]] = {
     RPC_NOT_FOUND: NotFound,
     RPC_CONFLICT: Conflict,
     RPC_UNAVAILABLE: DaemonUnreachable,
+    RPC_STORE_UNWRITABLE: StoreUnwritable,
+    RPC_FORBIDDEN: PermissionDenied,
+    RPC_BUSY: TooManyConnections,
 }
 
 
 def error_from_rpc(code: int, message: str, data: dict[str, Any] | None = None) -> GatewaydError:
-    """Rebuild, on the client side, the error a daemon answered with."""
-    cls = _BY_RPC_CODE.get(code, GatewaydError)
+    """Rebuild, on the client side, the error a daemon answered with: by kind, else by code."""
+    kind = (data or {}).get("kind")
+    cls = _BY_KIND.get(kind) if isinstance(kind, str) else None
+    if cls is None or cls.rpc_code != code:
+        cls = _BY_RPC_CODE.get(code, GatewaydError)
     return cls(message, data=data)
 
 

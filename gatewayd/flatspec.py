@@ -40,6 +40,8 @@ FLAT_KEYS = frozenset(
         "session",
         "enabled",
         "delete_after_run",
+        "max_output",
+        "leftovers",
     }
 )
 
@@ -58,14 +60,17 @@ def spec_from_flat(flat: Mapping[str, Any], *, what: str = "job") -> JsonObject:
     kinds = [k for k in ("cron", "every", "at") if flat.get(k) is not None]
     if len(kinds) > 1:
         raise InvalidInput(f"{what}: give only one of cron, every or at (got {', '.join(kinds)})")
+    tz = flat.get("tz")
+    if tz is not None and kinds and kinds != ["cron"]:
+        raise InvalidInput(f"tz: a time zone goes only with cron, not with {kinds[0]}")
     if kinds == ["cron"]:
-        spec["schedule"] = {"kind": "cron", "expr": flat["cron"], "tz": flat.get("tz") or "UTC"}
+        spec["schedule"] = {"kind": "cron", "expr": flat["cron"], "tz": "UTC" if tz is None else tz}
     elif kinds == ["every"]:
         spec["schedule"] = {"kind": "every", "every_s": flat["every"]}
     elif kinds == ["at"]:
         spec["schedule"] = {"kind": "at", "at": flat["at"]}
-    elif flat.get("tz") is not None:
-        spec["schedule"] = {"tz": flat["tz"]}
+    elif tz is not None:
+        spec["schedule"] = {"tz": tz}
     payloads = [k for k in ("command", "shell", "agent_message", "system_event") if k in flat]
     if len(payloads) > 1:
         raise InvalidInput(
@@ -93,6 +98,8 @@ def spec_from_flat(flat: Mapping[str, Any], *, what: str = "job") -> JsonObject:
         ("session", "session"),
         ("enabled", "enabled"),
         ("delete_after_run", "delete_after_run"),
+        ("max_output", "max_output"),
+        ("leftovers", "leftovers"),
     ):
         if flat_key in flat:
             spec[spec_key] = flat[flat_key]

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from gatewayd import bounds
 from gatewayd.codec import JsonObject, spec_to_json
-from gatewayd.durations import parse_duration, parse_time, parse_when
+from gatewayd.durations import parse_duration, parse_size, parse_time, parse_when
 from gatewayd.errors import InvalidInput
 from gatewayd.model import (
     AgentTurnPayload,
@@ -23,6 +24,7 @@ from gatewayd.model import (
     ExecPayload,
     Job,
     JobSource,
+    LeftoverPolicy,
     Overlap,
     Payload,
     PayloadKind,
@@ -34,10 +36,8 @@ from gatewayd.model import (
 )
 from gatewayd.planning import next_slot, validate_cron, zone
 
-MIN_EVERY_S = 1.0
 MAX_NAME_LEN = 100
 MAX_TEXT_LEN = 256 * 1024
-MAX_ATTEMPTS = 100
 
 # Fields a job's JSON carries that the daemon owns: accepted and ignored in input,
 # so that the output of `cron get` can be fed back.
@@ -58,6 +58,8 @@ SPEC_FIELDS = frozenset(
         "retry",
         "session",
         "delete_after_run",
+        "max_output",
+        "leftovers",
     }
 )
 
@@ -80,6 +82,14 @@ def _string(value: Any, what: str, *, max_len: int = MAX_TEXT_LEN) -> str:
     return value
 
 
+def _process_text(value: Any, what: str, *, max_len: int = MAX_TEXT_LEN) -> str:
+    """A string that reaches a process (an argument, a directory, an environment value)."""
+    text = _string(value, what, max_len=max_len)
+    if "\0" in text:
+        raise InvalidInput(f"{what}: must not contain a NUL character, which no process can take")
+    return text
+
+
 def _bool(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInput(f"{what}: expected true or false, got {value!r}")
@@ -99,15 +109,35 @@ def _unknown(body: Mapping[str, Any], allowed: frozenset[str], what: str) -> Non
         raise InvalidInput(f"{what}: unknown field {extra[0]!r}")
 
 
-def _duration(value: Any, what: str, *, minimum: float = 0.0) -> float:
-    seconds = parse_duration(value, what=what)
-    if seconds < minimum:
-        raise InvalidInput(f"{what}: must be at least {minimum:g}s, got {seconds:g}s")
-    return seconds
+def _duration(value: Any, what: str, span: bounds.Span) -> float:
+    return span.check(parse_duration(value, what=what), what)
 
 
-def _optional_duration(value: Any, what: str) -> float | None:
-    return None if value is None else _duration(value, what)
+def _optional_duration(value: Any, what: str, span: bounds.Span) -> float | None:
+    return None if value is None else _duration(value, what, span)
+
+
+def _time(value: Any, what: str, *, now: datetime | None = None) -> datetime:
+    """A time in range: ISO 8601, or (given ``now``) relative like ``+20m``."""
+    if now is None:
+        return bounds.check_time(parse_time(value, what=what), what)
+    return bounds.check_time(parse_when(value, now=now, what=what), what)
+
+
+def _zone_name(body: Mapping[str, Any], kind: ScheduleKind, *, trusted: bool) -> str:
+    """The schedule's zone: an IANA name for cron; other kinds take none but UTC."""
+    tz = body.get("tz")
+    if tz is None:
+        return "UTC"
+    name = _string(tz, "schedule.tz", max_len=100)
+    if trusted:
+        return name
+    zone(name)
+    if kind is not ScheduleKind.CRON and name != "UTC":
+        raise InvalidInput(
+            f"schedule.tz: a time zone applies only to cron schedules, not to {kind.value}"
+        )
+    return name
 
 
 def _schedule(
@@ -118,27 +148,21 @@ def _schedule(
     body = _object(body, "schedule")
     _unknown(body, frozenset({"kind", "expr", "tz", "every_s", "at", "anchor"}), "schedule")
     kind = _choice(body.get("kind"), "schedule.kind", ScheduleKind)
-    tz = body.get("tz") or "UTC"
-    _string(tz, "schedule.tz")
-    if not trusted:
-        zone(tz)
+    tz = _zone_name(body, kind, trusted=trusted)
     if kind is ScheduleKind.CRON:
         expr = _string(body.get("expr"), "schedule.expr", max_len=200).strip()
         if not trusted:
             validate_cron(expr)
         return Schedule(kind=kind, expr=expr, tz=tz)
     if kind is ScheduleKind.EVERY:
-        every = _duration(body.get("every_s"), "schedule.every_s", minimum=MIN_EVERY_S)
+        every = _duration(body.get("every_s"), "schedule.every_s", bounds.EVERY)
         raw_anchor = body.get("anchor")
-        anchor = parse_time(raw_anchor, what="schedule.anchor") if raw_anchor else now
+        anchor = _time(raw_anchor, "schedule.anchor") if raw_anchor is not None else now
         if anchor is None:
             raise InvalidInput("schedule.anchor: an every schedule needs an anchor")
         return Schedule(kind=kind, every_s=every, tz=tz, anchor=anchor)
     raw_at = _string(body.get("at"), "schedule.at", max_len=100)
-    if now is None:
-        at = parse_time(raw_at, what="schedule.at")
-    else:
-        at = parse_when(raw_at, now=now, what="schedule.at")
+    at = _time(raw_at, "schedule.at", now=now)
     if not trusted and not allow_past_at and now is not None and at <= now:
         raise InvalidInput(f"schedule.at: {raw_at!r} is in the past (now is {now.isoformat()})")
     return Schedule(kind=kind, at=at, tz=tz)
@@ -150,10 +174,12 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
     body = _object(value, "payload.env")
     pairs = []
     for key, item in body.items():
-        if not key or "=" in key or "\0" in key:
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             raise InvalidInput(f"payload.env: invalid variable name {key!r}")
         if not isinstance(item, str):
             raise InvalidInput(f"payload.env.{key}: expected a string, got {type(item).__name__}")
+        if "\0" in item:
+            raise InvalidInput(f"payload.env.{key}: must not contain a NUL character")
         pairs.append((key, item))
     return tuple(sorted(pairs))
 
@@ -171,23 +197,27 @@ def _payload(body: Any) -> Payload:
         if (command is None) == (shell is None):
             raise InvalidInput("payload: an exec payload needs exactly one of command or shell")
         if command is not None:
-            command = _string(command, "payload.command")
+            command = _process_text(command, "payload.command")
             try:
-                shlex.split(command)
+                argv = shlex.split(command)
             except ValueError as exc:
                 raise InvalidInput(f"payload.command: cannot split {command!r}: {exc}") from None
+            if not argv:
+                raise InvalidInput("payload.command: names no program")
         else:
-            shell = _string(shell, "payload.shell")
+            shell = _process_text(shell, "payload.shell")
         cwd = body.get("cwd")
         if cwd is not None:
-            cwd = _string(cwd, "payload.cwd", max_len=4096)
+            cwd = _process_text(cwd, "payload.cwd", max_len=4096)
         return ExecPayload(command=command, shell=shell, cwd=cwd, env=_env(body.get("env")))
     if kind is PayloadKind.AGENT_TURN:
         _unknown(body, frozenset({"kind", "message", "agent"}), "payload")
-        agent = body.get("agent") or "default"
+        agent = body.get("agent")
+        agent = "default" if agent is None else _string(agent, "payload.agent", max_len=100)
+        if any(ord(c) < 32 for c in agent):
+            raise InvalidInput(f"payload.agent: {agent!r} must not contain control characters")
         return AgentTurnPayload(
-            message=_string(body.get("message"), "payload.message"),
-            agent=_string(agent, "payload.agent", max_len=100),
+            message=_string(body.get("message"), "payload.message"), agent=agent
         )
     _unknown(body, frozenset({"kind", "text"}), "payload")
     return SystemEventPayload(text=_string(body.get("text"), "payload.text"))
@@ -198,19 +228,25 @@ def _retry(value: Any) -> RetryPolicy:
         return RetryPolicy()
     body = _object(value, "retry")
     _unknown(body, frozenset({"max_attempts", "backoff_s", "max_backoff_s"}), "retry")
-    attempts = body.get("max_attempts", 1)
-    if isinstance(attempts, bool) or not isinstance(attempts, int):
-        raise InvalidInput(f"retry.max_attempts: expected an integer, got {attempts!r}")
-    if not 1 <= attempts <= MAX_ATTEMPTS:
-        raise InvalidInput(f"retry.max_attempts: must be 1 to {MAX_ATTEMPTS}, got {attempts}")
+    attempts = bounds.RETRY_ATTEMPTS.check(body.get("max_attempts", 1), "retry.max_attempts")
     defaults = RetryPolicy()
     return RetryPolicy(
         max_attempts=attempts,
-        backoff_s=_duration(body.get("backoff_s", defaults.backoff_s), "retry.backoff_s"),
+        backoff_s=_duration(
+            body.get("backoff_s", defaults.backoff_s), "retry.backoff_s", bounds.RETRY_BACKOFF
+        ),
         max_backoff_s=_duration(
-            body.get("max_backoff_s", defaults.max_backoff_s), "retry.max_backoff_s"
+            body.get("max_backoff_s", defaults.max_backoff_s),
+            "retry.max_backoff_s",
+            bounds.RETRY_MAX_BACKOFF,
         ),
     )
+
+
+def _max_output(value: Any) -> int | None:
+    if value is None:
+        return None
+    return bounds.MAX_OUTPUT.check(parse_size(value, what="max_output"), "max_output")
 
 
 def _name(value: Any) -> str:
@@ -256,22 +292,26 @@ def job_from_spec(
     delete_after_run = _bool(body.get("delete_after_run", False), "delete_after_run")
     if delete_after_run and schedule.kind is not ScheduleKind.AT:
         raise InvalidInput("delete_after_run: applies only to one-shot at schedules")
-    stagger = _duration(body.get("stagger_s") or 0, "stagger_s")
+    stagger = _duration(body.get("stagger_s") or 0, "stagger_s", bounds.STAGGER)
     job = Job(
         id=job_id,
         name=_name(body.get("name")),
         enabled=_bool(body.get("enabled", True), "enabled"),
         schedule=schedule,
         payload=_payload(body.get("payload")),
-        timeout_s=_optional_duration(body.get("timeout_s"), "timeout_s"),
+        timeout_s=_optional_duration(body.get("timeout_s"), "timeout_s", bounds.TIMEOUT),
         overlap=_choice(body.get("overlap") or "skip", "overlap", Overlap),
         catchup=_choice(body.get("catchup") or "latest", "catchup", Catchup),
-        catchup_window_s=_optional_duration(body.get("catchup_window_s"), "catchup_window_s"),
+        catchup_window_s=_optional_duration(
+            body.get("catchup_window_s"), "catchup_window_s", bounds.CATCHUP_WINDOW
+        ),
         stagger_s=stagger,
         retry=_retry(body.get("retry")),
         session=_choice(body.get("session") or "isolated", "session", SessionTarget),
         source=source,
         delete_after_run=delete_after_run,
+        max_output=_max_output(body.get("max_output")),
+        leftovers=_choice(body.get("leftovers") or "kill", "leftovers", LeftoverPolicy),
         next_slot=next_slot_value,
         created_at=created_at,
         updated_at=updated_at,

@@ -40,6 +40,13 @@ class Catchup(enum.StrEnum):
     NONE = "none"
 
 
+class LeftoverPolicy(enum.StrEnum):
+    """What happens to processes left in a run's group once its command has ended."""
+
+    KILL = "kill"
+    KEEP = "keep"
+
+
 class SessionTarget(enum.StrEnum):
     ISOLATED = "isolated"
     MAIN = "main"
@@ -167,8 +174,9 @@ class RetryPolicy:
 class Job:
     """A schedule, a payload and its policies.
 
-    ``timeout_s`` and ``catchup_window_s`` are ``None`` when the job follows the
-    configured default; a ``timeout_s`` of 0 means no timeout. ``next_slot`` is
+    ``timeout_s``, ``catchup_window_s`` and ``max_output`` are ``None`` when the
+    job follows the configured default; a ``timeout_s`` of 0 means no timeout, a
+    ``max_output`` of 0 no limit on the bytes of output kept. ``next_slot`` is
     the next nominal slot the scheduler will handle (before stagger); only the
     scheduler moves it, in the same transaction that records the slot's run.
     """
@@ -187,6 +195,8 @@ class Job:
     session: SessionTarget = SessionTarget.ISOLATED
     source: JobSource = JobSource.API
     delete_after_run: bool = False
+    max_output: int | None = None
+    leftovers: LeftoverPolicy = LeftoverPolicy.KILL
     next_slot: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -214,6 +224,20 @@ class JobTiming:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeftoverProcess:
+    pid: int
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leftovers:
+    """Processes found in a run's group after its command ended, and what became of them."""
+
+    policy: LeftoverPolicy
+    processes: tuple[LeftoverProcess, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     """One execution of a job, from ``queued`` to exactly one terminal status."""
 
@@ -238,6 +262,7 @@ class Run:
     owner: str | None = None
     pid: int | None = None
     pid_start: int | None = None
+    leftovers: Leftovers | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +277,7 @@ class RunOutcome:
     stop_reason: str | None = None
     summary: str | None = None
     output_tail: str | None = None
+    leftovers: Leftovers | None = None
 
     def __post_init__(self) -> None:
         if not self.status.is_terminal:

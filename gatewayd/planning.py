@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from gatewayd import bounds
 from gatewayd.durations import format_time
 from gatewayd.errors import InvalidInput
 from gatewayd.model import (
@@ -61,11 +62,90 @@ def _has_seconds(expr: str) -> bool:
     return len(expr.split()) == 6
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Field:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()  # the names of low, low + 1, ...
+    extras: frozenset[str] = frozenset()  # what else the field may say: "?", "L", "W", "#"
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_FIELDS = (
+    _Field(name="minute", low=0, high=59),
+    _Field(name="hour", low=0, high=23),
+    _Field(name="day of month", low=1, high=31, extras=frozenset({"?", "L", "W"})),
+    _Field(name="month", low=1, high=12, names=_MONTHS),
+    _Field(name="day of week", low=0, high=7, names=_DAYS, extras=frozenset({"?", "#"})),
+)
+_SECONDS = _Field(name="second", low=0, high=59)
+
+
+class _BadField(ValueError):
+    """What is wrong with one field of a cron expression."""
+
+
+def _field_value(text: str, field: _Field) -> int:
+    lowered = text.lower()
+    if lowered in field.names:
+        return field.low + field.names.index(lowered)
+    if not text.isdigit() or len(text) > 4:
+        raise _BadField(
+            f"{field.name} {text!r} is not a number"
+            + (f" or a name ({field.names[0]}...)" if field.names else "")
+        )
+    value = int(text)
+    if not field.low <= value <= field.high:
+        raise _BadField(f"{field.name} {value} is out of range {field.low}-{field.high}")
+    return value
+
+
+def _check_item(item: str, field: _Field) -> None:
+    """One comma-separated part of a field: ``*``, ``N``, ``A-B``, each with ``/STEP``."""
+    base, slash, step = item.partition("/")
+    if slash:
+        span = field.high - field.low
+        if not step.isdigit() or len(step) > 4 or not 1 <= int(step) <= span:
+            raise _BadField(f"{field.name} step {step!r} must be from 1 to {span}")
+    if base in ("*", "?"):
+        if base == "?" and "?" not in field.extras:
+            raise _BadField("'?' is only for the day of month or week")
+        return
+    if "#" in field.extras and "#" in base and not slash:
+        day, _, nth = base.partition("#")
+        _field_value(day, field)
+        if nth not in ("1", "2", "3", "4", "5"):
+            raise _BadField(f"{item!r}: the week after '#' is 1 to 5")
+        return
+    if "L" in field.extras and base.upper() == "L" and not slash:
+        return
+    if "W" in field.extras and base.upper().endswith("W") and not slash:
+        _field_value(base[:-1], field)
+        return
+    first, dash, last = base.partition("-")
+    start = _field_value(first, field)
+    if dash:
+        end = _field_value(last, field)
+        if end < start:
+            raise _BadField(
+                f"{field.name} range {base!r} runs backwards; "
+                f"write it from low to high (a range cannot wrap past {field.high})"
+            )
+        if end == start:
+            raise _BadField(
+                f"{field.name} range {base!r} starts and ends at {first}; write {first}"
+            )
+
+
 def validate_cron(expr: str) -> None:
     """Raise :class:`InvalidInput` naming the problem unless ``expr`` is a usable cron expression.
 
     Five fields (minute hour day month weekday), or six with a leading seconds
-    field, or one of the ``@daily``-style aliases.
+    field, or one of the ``@daily``-style aliases. Every number is checked
+    against its field's range, every range runs from low to high and every step
+    is at most the field's span; croniter then reads what passed.
     """
     text = expr.strip()
     fields = text.split()
@@ -78,6 +158,15 @@ def validate_cron(expr: str) -> None:
             f"cron: {expr!r} has {len(fields)} fields; write 5 (minute hour day month weekday) "
             "or 6 with a leading seconds field"
         )
+    kinds = (_SECONDS, *_FIELDS) if len(fields) == 6 else _FIELDS
+    try:
+        for field_text, field in zip(fields, kinds, strict=True):
+            for item in field_text.split(","):
+                if not item:
+                    raise _BadField(f"an empty item in the {field.name}")
+                _check_item(item, field)
+    except _BadField as exc:
+        raise InvalidInput(f"cron: invalid expression {expr!r}: {exc}") from None
     try:
         croniter(text, datetime(2026, 1, 1), second_at_beginning=_has_seconds(text))  # noqa: DTZ001
     except CroniterError as exc:
@@ -136,7 +225,9 @@ def next_slot(schedule: Schedule, after: datetime) -> datetime | None:
         return _cron_next(schedule.expr, zone(schedule.tz), after)
     if schedule.kind is ScheduleKind.EVERY:
         assert schedule.every_s is not None and schedule.anchor is not None
-        return _every_next(schedule.every_s, schedule.anchor, after)
+        # A job stored before the ranges were checked may hold any interval.
+        every_s = min(schedule.every_s, bounds.EVERY.high)
+        return _every_next(max(every_s, bounds.EVERY.low), schedule.anchor, after)
     assert schedule.at is not None
     return schedule.at if schedule.at > after else None
 
@@ -146,7 +237,7 @@ def next_slot(schedule: Schedule, after: datetime) -> datetime | None:
 
 def stagger_offset(job_id: str, stagger_s: float) -> timedelta:
     """A deterministic offset in ``[0, stagger_s)``: a hash of the job id modulo the stagger."""
-    span_us = round(stagger_s * 1_000_000)
+    span_us = round(min(stagger_s, bounds.STAGGER.high) * 1_000_000)
     if span_us <= 0:
         return timedelta(0)
     digest = hashlib.sha256(job_id.encode()).digest()
@@ -237,7 +328,7 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
     if first is None or due_at(job, first) > now:
         return DuePlan(decisions=(), next_slot=first)
     offset = due_at(job, first) - first
-    window_start = now - timedelta(seconds=window_s)
+    window_start = now - timedelta(seconds=min(window_s, bounds.CATCHUP_WINDOW.high))
 
     decisions: list[SlotDecision] = []
     slot: datetime | None = first
@@ -366,4 +457,5 @@ def retry_delay(policy: RetryPolicy, attempt: int) -> float | None:
     """Seconds to wait before attempt ``attempt + 1``, or ``None`` if no attempt is left."""
     if attempt >= policy.max_attempts:
         return None
-    return float(min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s))
+    cap = min(policy.max_backoff_s, bounds.RETRY_MAX_BACKOFF.high)
+    return float(min(policy.backoff_s * 2.0 ** (attempt - 1), cap))

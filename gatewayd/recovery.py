@@ -31,6 +31,7 @@ from gatewayd.model import (
     MAIN_SESSION_KEY,
     AgentTurnPayload,
     ErrorKind,
+    LeftoverPolicy,
     Run,
     RunOutcome,
     RunStatus,
@@ -154,6 +155,7 @@ class Recovery:
             pid_start=run.pid_start,
             log_path=runfiles.log_path(self._state_dir, run.job_id, run.run_id),
             exit_path=runfiles.exit_path(self._state_dir, run.job_id, run.run_id),
+            leftovers=LeftoverPolicy.KILL if job is None else job.leftovers,
         )
         if (
             self._agents is not None
@@ -205,7 +207,8 @@ class Recovery:
         after: Callable[[], Awaitable[None]] | None = None,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Every ``interval_s``: heartbeat, settle what nobody watches, prune history.
+        """Every ``interval_s``: look at the store's files; heartbeat, settle what nobody
+        watches and prune history, unless the store takes no writes now.
 
         ``after()`` is awaited after each sweep (the daemon reports its status).
         """
@@ -213,9 +216,11 @@ class Recovery:
         while True:
             await self._clock.sleep(interval_s)
             try:
-                await self._store.heartbeat(self._instance_id, self._clock.now())
-                await self.settle()
-                await self.prune(retention)
+                await self._store.check_files()
+                if self._store.health.writable:
+                    await self._store.heartbeat(self._instance_id, self._clock.now())
+                    await self.settle()
+                    await self.prune(retention)
                 if after is not None:
                     await after()
             except Exception:

@@ -2,18 +2,26 @@
 
 ``runs/<job_id>/<run_id>.log`` holds the run's output; ``<run_id>.exit`` is
 written by the run's waiter when its command ends, so that the exit status
-outlives the daemon. An agent turn also has ``<run_id>.in`` (its message, on
-stdin) and ``<run_id>.out`` (its reply, from stdout).
+outlives the daemon. The daemon makes the exit file before the run starts, with
+room for the status in it (see :func:`reserve_exit_file`), so that the waiter
+can write it even on a full disk. An agent turn also has ``<run_id>.in`` (its
+message, on stdin) and ``<run_id>.out`` (its reply, from stdout). Every file here
+is private to the daemon's user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gatewayd.model import Run
+
+# What an exit file holds before its waiter writes over it: room for "<status> <pump pid>".
+EXIT_ROOM = b" " * 40 + b"\n"
 
 
 def run_dir(state_dir: Path, job_id: str) -> Path:
@@ -38,16 +46,35 @@ def reply_path(state_dir: Path, job_id: str, run_id: str) -> Path:
     return run_dir(state_dir, job_id) / f"{run_id}.out"
 
 
-def read_exit_status(path: Path) -> tuple[int, datetime] | None:
-    """The status a waiter wrote and when it wrote it, or ``None`` if it wrote none."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExitRecord:
+    """What a waiter wrote: the command's status, when, and its output pump's pid (if any)."""
+
+    status: int
+    written_at: datetime
+    pump_pid: int | None = None
+
+
+def reserve_exit_file(path: Path) -> None:
+    """Make a run's exit file, private, with the room its waiter writes the status into."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        text = path.read_text().strip()
+        os.write(fd, EXIT_ROOM)
+    finally:
+        os.close(fd)
+
+
+def read_exit_status(path: Path) -> ExitRecord | None:
+    """What the waiter wrote, or ``None`` if it wrote nothing (yet)."""
+    try:
+        fields = path.read_text(errors="replace").split()
         written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except OSError:
         return None
-    if not text.lstrip("-").isdigit():
+    if not fields or not fields[0].lstrip("-").isdigit():
         return None
-    return int(text), written
+    pump = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    return ExitRecord(status=int(fields[0]), written_at=written, pump_pid=pump or None)
 
 
 def delete_run_files(state_dir: Path, runs: Iterable[Run]) -> None:

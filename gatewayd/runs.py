@@ -28,9 +28,11 @@ import anyio
 import anyio.abc
 import structlog
 
+from gatewayd import bounds
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.durations import format_time
+from gatewayd.environ import run_environment
 from gatewayd.errors import Conflict, NotFound, RunAlreadyEnded, SpawnFailed
 from gatewayd.events import (
     Event,
@@ -104,6 +106,9 @@ class PipelineSettings:
     catchup_window_s: float = 86400.0
     catchup: CatchupLimits = CatchupLimits()
     agent_timeouts: tuple[tuple[str, float], ...] = ()
+    max_output: int = 16 * bounds.MIB
+    # What runs inherit (see gatewayd.environ); None: the daemon's own, less its service's.
+    inherited_env: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +130,7 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
         "ended_at": result.ended_at or ended_at,
         "summary": result.summary,
         "output_tail": result.output_tail,
+        "leftovers": result.leftovers,
     }
     if stop_reason == STOP_TIMEOUT:
         return RunOutcome(
@@ -250,7 +256,8 @@ class RunPipeline:
         self._detaching = False
         self._main_session_id: str | None = None
         self._recent_endings: OrderedDict[str, Run] = OrderedDict()
-        self._environ = dict(os.environ)  # what runs inherit: the daemon's, as it started
+        inherited = settings.inherited_env
+        self._environ = run_environment(os.environ) if inherited is None else dict(inherited)
 
     @property
     def settings(self) -> PipelineSettings:
@@ -687,6 +694,7 @@ class RunPipeline:
             timeout = dict(self._settings.agent_timeouts).get(job.payload.agent, timeout)
         if timeout <= 0:
             return None
+        timeout = min(timeout, bounds.TIMEOUT.high)  # a job stored before ranges were checked
         return (run.started_at or self._clock.now()) + timedelta(seconds=timeout)
 
     async def _supervise(

@@ -5,6 +5,11 @@ built from the jobs' stored ``next_slot``; it sleeps until the top entry is due
 and wakes early when a job changes. Stale heap entries are dropped lazily.
 The slot itself is only ever advanced by the pipeline, in the transaction that
 records the slot's run (I7).
+
+While the store takes no writes (a full disk, say), the timer fires nothing: its
+slots stay in the heap, and once the store is writable again they are handled
+as any late slot is (an ordinary run within ``misfire_grace``, else as the
+job's catch-up policy says). No slot is dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Scheduler:
         self._changed = anyio.Event()
         self._naps = 0
         self._asleep = False
+        store.watch_health(lambda _: self._changed.set())
 
     async def load(self) -> None:
         """Read every job's next slot from the store."""
@@ -122,10 +128,13 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
             task_status.started()
             while True:
+                self._changed = anyio.Event()
+                if not self._store.health.writable:
+                    await self._sleep(None)  # until the store's health changes
+                    continue
                 for job_id in self._pop_due(self._clock.now()):
                     await firing.acquire()
                     tg.start_soon(self._fire_and_release, job_id, firing)
-                self._changed = anyio.Event()
                 wake_at = self.next_wake_at
                 if wake_at is not None and wake_at <= self._clock.now():
                     continue

@@ -55,6 +55,10 @@ class TestNotify:
         try:
             listener.settimeout(20)
             ready = listener.recv(65536).decode().splitlines()
+            while "READY=1" not in ready:
+                # Before it is ready, the daemon may only say what it is doing.
+                assert all(line.startswith("STATUS=") for line in ready), ready
+                ready = listener.recv(65536).decode().splitlines()
             assert "READY=1" in ready
             assert f"MAINPID={daemon.pid}" in ready
             assert any(line.startswith("STATUS=0 jobs") for line in ready)

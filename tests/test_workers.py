@@ -73,7 +73,7 @@ class TestBatchWriter:
         """A failing operation's own writes are undone; the others in its batch are kept."""
         conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None, check_same_thread=False)
         conn.execute("CREATE TABLE t (v TEXT)")
-        writer = BatchWriter(conn, name="t")
+        writer = BatchWriter(conn, path=tmp_path / "t.db", name="t")
         writer.start()
         holding, gate = threading.Event(), threading.Event()
 

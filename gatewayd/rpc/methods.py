@@ -5,21 +5,25 @@ Each method checks the types of its params and names the one that is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import orjson
 
-from gatewayd.api import VIEWS_ON_LOOP, Gateway
+from gatewayd import bounds
+from gatewayd.api import MAX_PAGE, VIEWS_ON_LOOP, Gateway
 from gatewayd.codec import run_to_json
 from gatewayd.errors import InvalidInput
 from gatewayd.rpc.protocol import RawJson
 from gatewayd.rpc.server import Handler, Send, StreamHandler
 
+T = TypeVar("T")
+
 DEFAULT_RUNS_LIMIT = 20
-MAX_EVENTS = 10_000
-MAX_PROBE_S = 60.0
+DEFAULT_SESSIONS_LIMIT = 50
+DEFAULT_EVENTS_LIMIT = 100
+EVENTS_LIMIT = bounds.Count(low=0, high=10_000)
 
 
 def _known(params: Mapping[str, Any], method: str, *names: str) -> None:
@@ -28,35 +32,68 @@ def _known(params: Mapping[str, Any], method: str, *names: str) -> None:
         raise InvalidInput(f"invalid params: {method} does not take {extra[0]!r}")
 
 
+def _got(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
 def _str(params: Mapping[str, Any], name: str, method: str) -> str:
     value = params.get(name)
     if not isinstance(value, str) or not value:
-        got = "nothing" if value is None else type(value).__name__
-        raise InvalidInput(f"invalid params: {method} needs {name!r} as a string, got {got}")
+        raise InvalidInput(
+            f"invalid params: {method} needs {name!r} as a string, got {_got(value)}",
+            data={"field": name},
+        )
     return value
+
+
+def _optional_str(params: Mapping[str, Any], name: str, method: str) -> str | None:
+    return None if params.get(name) is None else _str(params, name, method)
 
 
 def _bool(params: Mapping[str, Any], name: str, method: str, default: bool) -> bool:
     value = params.get(name, default)
     if not isinstance(value, bool):
-        raise InvalidInput(f"invalid params: {method} needs {name!r} as true or false")
+        raise InvalidInput(
+            f"invalid params: {method} needs {name!r} as true or false, got {_got(value)}",
+            data={"field": name},
+        )
     return value
 
 
-def _int(params: Mapping[str, Any], name: str, method: str, default: int) -> int:
+def _in_range(check: Callable[[], T], method: str) -> T:
+    try:
+        return check()
+    except InvalidInput as exc:
+        raise InvalidInput(f"invalid params: {method}: {exc.message}", data=exc.data) from None
+
+
+def _count(
+    params: Mapping[str, Any], name: str, method: str, default: int, bound: bounds.Count
+) -> int:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"invalid params: {method} needs {name!r} as an integer")
-    return value
+        raise InvalidInput(
+            f"invalid params: {method} needs {name!r} as an integer, got {_got(value)}",
+            data={"field": name},
+        )
+    return _in_range(lambda: bound.check(value, name), method)
 
 
-def _number(params: Mapping[str, Any], name: str, method: str) -> float | None:
+def _seconds(
+    params: Mapping[str, Any], name: str, method: str, default: float | None, span: bounds.Span
+) -> float | None:
     value = params.get(name)
     if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidInput(f"invalid params: {method} needs {name!r} as a number >= 0")
-    return float(value)
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(
+            f"invalid params: {method} needs {name!r} as a number of seconds, got {_got(value)}",
+            data={"field": name},
+        )
+    return _in_range(lambda: span.check(float(value), name), method)
+
+
+PAGE = bounds.Count(low=1, high=MAX_PAGE)
 
 
 def build_methods(gateway: Gateway) -> dict[str, Handler]:
@@ -68,9 +105,8 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
 
     async def probe_lag(params: dict[str, Any]) -> Any:
         _known(params, "gateway.probe_lag", "seconds")
-        seconds = _number(params, "seconds", "gateway.probe_lag") or 1.0
-        if seconds > MAX_PROBE_S:
-            raise InvalidInput(f"invalid params: gateway.probe_lag takes at most {MAX_PROBE_S}s")
+        seconds = _seconds(params, "seconds", "gateway.probe_lag", 1.0, bounds.PROBE_LAG)
+        assert seconds is not None
         return await gateway.probe_lag(seconds)
 
     async def cron_add(params: dict[str, Any]) -> Any:
@@ -83,9 +119,11 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         return {"ok": True, "added": [{"id": j.id, "name": j.name} for j in jobs]}
 
     async def cron_list(params: dict[str, Any]) -> Any:
-        _known(params, "cron.list", "all")
+        _known(params, "cron.list", "all", "limit", "after")
         include = _bool(params, "all", "cron.list", False)
-        jobs = await gateway.list_jobs(include_disabled=include)
+        limit = _count(params, "limit", "cron.list", MAX_PAGE, PAGE)
+        after = _optional_str(params, "after", "cron.list")
+        jobs = await gateway.list_jobs(include_disabled=include, limit=limit, after=after)
         if len(jobs) <= VIEWS_ON_LOOP:
             return jobs
         return RawJson(await anyio.to_thread.run_sync(orjson.dumps, jobs))
@@ -123,14 +161,19 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
 
     async def cron_cancel(params: dict[str, Any]) -> Any:
         _known(params, "cron.cancel", "job", "run_id")
-        ref = params.get("run_id") or params.get("job")
-        ref = _str({"job": ref}, "job", "cron.cancel")
-        return [run_to_json(r) for r in await gateway.cancel(ref)]
+        if ("job" in params) == ("run_id" in params):
+            raise InvalidInput(
+                "invalid params: cron.cancel needs one of 'job' (an id or a name) or 'run_id'"
+            )
+        name = "job" if "job" in params else "run_id"
+        ref = _str(params, name, "cron.cancel")
+        return [run_to_json(r) for r in await gateway.cancel(ref, run_only=name == "run_id")]
 
     async def cron_runs(params: dict[str, Any]) -> Any:
-        _known(params, "cron.runs", "job", "limit")
-        limit = _int(params, "limit", "cron.runs", DEFAULT_RUNS_LIMIT)
-        return await gateway.runs(_str(params, "job", "cron.runs"), limit=limit)
+        _known(params, "cron.runs", "job", "limit", "before")
+        limit = _count(params, "limit", "cron.runs", DEFAULT_RUNS_LIMIT, PAGE)
+        before = _optional_str(params, "before", "cron.runs")
+        return await gateway.runs(_str(params, "job", "cron.runs"), limit=limit, before=before)
 
     async def runs_get(params: dict[str, Any]) -> Any:
         _known(params, "runs.get", "run_id")
@@ -143,12 +186,14 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
     async def runs_wait(params: dict[str, Any]) -> Any:
         _known(params, "runs.wait", "run_id", "timeout_s")
         run_id = _str(params, "run_id", "runs.wait")
-        timeout = _number(params, "timeout_s", "runs.wait")
+        timeout = _seconds(params, "timeout_s", "runs.wait", None, bounds.WAIT_TIMEOUT)
         return run_to_json(await gateway.wait_run(run_id, timeout_s=timeout))
 
     async def sessions_list(params: dict[str, Any]) -> Any:
-        _known(params, "sessions.list", "limit")
-        return await gateway.sessions(limit=_int(params, "limit", "sessions.list", 50))
+        _known(params, "sessions.list", "limit", "before")
+        limit = _count(params, "limit", "sessions.list", DEFAULT_SESSIONS_LIMIT, PAGE)
+        before = _optional_str(params, "before", "sessions.list")
+        return await gateway.sessions(limit=limit, before=before)
 
     async def sessions_get(params: dict[str, Any]) -> Any:
         _known(params, "sessions.get", "key")
@@ -183,10 +228,8 @@ def build_streams(gateway: Gateway) -> dict[str, StreamHandler]:
         _known(params, "events.subscribe", "since", "limit", "follow")
         since = params.get("since")
         if since is not None:
-            since = _int(params, "since", "events.subscribe", 0)
-        limit = _int(params, "limit", "events.subscribe", 100)
-        if not 0 <= limit <= MAX_EVENTS:
-            raise InvalidInput(f"invalid params: events.subscribe needs 'limit' 0 to {MAX_EVENTS}")
+            since = _count(params, "since", "events.subscribe", 0, bounds.EVENT_SEQ)
+        limit = _count(params, "limit", "events.subscribe", DEFAULT_EVENTS_LIMIT, EVENTS_LIMIT)
         follow = _bool(params, "follow", "events.subscribe", False)
         return await gateway.events(send, since=since, limit=limit, follow=follow)
 

@@ -21,7 +21,14 @@ from typing import Any
 
 import structlog
 
-from gatewayd.errors import GatewaydError, MethodNotFound, StartupError
+from gatewayd.errors import (
+    GatewaydError,
+    MethodNotFound,
+    PermissionDenied,
+    SocketInUse,
+    StartupError,
+    TooManyConnections,
+)
 from gatewayd.rpc.protocol import (
     FrameDecoder,
     Oversized,
@@ -43,6 +50,8 @@ StreamHandler = Callable[[dict[str, Any], Send], Awaitable[Any]]
 
 # A peer that does not take a frame within this long is disconnected.
 WRITE_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 256
+IDLE_TIMEOUT_S = 300.0
 
 _READ_CHUNK = 64 * 1024
 # Unix socket paths are limited to 108 bytes on Linux and 104 on macOS.
@@ -65,8 +74,8 @@ def peer_uid(sock: socket.socket) -> int | None:
 def bind_unix_socket(path: Path) -> socket.socket:
     """A listening socket at ``path``, mode 0600, replacing a stale socket file.
 
-    The caller must hold the state directory's lock, so that a socket file found
-    at ``path`` belongs to a daemon that is gone.
+    A socket file found at ``path`` is replaced only if nothing answers on it
+    (its daemon is gone): :class:`SocketInUse` otherwise.
     """
     if len(os.fsencode(path)) >= MAX_SOCKET_PATH:
         raise StartupError(
@@ -77,6 +86,11 @@ def bind_unix_socket(path: Path) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise StartupError(f"{path} exists and is not a socket; refusing to replace it")
+        if someone_answers(path):
+            raise SocketInUse(
+                f"another daemon answers on {path}; refusing to replace its socket. "
+                "Stop it, or give this one another --socket"
+            )
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
@@ -93,6 +107,21 @@ def bind_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+def someone_answers(path: Path) -> bool:
+    """Whether a process accepts connections on the socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fspath(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True  # it exists and is busy (a full backlog, say): someone owns it
+    finally:
+        probe.close()
+    return True
+
+
 def link_socket(link: Path, target: Path) -> None:
     """Point ``link`` at the socket ``target``, replacing a stale link or socket there."""
     with contextlib.suppress(FileNotFoundError):
@@ -106,7 +135,14 @@ def link_socket(link: Path, target: Path) -> None:
 
 
 class RpcServer:
-    """Serves ``methods`` on a bound socket."""
+    """Serves ``methods`` on a bound socket.
+
+    At most ``max_connections`` are served at once: one more is answered with an
+    error and closed. A connection that sends no complete request for
+    ``idle_timeout_s`` is closed, and so is one that does not take a reply within
+    ``write_timeout_s``; a reply is one frame of a bounded page, so a peer that
+    never reads holds at most that much memory.
+    """
 
     def __init__(
         self,
@@ -115,10 +151,15 @@ class RpcServer:
         streams: Mapping[str, StreamHandler] | None = None,
         uid: int | None = None,
         write_timeout_s: float = WRITE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self._methods = methods
         self._streams = streams or {}
         self._write_timeout = write_timeout_s
+        self._max_connections = max_connections
+        self._idle_timeout = idle_timeout_s
+        self.refused = 0
         self._uid = os.getuid() if uid is None else uid
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -137,9 +178,16 @@ class RpcServer:
             await self._server.wait_closed()
             self._server = None
 
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self._max_connections:
+            await self._refuse(writer)
+            return
         self._connections.add(task)
         try:
             await self._serve_connection(reader, writer)
@@ -155,6 +203,33 @@ class RpcServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Tell a connection over the limit why, and close it (it holds no slot)."""
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning(
+                "refused connections over the limit",
+                limit=self._max_connections,
+                refused=self.refused,
+            )
+        error = TooManyConnections(
+            f"gatewayd already serves its limit of {self._max_connections} connections "
+            "(gateway.max_connections); try again shortly"
+        )
+        with contextlib.suppress(Exception):
+            writer.write(encode_error(None, error))
+            await asyncio.wait_for(writer.drain(), 1.0)
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+    async def _read(self, reader: asyncio.StreamReader, deadline: float) -> bytes:
+        """The next chunk; TimeoutError once no complete request came by ``deadline``."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError
+        return await asyncio.wait_for(reader.read(_READ_CHUNK), remaining)
+
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -162,16 +237,13 @@ class RpcServer:
         uid = peer_uid(sock) if sock is not None else None
         if uid is not None and uid != self._uid:
             log.warning("refused a connection from another user", uid=uid)
-            writer.write(
-                encode_error(
-                    None,
-                    GatewaydError(
-                        f"permission denied: this daemon serves uid {self._uid}, not uid {uid}"
-                    ),
-                )
+            error = PermissionDenied(
+                f"permission denied: this daemon serves uid {self._uid}, not uid {uid}"
             )
+            writer.write(encode_error(None, error))
             await writer.drain()
             return
+        loop = asyncio.get_running_loop()
 
         async def write(frame: bytes) -> None:
             writer.write(frame)
@@ -181,17 +253,21 @@ class RpcServer:
             await write(encode_notification("event", params))
 
         decoder = FrameDecoder()
+        deadline = loop.time() + self._idle_timeout
         while True:
-            data = await reader.read(_READ_CHUNK)
+            data = await self._read(reader, deadline)
             if not data:
                 return
-            for frame in decoder.feed(data):
+            frames = decoder.feed(data)
+            for frame in frames:
                 if isinstance(frame, Oversized):
                     reply: bytes | None = encode_error(None, oversized_error(frame.size))
                 else:
                     reply = await self._answer(frame, notify)
                 if reply is not None:
                     await write(reply)
+            if frames:
+                deadline = loop.time() + self._idle_timeout
 
     async def _answer(self, frame: bytes, notify: Send) -> bytes | None:
         try:
@@ -204,6 +280,13 @@ class RpcServer:
                 return encode_result(request.id, await stream(request.params, notify))
             except GatewaydError as exc:
                 return encode_error(request.id, exc)
+            except (ConnectionError, TimeoutError):
+                raise  # the peer went away, or stopped reading: nobody to answer
+            except Exception as exc:
+                log.exception("an RPC stream failed", method=request.method)
+                return encode_error(
+                    request.id, GatewaydError(f"internal error in {request.method}: {exc}")
+                )
         handler = self._methods.get(request.method)
         try:
             if handler is None:

@@ -25,7 +25,7 @@ from gatewayd.durations import format_time
 from gatewayd.errors import SpawnFailed
 from gatewayd.model import AgentSpec, AgentTurnPayload, Run
 from gatewayd.runners.base import ExecResult, Execution, RunContext
-from gatewayd.runners.exec import spawn_under_waiter
+from gatewayd.runners.exec import WaiterSettings, spawn_under_waiter
 from gatewayd.sessions import append_jsonl, transcript_path
 from gatewayd.workers import Offload
 
@@ -95,12 +95,12 @@ class AgentTurnRunner:
         agents: Mapping[str, AgentSpec],
         *,
         clock: Clock,
-        tail_bytes: int = 4096,
+        settings: WaiterSettings | None = None,
         offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
         self._agents = dict(agents)
         self._clock = clock
-        self._tail_bytes = tail_bytes
+        self._settings = settings or WaiterSettings()
         self._offload = offload
 
     def wrap(self, inner: Execution, run: Run, state_dir: Path) -> ReplyingExecution:
@@ -134,7 +134,7 @@ class AgentTurnRunner:
             replace(ctx, env=env),
             list(spec.command),
             cwd=spec.cwd,
-            tail_bytes=self._tail_bytes,
+            settings=self._settings,
             offload=self._offload,
             stdin_path=message_file,
             stdout_path=runfiles.reply_path(ctx.state_dir, run.job_id, run.run_id),

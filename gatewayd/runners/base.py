@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gatewayd import runfiles
-from gatewayd.model import Job, Run
+from gatewayd.model import Job, Leftovers, Run
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,7 +36,8 @@ class ExecResult:
 
     ``ended_at`` is when the work ended, if that is known better than "now" (a
     re-adopted run that ended while no daemon watched). ``lost`` means the work
-    ended without leaving its status anywhere.
+    ended without leaving its status anywhere. ``leftovers`` are the processes
+    found in the run's group after its command ended (stopped or kept, by policy).
     """
 
     exit_code: int | None = None
@@ -46,6 +47,7 @@ class ExecResult:
     error: str | None = None
     ended_at: datetime | None = None
     lost: bool = False
+    leftovers: Leftovers | None = None
 
 
 class Execution(Protocol):

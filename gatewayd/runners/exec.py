@@ -3,9 +3,15 @@
 Each command runs under a small ``/bin/sh`` waiter (see
 :mod:`gatewayd.runners.spawn`), the leader of a new session and process group:
 it runs the command, then writes its exit status into the run's ``.exit`` file
-and exits with it. Output goes straight to the run's log file, never through a
-pipe, so that neither the output nor the exit status depends on the daemon
-staying alive.
+and exits with it. Output goes to the run's log file, capped at ``max_output``
+by a pump in the run's own group, so that neither the output nor the exit
+status depends on the daemon staying alive.
+
+When the waiter has ended, the run's group is settled before the run is
+recorded ended (I9): processes left in it (``sleep 100 &``) are stopped, or kept
+if the job's ``leftovers`` policy says so, and reported either way. A waiter
+that died without writing a status (killed) leaves its command running: the
+whole group is stopped, and the run is ``lost``.
 
 A shell reports a child killed by signal N as status 128 + N; statuses 129 to
 192 are therefore read as signals.
@@ -20,22 +26,26 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 
 from gatewayd.errors import SpawnFailed
-from gatewayd.model import ExecPayload
-from gatewayd.runfiles import read_exit_status
+from gatewayd.model import ExecPayload, LeftoverPolicy, LeftoverProcess, Leftovers
+from gatewayd.runfiles import ExitRecord, read_exit_status, reserve_exit_file
 from gatewayd.runners.base import ExecResult, RunContext
 from gatewayd.runners.processes import (
+    command_of,
+    group_exists,
     group_members,
-    is_running,
+    owns_group,
+    process_group_of,
     process_start_time,
     read_tail,
     signal_group,
@@ -54,6 +64,26 @@ from gatewayd.workers import Offload
 
 # How often a stopping process group is checked for stragglers during its grace period.
 _GROUP_CHECK_S = 0.05
+# How long the output pump may take to drain once its command has ended, before
+# the group is looked at for processes left behind (which keep the pump going).
+_PUMP_DRAIN_S = 0.2
+# The most leftover processes a run's record names.
+MAX_LEFTOVERS_NAMED = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaiterSettings:
+    """How runs' waiters are started and their groups settled; the same for every run.
+
+    ``umask`` and ``nofile`` are what the daemon itself was started with: runs
+    get them back (the daemon's own umask is private).
+    """
+
+    tail_bytes: int = 4096
+    kill_grace_s: float = 5.0
+    max_output: int = 16 * 1024 * 1024
+    umask: int = 0o022
+    nofile: int | None = None
 
 
 def command_argv(payload: ExecPayload) -> list[str]:
@@ -80,6 +110,14 @@ def result_of_status(code: int, tail: str | None, ended_at: datetime | None = No
     return ExecResult(exit_code=code, output_tail=tail, error=error, ended_at=ended_at)
 
 
+def _signal_name(code: int | None) -> str:
+    if code is None or code >= 0:
+        return "a signal"
+    with contextlib.suppress(ValueError):
+        return signal.Signals(-code).name
+    return f"signal {-code}"
+
+
 class GroupExecution:
     """A run's process group, led by its waiter; base of started and adopted executions.
 
@@ -96,14 +134,16 @@ class GroupExecution:
         pid_start: int | None,
         log_path: Path,
         exit_path: Path,
-        tail_bytes: int,
+        settings: WaiterSettings,
+        leftovers: LeftoverPolicy = LeftoverPolicy.KILL,
         offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
         self._pid = pid
         self._pid_start = pid_start
         self._log_path = log_path
         self._exit_path = exit_path
-        self._tail_bytes = tail_bytes
+        self._settings = settings
+        self._policy = leftovers
         self._offload = offload
         self._result: ExecResult | None = None
 
@@ -122,22 +162,74 @@ class GroupExecution:
     async def wait(self) -> ExecResult:
         if self._result is None:
             code = await self._leader_exit_code()
-            written, tail = await self._offload(
-                partial(_left_behind, self._exit_path, self._log_path, self._tail_bytes)
-            )
-            if written is not None and (code is None or code >= 0):
-                ended_at = None if self.watched_from_start else written[1]
-                self._result = result_of_status(written[0], tail, ended_at)
-            elif code is not None:
-                self._result = result_of_status(code, tail)
+            written = await self._offload(partial(read_exit_status, self._exit_path))
+            if written is None and (code is None or code < 0):
+                self._result = await self._waiter_lost(code)
             else:
-                self._result = ExecResult(
-                    output_tail=tail,
-                    error="the run's process ended while no gatewayd watched it, "
-                    "without recording an exit status (it was killed)",
-                    lost=True,
-                )
+                self._result = await self._ended(code, written)
         return self._result
+
+    async def _ended(self, code: int | None, written: ExitRecord | None) -> ExecResult:
+        """The command ended and its status is known: settle the group, then read the tail."""
+        leftovers = await self._settle_group(None if written is None else written.pump_pid)
+        tail = await self._tail()
+        if written is not None:
+            ended_at = None if self.watched_from_start else written.written_at
+            result = result_of_status(written.status, tail, ended_at)
+        else:
+            assert code is not None
+            result = result_of_status(code, tail)  # the status could not be written
+        return replace(result, leftovers=leftovers)
+
+    async def _waiter_lost(self, code: int | None) -> ExecResult:
+        """The waiter ended without writing a status: its command may still run. Stop it."""
+        if code is None:
+            how = "ended without recording an exit status (it was killed)"
+        else:
+            how = f"was killed by {_signal_name(code)} before its command ended"
+        error = f"the run's waiter (pid {self._pid}) {how}"
+        if await self._offload(partial(owns_group, self._pid, self._pid_start)):
+            await self._stop_group(self._settings.kill_grace_s)
+            error += "; the rest of its process group was stopped"
+        return ExecResult(output_tail=await self._tail(), error=error, lost=True)
+
+    async def _tail(self) -> str | None:
+        return await self._offload(partial(read_tail, self._log_path, self._settings.tail_bytes))
+
+    async def _settle_group(self, pump: int | None) -> Leftovers | None:
+        """Stop (or keep) what is left of the run's group once its command has ended."""
+        pgid = self._pid
+        if pump is not None and await self._offload(partial(process_group_of, pump)) == pgid:
+            with anyio.move_on_after(_PUMP_DRAIN_S):
+                await wait_for_exit(pump, None)
+        if not await self._offload(partial(group_exists, pgid)):
+            return None
+        members = [m for m in await self._offload(partial(group_members, pgid)) if m != pump]
+        if not members:
+            return None  # only the pump is left, draining what a vanished writer wrote
+        processes = await self._offload(partial(_describe, members[:MAX_LEFTOVERS_NAMED]))
+        if self._policy is LeftoverPolicy.KEEP:
+            return Leftovers(policy=LeftoverPolicy.KEEP, processes=processes)
+        await self._stop_group(self._settings.kill_grace_s, spare=pump)
+        return Leftovers(policy=LeftoverPolicy.KILL, processes=processes)
+
+    async def _stop_group(self, grace_s: float, *, spare: int | None = None) -> None:
+        """SIGTERM to the group, SIGKILL after ``grace_s`` to what is left.
+
+        The pump ignores SIGTERM; once the others are gone it drains and ends, and
+        the group is left empty.
+        """
+        pgid = self._pid
+        if not signal_group(pgid, signal.SIGTERM):
+            return
+        with anyio.move_on_after(grace_s):
+            # No event tells when the last member of a group is gone: check, bounded.
+            while await self._offload(partial(group_members, pgid)):  # noqa: ASYNC110
+                await anyio.sleep(_GROUP_CHECK_S)
+            return
+        left = await self._offload(partial(group_members, pgid))
+        if any(m != spare for m in left) or spare is None:
+            signal_group(pgid, signal.SIGKILL)
 
     async def stop(self, grace_s: float) -> None:
         pgid = self._pid
@@ -151,6 +243,10 @@ class GroupExecution:
         await self._leader_exit_code()
 
 
+def _describe(pids: list[int]) -> tuple[LeftoverProcess, ...]:
+    return tuple(LeftoverProcess(pid=pid, command=command_of(pid)) for pid in pids)
+
+
 class ProcessExecution(GroupExecution):
     """A waiter this daemon started: its own child."""
 
@@ -158,7 +254,7 @@ class ProcessExecution(GroupExecution):
         self,
         child: Child,
         ctx: RunContext,
-        tail_bytes: int,
+        settings: WaiterSettings,
         pid_start: int | None,
         offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
@@ -167,7 +263,8 @@ class ProcessExecution(GroupExecution):
             pid_start=pid_start,
             log_path=ctx.log_path,
             exit_path=ctx.exit_path,
-            tail_bytes=tail_bytes,
+            settings=settings,
+            leftovers=ctx.job.leftovers,
             offload=offload,
         )
         self._child = child
@@ -186,8 +283,8 @@ class AdoptedExecution(GroupExecution):
         return None
 
     async def stop(self, grace_s: float) -> None:
-        # The pid may belong to another process by now: signal only the one we know.
-        if is_running(self._pid, self._pid_start):
+        # The pid may belong to another process by now: signal only the group we know.
+        if owns_group(self._pid, self._pid_start):
             await super().stop(grace_s)
 
 
@@ -198,13 +295,22 @@ class ExecRunner:
     """
 
     def __init__(
-        self, *, tail_bytes: int = 4096, offload: Offload = anyio.to_thread.run_sync
+        self,
+        *,
+        settings: WaiterSettings | None = None,
+        offload: Offload = anyio.to_thread.run_sync,
     ) -> None:
-        self._tail_bytes = tail_bytes
+        self.settings = settings or WaiterSettings()
         self._offload = offload
 
     def adopt(
-        self, *, pid: int, pid_start: int | None, log_path: Path, exit_path: Path
+        self,
+        *,
+        pid: int,
+        pid_start: int | None,
+        log_path: Path,
+        exit_path: Path,
+        leftovers: LeftoverPolicy = LeftoverPolicy.KILL,
     ) -> AdoptedExecution:
         """An execution for the waiter of a run that a previous instance started."""
         return AdoptedExecution(
@@ -212,7 +318,8 @@ class ExecRunner:
             pid_start=pid_start,
             log_path=log_path,
             exit_path=exit_path,
-            tail_bytes=self._tail_bytes,
+            settings=self.settings,
+            leftovers=leftovers,
             offload=self._offload,
         )
 
@@ -223,7 +330,7 @@ class ExecRunner:
             ctx,
             command_argv(payload),
             cwd=payload.cwd,
-            tail_bytes=self._tail_bytes,
+            settings=self.settings,
             offload=self._offload,
         )
 
@@ -233,7 +340,7 @@ async def spawn_under_waiter(
     argv: list[str],
     *,
     cwd: str | None,
-    tail_bytes: int,
+    settings: WaiterSettings,
     stdin_path: Path | None = None,
     stdout_path: Path | None = None,
     offload: Offload = anyio.to_thread.run_sync,
@@ -241,97 +348,107 @@ async def spawn_under_waiter(
     """Start ``argv`` under a waiter, in its own session; stderr (and stdout) to the log."""
     if not argv:
         raise SpawnFailed("the command is empty")
+    request = _Request(
+        ctx=ctx,
+        argv=argv,
+        cwd=cwd,
+        settings=settings,
+        stdin_path=stdin_path,
+        stdout_path=stdout_path,
+    )
     # Shielded: a child once started must reach its caller, who stops it if cancelled.
     with anyio.CancelScope(shield=True):
         if PIDFD:
-            process, pidfd, pid_start = await offload(
-                partial(_spawn, ctx, argv, cwd, stdin_path, stdout_path)
-            )
+            process, pidfd, pid_start = await offload(partial(_spawn, request))
             child: Child = SpawnedChild(process, pidfd)
         else:
-            child, pid_start = await _open(ctx, argv, cwd, stdin_path, stdout_path, offload)
-    return ProcessExecution(child, ctx, tail_bytes, pid_start, offload)
+            child, pid_start = await _open(request, offload)
+    return ProcessExecution(child, ctx, settings, pid_start, offload)
 
 
-async def _open(
-    ctx: RunContext,
-    argv: list[str],
-    cwd: str | None,
-    stdin_path: Path | None,
-    stdout_path: Path | None,
-    offload: Offload,
-) -> tuple[Child, int | None]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Request:
+    """A waiter to start, before its files are opened."""
+
+    ctx: RunContext
+    argv: list[str]
+    cwd: str | None
+    settings: WaiterSettings
+    stdin_path: Path | None
+    stdout_path: Path | None
+
+    @property
+    def max_output(self) -> int:
+        job = self.ctx.job.max_output
+        return self.settings.max_output if job is None else job
+
+
+@dataclass(slots=True, kw_only=True)
+class _Files:
+    """A run's open files: its log, and the pump's pipe (the waiter opens the others)."""
+
+    log: BinaryIO
+    pipe: tuple[int, int] | None = None
+
+    def close(self) -> None:
+        self.log.close()
+        for fd in self.pipe or ():
+            os.close(fd)
+
+
+async def _open(request: _Request, offload: Offload) -> tuple[Child, int | None]:
     """``_spawn`` where there are no pidfds: the child is started through anyio."""
-    files = await offload(partial(_prepare, ctx, argv[0], cwd, stdin_path, stdout_path))
-    with _launch(ctx, argv, cwd, files) as launch:
+    files = await offload(partial(_prepare, request))
+    with _launch(request, files) as launch:
         child = await open_waiter(launch)
     return child, await offload(partial(process_start_time, child.pid))
 
 
-def _spawn(
-    ctx: RunContext,
-    argv: list[str],
-    cwd: str | None,
-    stdin_path: Path | None,
-    stdout_path: Path | None,
-) -> tuple[subprocess.Popen[bytes], int | None, int | None]:
+def _spawn(request: _Request) -> tuple[subprocess.Popen[bytes], int | None, int | None]:
     """Open the run's files, start the waiter, and read its start time: it, pidfd, start.
 
     Blocking: for a worker thread.
     """
-    files = _prepare(ctx, argv[0], cwd, stdin_path, stdout_path)
-    with _launch(ctx, argv, cwd, files) as launch:
+    files = _prepare(request)
+    with _launch(request, files) as launch:
         process, pidfd = spawn_waiter(launch)
     return process, pidfd, process_start_time(process.pid)
 
 
 @contextlib.contextmanager
-def _launch(
-    ctx: RunContext,
-    argv: list[str],
-    cwd: str | None,
-    files: tuple[BinaryIO, BinaryIO | None, BinaryIO | None],
-) -> Iterator[Launch]:
+def _launch(request: _Request, files: _Files) -> Iterator[Launch]:
     """The waiter's launch, with the run's files: closed after (the child has its own).
 
     An OSError in the block (the waiter could not start) becomes SpawnFailed.
     """
-    log, stdin, stdout = files
     try:
         yield Launch(
-            argv=argv,
-            exit_path=str(ctx.exit_path),
-            cwd=cwd,
-            env=ctx.env,
-            stdin=stdin,
-            stdout=stdout if stdout is not None else log,
-            stderr=log,
+            argv=request.argv,
+            exit_path=str(request.ctx.exit_path),
+            cwd=request.cwd,
+            env=request.ctx.env,
+            log=files.log,
+            umask=request.settings.umask,
+            nofile=request.settings.nofile,
+            max_output=request.max_output,
+            pipe=files.pipe,
+            stdin_path=None if request.stdin_path is None else str(request.stdin_path),
+            stdout_path=None if request.stdout_path is None else str(request.stdout_path),
         )
     except OSError as exc:
         raise SpawnFailed(
-            f"cannot start {argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
+            f"cannot start {request.argv[0]!r}: {exc.strerror or exc}", data={"errno": exc.errno}
         ) from None
     finally:
-        for handle in files:
-            if handle is not None:
-                handle.close()
+        files.close()
 
 
-def _left_behind(
-    exit_path: Path, log_path: Path, tail_bytes: int
-) -> tuple[tuple[int, datetime] | None, str | None]:
-    """The exit status the waiter wrote (and when), and the tail of the run's log."""
-    return read_exit_status(exit_path), read_tail(log_path, tail_bytes)
+def _prepare(request: _Request) -> _Files:
+    """Check that the command can start, and open its files; SpawnFailed says why not.
 
-
-def _prepare(
-    ctx: RunContext,
-    program: str,
-    cwd: str | None,
-    stdin_path: Path | None,
-    stdout_path: Path | None,
-) -> tuple[BinaryIO, BinaryIO | None, BinaryIO | None]:
-    """Check that the command can start, and open its files; SpawnFailed says why not."""
+    The exit file is made here, with room for the status, before anything runs.
+    """
+    ctx, program, cwd = request.ctx, request.argv[0], request.cwd
     if cwd is not None and not os.path.isdir(cwd):
         raise SpawnFailed(f"cannot start {program!r}: the directory {cwd} does not exist")
     search = ctx.env.get("PATH", os.defpath)
@@ -342,21 +459,23 @@ def _prepare(
         found = shutil.which(program, path=search) is not None
     if not found:
         raise SpawnFailed(f"cannot start {program!r}: not found or not executable")
-    opened: list[BinaryIO] = []
+    files: _Files | None = None
     try:
-        ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
-        opened.append(ctx.log_path.open("ab"))
-        if stdin_path is not None:
-            opened.append(stdin_path.open("rb"))
-        if stdout_path is not None:
-            opened.append(stdout_path.open("wb"))
+        ctx.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        reserve_exit_file(ctx.exit_path)
+        files = _Files(log=_open_private(ctx.log_path, os.O_WRONLY | os.O_APPEND, "ab"))
+        if request.max_output > 0:
+            files.pipe = os.pipe()
     except OSError as exc:
-        for handle in opened:
-            handle.close()
+        if files is not None:
+            files.close()
         raise SpawnFailed(
-            f"cannot open the run's files in {ctx.log_path.parent}: {exc.strerror or exc}"
+            f"cannot open the run's files in {ctx.log_path.parent}: {exc.strerror or exc}",
+            data={"errno": exc.errno},
         ) from None
-    log = opened.pop(0)
-    stdin = opened.pop(0) if stdin_path is not None else None
-    stdout = opened.pop(0) if stdout_path is not None else None
-    return log, stdin, stdout
+    return files
+
+
+def _open_private(path: Path, flags: int, mode: str) -> BinaryIO:
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return cast(BinaryIO, os.fdopen(fd, mode))

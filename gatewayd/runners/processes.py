@@ -87,6 +87,50 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def group_exists(pgid: int) -> bool:
+    """Whether any process (a zombie included) is left in the group: one system call."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owns_group(pgid: int, leader_start: int | None) -> bool:
+    """Whether the group ``pgid`` is still the one its leader (started at ``leader_start``) made.
+
+    While the leader runs, its start time says so. Once it is gone, the group's
+    id cannot be taken by a new group while any member of the old one is left,
+    so a group found with no process at ``pgid`` is the leader's.
+    """
+    started = process_start_time(pgid)
+    if started is None:
+        return group_exists(pgid)
+    return leader_start is None or started in (leader_start, 0)
+
+
+def process_group_of(pid: int) -> int | None:
+    """The process group of a running process, or ``None`` if none runs (Linux only)."""
+    if not _LINUX:
+        return None
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 3 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[2])
+
+
+def command_of(pid: int, *, limit: int = 200) -> str:
+    """A process's command line, for a report ("?" if it cannot be read)."""
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return "?"
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def group_members(pgid: int) -> list[int]:
     """Pids of the group's processes that still run (zombies excluded).
 

@@ -6,10 +6,31 @@ the daemon's memory, and ``posix_spawn`` would hold every thread until the
 exec) and reaped through a pidfd, without a child watcher. Elsewhere anyio's
 ``open_process`` does the same job.
 
-The waiter is ``/bin/sh -c WAITER_SCRIPT <exit file> <cwd> COMMAND ARGS...``: it
-enters ``cwd`` (if not empty), runs the command, writes the command's exit
-status into the exit file and exits with it. It catches SIGTERM, which its
-child does not inherit, so a group stopped with SIGTERM still records a status.
+The waiter is ``/bin/sh -c WAITER_SCRIPT <exit file> <cwd> <umask> <nofile>
+<max output> <stdin file> <stdout file> COMMAND ARGS...``. It opens the
+command's stdin and stdout if files are named (``/dev/null`` and the log
+otherwise), restores the umask and descriptor limit the daemon was started
+with, enters ``cwd`` (if not empty), runs the command, writes the command's exit
+status into the exit file and exits with it. It catches SIGTERM, which its child
+does not inherit, so a group stopped with SIGTERM still records a status.
+
+With a ``max output`` above 0, the command's output goes through a pipe to a
+*pump* in the run's group, which appends at most that many bytes to the log,
+reads and counts the rest, and ends with a line saying how many bytes were
+dropped (at least: NUL bytes in the first line past the limit are not counted):
+the command is never killed for its output. The pump ignores SIGTERM, so that a
+stopped run's last output still reaches the log; it ends when every writer of
+the pipe has gone. The waiter is started with the pipe's read end as stdin, the
+log as stdout and the pipe's write end as stderr: the pump takes the first two
+(by way of fd 3: a background job's stdin is /dev/null), and the waiter then
+keeps only the write end for the command. It writes the
+pump's pid after the exit status (``<status> <pump pid>``), so that the daemon
+can tell the pump from processes left behind. With 0, the output goes straight
+to the log.
+
+The exit file is made by the daemon with room for the status already in it, and
+the waiter writes over that room without truncating (``1<>``): a full disk
+cannot keep the status from being written.
 """
 
 from __future__ import annotations
@@ -26,8 +47,20 @@ import anyio
 import anyio.abc
 
 WAITER_SCRIPT = (
-    'trap : TERM; if [ -n "$1" ]; then cd -- "$1" || exit 126; fi; shift; '
-    '"$@"; rc=$?; echo "$rc" > "$0"; exit "$rc"'
+    "trap : TERM; p=0; "
+    'fail() { printf \'%s %s\\n\' "$1" "$p" 1<>"$0"; exit "$1"; }; '
+    'if [ "$4" -gt 0 ]; then '
+    "exec 3<&0; { trap '' TERM; exec 0<&3 3<&- 2>/dev/null; head -c \"$4\"; "
+    "if IFS= read -r l; then n=$(exec wc -c); n=$((n + ${#l} + 1)); "
+    "else n=${#l}; fi; "
+    '[ "$n" -eq 0 ] || printf \'\\n[gatewayd: max_output of %s bytes reached; '
+    'at least %s more bytes of output were dropped]\\n\' "$4" "$n"; } & '
+    "p=$!; exec 3<&- 0</dev/null 1>&2; fi; "
+    'if [ -n "$5" ]; then command exec 0<"$5" || fail 126; fi; '
+    'if [ -n "$6" ]; then command exec 1>"$6" || fail 126; fi; '
+    'umask "$2"; [ -z "$3" ] || ulimit -n "$3" 2>/dev/null; '
+    'if [ -n "$1" ]; then cd -- "$1" || fail 126; fi; '
+    'shift 6; "$@"; rc=$?; printf \'%s %s\\n\' "$rc" "$p" 1<>"$0"; exit "$rc"'
 )
 PIDFD = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
 _POLL_S = 0.05
@@ -92,34 +125,53 @@ class AnyioChild:
         return await self._process.wait()
 
 
-def waiter_argv(exit_path: str, cwd: str | None, argv: Sequence[str]) -> list[str]:
-    return ["/bin/sh", "-c", WAITER_SCRIPT, exit_path, cwd or "", *argv]
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Launch:
     """A waiter to start: the command, its exit file, directory, environment and files.
 
-    ``stdin`` ``None`` is ``/dev/null``.
+    ``log`` takes the output. With ``pipe`` (its read and write ends) and
+    ``max_output`` above 0, the output goes through the pump instead. The
+    command's stdin is ``stdin_path`` (``/dev/null`` if ``None``), and its stdout
+    ``stdout_path`` if given (an agent's reply), else the output.
     """
 
     argv: Sequence[str]
     exit_path: str
     cwd: str | None
     env: Mapping[str, str]
-    stdin: IO[bytes] | None
-    stdout: IO[bytes]
-    stderr: IO[bytes]
+    log: IO[bytes]
+    umask: int
+    nofile: int | None
+    max_output: int = 0
+    pipe: tuple[int, int] | None = None
+    stdin_path: str | None = None
+    stdout_path: str | None = None
+
+    def waiter_argv(self) -> list[str]:
+        return [
+            "/bin/sh",
+            "-c",
+            WAITER_SCRIPT,
+            self.exit_path,
+            self.cwd or "",
+            f"{self.umask:04o}",
+            "" if self.nofile is None else str(self.nofile),
+            str(self.max_output if self.pipe is not None else 0),
+            self.stdin_path or "",
+            self.stdout_path or "",
+            *self.argv,
+        ]
 
     def options(self) -> dict[str, Any]:
         """What ``subprocess.Popen`` and ``anyio.open_process`` are both given."""
-        return {
-            "stdin": self.stdin if self.stdin is not None else subprocess.DEVNULL,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "env": dict(self.env),
-            "start_new_session": True,
+        files: dict[str, Any] = {
+            "stdin": subprocess.DEVNULL,
+            "stdout": self.log,
+            "stderr": self.log,
         }
+        if self.pipe is not None and self.max_output > 0:
+            files = {"stdin": self.pipe[0], "stdout": self.log, "stderr": self.pipe[1]}
+        return {**files, "env": dict(self.env), "start_new_session": True}
 
 
 def spawn_waiter(launch: Launch) -> tuple[subprocess.Popen[bytes], int | None]:
@@ -132,9 +184,7 @@ def spawn_waiter(launch: Launch) -> tuple[subprocess.Popen[bytes], int | None]:
     """
     # The child gets SIGPIPE and SIGXFSZ back at their defaults (restore_signals);
     # the signals the daemon handles are reset to theirs by the exec itself.
-    process = subprocess.Popen(
-        waiter_argv(launch.exit_path, launch.cwd, launch.argv), **launch.options()
-    )
+    process = subprocess.Popen(launch.waiter_argv(), **launch.options())
     pidfd = None
     with contextlib.suppress(OSError):
         pidfd = os.pidfd_open(process.pid)
@@ -143,7 +193,5 @@ def spawn_waiter(launch: Launch) -> tuple[subprocess.Popen[bytes], int | None]:
 
 async def open_waiter(launch: Launch) -> Child:
     """``spawn_waiter`` where there are no pidfds: anyio watches the child."""
-    process = await anyio.open_process(
-        waiter_argv(launch.exit_path, launch.cwd, launch.argv), **launch.options()
-    )
+    process = await anyio.open_process(launch.waiter_argv(), **launch.options())
     return AnyioChild(process)

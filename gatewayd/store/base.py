@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from gatewayd.errors import StoreError
 from gatewayd.model import (
     Instance,
     Job,
@@ -75,6 +76,31 @@ class Publication:
 NOTHING = Publication()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreHealth:
+    """Whether the store takes writes now, and if not, why and how much it holds.
+
+    ``fault`` is a :class:`gatewayd.errors.StoreUnwritable` or
+    :class:`gatewayd.errors.StoreCorrupt`. ``held`` counts the writes the store
+    keeps to write, in order, once it can (the endings of runs, say).
+    """
+
+    fault: StoreError | None = None
+    held: int = 0
+
+    @property
+    def writable(self) -> bool:
+        return self.fault is None
+
+    def refusal(self) -> StoreError | None:
+        """A fresh copy of the fault, to raise where a write is refused; ``None`` if writable."""
+        fault = self.fault
+        return None if fault is None else type(fault)(fault.message, data=fault.data)
+
+
+HealthListener = Callable[[StoreHealth], None]
+
+
 class Store(abc.ABC):
     """Durable jobs, runs and instances.
 
@@ -101,6 +127,35 @@ class Store(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counters for status reports (the SQLite store: commits and writes so far)."""
         return {}
+
+    # --- health ---------------------------------------------------------------------
+    #
+    # A store whose disk or files fail (full, read-only, an I/O error, damaged)
+    # does not raise into its callers' writes that must not be lost: it holds
+    # them and writes them in order once it can. Writes that a user asked for
+    # (a job change, a manual run) are refused at once with the fault instead.
+
+    @property
+    def health(self) -> StoreHealth:
+        """The store's health now; a store that cannot fail is always writable."""
+        return StoreHealth()
+
+    def watch_health(self, listener: HealthListener) -> None:
+        """Call ``listener(health)`` on the event loop each time the health changes."""
+        return
+
+    def check_writable(self) -> None:
+        """Raise the store's fault if it takes no writes now (for writes a user asked for)."""
+        refusal = self.health.refusal()
+        if refusal is not None:
+            raise refusal
+
+    async def check_files(self) -> None:
+        """Look at the store's files for a fault (a file deleted or replaced under it).
+
+        The sweeper calls it; a fault found is reported through the health.
+        """
+        return
 
     # --- instances ------------------------------------------------------------------
 
@@ -161,8 +216,18 @@ class Store(abc.ABC):
         """The job whose id is ``ref``, else the job whose name is ``ref``, else ``None``."""
 
     @abc.abstractmethod
-    async def list_jobs(self, *, source: JobSource | None = None) -> list[Job]:
-        """Every job (from ``source`` only, if given), by name."""
+    async def list_jobs(
+        self,
+        *,
+        source: JobSource | None = None,
+        enabled_only: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """Jobs by name: from ``source`` only and enabled only, if asked.
+
+        A page: at most ``limit`` jobs (all if ``None``) whose names sort after ``after``.
+        """
 
     @abc.abstractmethod
     async def job_timings(self) -> list[JobTiming]:
@@ -247,8 +312,11 @@ class Store(abc.ABC):
         """The run, or ``None``."""
 
     @abc.abstractmethod
-    async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
-        """The job's latest ``limit`` runs, newest first."""
+    async def list_runs(self, job_id: str, *, limit: int, before: str | None = None) -> list[Run]:
+        """The job's latest ``limit`` runs, newest first; only older than run ``before``, if given.
+
+        Raises :class:`gatewayd.errors.NotFound` if there is no run ``before``.
+        """
 
     @abc.abstractmethod
     async def latest_runs(self, job_ids: Sequence[str] | None = None) -> dict[str, Run]:
@@ -282,8 +350,14 @@ class Store(abc.ABC):
         """The session, or ``None``."""
 
     @abc.abstractmethod
-    async def list_sessions(self, *, limit: int) -> list[Session]:
-        """The sessions started most recently first (``main`` among them)."""
+    async def list_sessions(self, *, limit: int, before: str | None = None) -> list[Session]:
+        """Up to ``limit`` sessions, ``main`` among them, in one order that pages can follow.
+
+        The order: the most recently started first, sessions started in the same
+        instant by key (descending), those without a start last (by key,
+        descending). With ``before`` (a session's key), only the sessions after it
+        in that order; :class:`gatewayd.errors.NotFound` if there is no such session.
+        """
 
     @abc.abstractmethod
     async def publish(self, publication: Publication) -> None:

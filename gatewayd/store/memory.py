@@ -66,7 +66,9 @@ class MemoryStore(Store):
     def _check_name(self, job: Job) -> None:
         for other in self._jobs.values():
             if other.name == job.name and other.id != job.id:
-                raise NameTaken(f"the name {job.name!r} is taken by job {other.id}")
+                raise NameTaken(
+                    f"the name {job.name!r} is taken by job {other.id}", data={"name": job.name}
+                )
 
     async def add_job(self, job: Job) -> None:
         await anyio.lowlevel.checkpoint()
@@ -82,7 +84,10 @@ class MemoryStore(Store):
             if job.id in self._jobs:
                 raise Conflict(f"a job with id {job.id} exists")
             if job.name in names and names[job.name] != job.id:
-                raise NameTaken(f"the name {job.name!r} is taken by job {names[job.name]}")
+                raise NameTaken(
+                    f"the name {job.name!r} is taken by job {names[job.name]}",
+                    data={"name": job.name},
+                )
             names[job.name] = job.id
         for job in jobs:
             self._jobs[job.id] = job
@@ -119,10 +124,23 @@ class MemoryStore(Store):
         await anyio.lowlevel.checkpoint()
         return len(self._jobs), sum(1 for j in self._jobs.values() if j.enabled)
 
-    async def list_jobs(self, *, source: JobSource | None = None) -> list[Job]:
+    async def list_jobs(
+        self,
+        *,
+        source: JobSource | None = None,
+        enabled_only: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
         await anyio.lowlevel.checkpoint()
-        jobs = [j for j in self._jobs.values() if source is None or j.source is source]
-        return sorted(jobs, key=lambda j: j.name)
+        jobs = [
+            j
+            for j in self._jobs.values()
+            if (source is None or j.source is source)
+            and (j.enabled or not enabled_only)
+            and (after is None or j.name > after)
+        ]
+        return sorted(jobs, key=lambda j: j.name)[:limit]
 
     async def job_timings(self) -> list[JobTiming]:
         await anyio.lowlevel.checkpoint()
@@ -210,9 +228,18 @@ class MemoryStore(Store):
     def _newest_first(self, runs: list[Run]) -> list[Run]:
         return sorted(runs, key=lambda r: self._seq[r.run_id], reverse=True)
 
-    async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
+    async def list_runs(self, job_id: str, *, limit: int, before: str | None = None) -> list[Run]:
         await anyio.lowlevel.checkpoint()
-        runs = [r for r in self._runs.values() if r.job_id == job_id]
+        below = None
+        if before is not None:
+            if before not in self._seq:
+                raise NotFound(f"no run with id {before!r}")
+            below = self._seq[before]
+        runs = [
+            r
+            for r in self._runs.values()
+            if r.job_id == job_id and (below is None or self._seq[r.run_id] < below)
+        ]
         return self._newest_first(runs)[:limit]
 
     async def latest_runs(self, job_ids: Sequence[str] | None = None) -> dict[str, Run]:
@@ -309,14 +336,19 @@ class MemoryStore(Store):
         await anyio.lowlevel.checkpoint()
         return self._sessions.get(key)
 
-    async def list_sessions(self, *, limit: int) -> list[Session]:
+    async def list_sessions(self, *, limit: int, before: str | None = None) -> list[Session]:
         await anyio.lowlevel.checkpoint()
-        order = sorted(
-            self._sessions.values(),
-            key=lambda s: (s.started_at is not None, s.started_at),
-            reverse=True,
-        )
-        return order[:limit]
+
+        def order(session: Session) -> tuple[bool, datetime | None, str]:
+            return (session.started_at is not None, session.started_at, session.key)
+
+        ordered = sorted(self._sessions.values(), key=order, reverse=True)
+        if before is not None:
+            cursor = self._sessions.get(before)
+            if cursor is None:
+                raise NotFound(f"no session with key {before!r}")
+            ordered = ordered[ordered.index(cursor) + 1 :]
+        return ordered[:limit]
 
     async def last_event_seq(self) -> int:
         await anyio.lowlevel.checkpoint()

@@ -92,6 +92,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1",
         "UPDATE jobs SET enabled = coalesce(json_extract(spec, '$.enabled'), 1)",
     ),
+    # version 5: processes found in a run's group after its command ended;
+    # sessions listed in pages, in one order (start time, then key); a row the
+    # writer rewrites to learn whether the disk takes writes again after a fault
+    (
+        "ALTER TABLE runs ADD COLUMN leftovers TEXT",
+        "DROP INDEX sessions_started_at",
+        "CREATE INDEX sessions_order ON sessions (started_at, key)",
+        "CREATE TABLE probe (n INTEGER NOT NULL)",
+        "INSERT INTO probe VALUES (0)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,10 +7,12 @@ event loop never waits for the disk. Every state change is one transaction
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,14 +20,14 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from gatewayd.codec import job_from_stored, spec_to_json
+from gatewayd.codec import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
 from gatewayd.errors import (
     Conflict,
     NameTaken,
     NotFound,
     SlotTaken,
-    StoreCorrupt,
     StoreError,
+    StoreReplaced,
 )
 from gatewayd.model import (
     ErrorKind,
@@ -41,8 +43,9 @@ from gatewayd.model import (
     SessionStatus,
     Trigger,
 )
-from gatewayd.store.base import NOTHING, Publication, Store
-from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from gatewayd.store.base import NOTHING, HealthListener, Publication, Store, StoreHealth
+from gatewayd.store.faults import as_store_error
+from gatewayd.store.sqlitefile import FileWatch, check_file, connect, open_file, rescue
 from gatewayd.store.threads import BatchWriter, savepoint
 from gatewayd.store.transitions import adopted, finished, slot_key, started
 from gatewayd.workers import WorkerPool
@@ -54,9 +57,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RUN_COLUMNS = (
     "run_id, job_id, job_name, trigger, status, scheduled_for, queued_at, started_at, "
     "ended_at, duration_ms, exit_code, error, error_kind, stop_reason, session_key, attempt, "
-    "summary, output_tail, owner, pid, pid_start"
+    "summary, output_tail, owner, pid, pid_start, leftovers"
 )
-_RUN_PLACEHOLDERS = ", ".join("?" * 21)
+_RUN_PLACEHOLDERS = ", ".join("?" * 22)
+# The most job ids one query names (SQLite allows 32766 host parameters).
+_IN_CHUNK = 500
 
 
 def to_us(value: datetime | None) -> int | None:
@@ -94,6 +99,7 @@ def _run_row(run: Run) -> tuple[Any, ...]:
         run.owner,
         run.pid,
         run.pid_start,
+        None if run.leftovers is None else orjson.dumps(leftovers_to_json(run.leftovers)),
     )
 
 
@@ -122,6 +128,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         owner=row[18],
         pid=row[19],
         pid_start=row[20],
+        leftovers=None if row[21] is None else leftovers_from_json(orjson.loads(row[21])),
     )
 
 
@@ -155,6 +162,8 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._readers: WorkerPool[sqlite3.Connection] | None = None
         self._writer: BatchWriter | None = None
+        self._watch: FileWatch | None = None
+        self._health_listeners: list[HealthListener] = []
         self._limiter = anyio.CapacityLimiter(1)
 
     # --- plumbing -------------------------------------------------------------------
@@ -164,27 +173,55 @@ class SQLiteStore(Store):
         readers = self._readers
         if readers is None:
             raise StoreError(f"the store {self.path} is not open")
-        return await readers.run(fn)
+        try:
+            return await readers.run(fn)
+        except sqlite3.Error as exc:
+            raise as_store_error(exc, self.path, "reading") from None
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a write in the writer's next batch; return once it is committed."""
+    async def _write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        label: str = "a write",
+    ) -> T:
+        """Run a write in the writer's next batch; return once it is committed.
+
+        A durable write is held through a fault of the disk until it is written;
+        any other is refused with the fault (see :mod:`gatewayd.store.threads`).
+        """
         writer = self._writer
         if writer is None:
             raise StoreError(f"the store {self.path} is not open")
-        return await writer.run(fn)
+        return await writer.run(fn, durable=durable, label=label)
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Check the file without writing to it, then open it; raise what is wrong.
+
+        See :func:`gatewayd.store.sqlitefile.check_file` for what is checked.
+        """
         if self._conn is not None:
             return
         self._conn = await anyio.to_thread.run_sync(self._open_sync, limiter=self._limiter)
-        self._writer = BatchWriter(self._conn, name=f"gatewayd.store.threads {self.path.name}")
+        self._watch = FileWatch(self.path)
+        self._writer = BatchWriter(
+            self._conn, path=self.path, name=f"gatewayd.store.threads {self.path.name}"
+        )
+        self._writer.watch(asyncio.get_running_loop(), self._health_changed)
         self._writer.start()
         self._readers = WorkerPool(
-            self._connect, size=READERS, name="gatewayd-store-reader", close_resource=_close
+            partial(connect, self.path),
+            size=READERS,
+            name="gatewayd-store-reader",
+            close_resource=_close,
         )
         self._readers.start()
+
+    def _open_sync(self) -> sqlite3.Connection:
+        check_file(self.path)
+        return open_file(self.path)
 
     def stats(self) -> dict[str, int]:
         writer = self._writer
@@ -192,58 +229,32 @@ class SQLiteStore(Store):
             return {"commits": 0, "writes": 0}
         return {"commits": writer.batches, "writes": writer.operations}
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-        )
-        conn.execute("PRAGMA busy_timeout = 5000")
-        return conn
+    @property
+    def health(self) -> StoreHealth:
+        writer = self._writer
+        return StoreHealth() if writer is None else writer.health
 
-    def _open_sync(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
-        try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"the store {self.path} cannot use WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreCorrupt(
-                f"the store {self.path} is damaged or is not a gatewayd store ({exc}); "
-                "nothing was changed: move it aside to start with an empty store"
-            ) from None
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    def watch_health(self, listener: HealthListener) -> None:
+        self._health_listeners.append(listener)
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store {self.path} has schema version {version}, newer than this "
-                f"gatewayd supports ({SCHEMA_VERSION}); upgrade gatewayd"
-            )
-        if version == 0:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise StoreCorrupt(
-                    f"the file {self.path} is an SQLite database but not a gatewayd store; "
-                    "nothing was changed"
-                )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with savepoint(conn):  # each version's steps all happen, or none
-                for statement in MIGRATIONS[target - 1]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {target}")
+    def _health_changed(self, health: StoreHealth) -> None:
+        for listener in self._health_listeners:
+            listener(health)
+
+    async def check_files(self) -> None:
+        watch, writer = self._watch, self._writer
+        if watch is None or writer is None or isinstance(writer.health.fault, StoreReplaced):
+            return
+        fault = await anyio.to_thread.run_sync(watch.replaced)
+        if fault is None:
+            return
+        path = self.path
+
+        def save(conn: sqlite3.Connection) -> None:
+            done = rescue(conn, fault, path)
+            fault.message = f"{fault.message}; {done}"
+
+        writer.halt(fault, save)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -271,7 +282,7 @@ class SQLiteStore(Store):
                 ),
             )
 
-        await self._write(op)
+        await self._write(op, durable=False, label="the instance record")
 
     async def heartbeat(self, instance_id: str, at: datetime) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -280,7 +291,7 @@ class SQLiteStore(Store):
                 (to_us(at), instance_id),
             )
 
-        await self._write(op)
+        await self._write(op, durable=False, label="a heartbeat")
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         def op(conn: sqlite3.Connection) -> Instance | None:
@@ -322,7 +333,7 @@ class SQLiteStore(Store):
     def _name_taken(conn: sqlite3.Connection, job: Job) -> NameTaken:
         row = conn.execute("SELECT id FROM jobs WHERE name = ?", (job.name,)).fetchone()
         holder = row[0] if row else "another job"
-        return NameTaken(f"the name {job.name!r} is taken by job {holder}")
+        return NameTaken(f"the name {job.name!r} is taken by job {holder}", data={"name": job.name})
 
     async def add_job(self, job: Job) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -337,22 +348,34 @@ class SQLiteStore(Store):
             except sqlite3.IntegrityError:
                 raise self._name_taken(conn, job) from None
 
-        await self._write(op)
+        await self._write(op, durable=False, label=f"job {job.name!r}")
 
     async def add_jobs(self, jobs: Sequence[Job]) -> None:
         rows = [self._job_values(job) for job in jobs]
 
         def op(conn: sqlite3.Connection) -> None:
             try:
-                conn.executemany(
-                    "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
-                    "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except sqlite3.IntegrityError as exc:
-                raise NameTaken(f"a job's name or id is taken: {exc}") from None
+                with savepoint(conn):  # undone before the clash is looked for
+                    conn.executemany(
+                        "INSERT INTO jobs (name, source, spec, next_slot, created_at, "
+                        "updated_at, enabled, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+            except sqlite3.IntegrityError:
+                for job in jobs:
+                    if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                        raise Conflict(f"a job with id {job.id} exists") from None
+                    holder = conn.execute(
+                        "SELECT id FROM jobs WHERE name = ?", (job.name,)
+                    ).fetchone()
+                    if holder is not None:
+                        raise NameTaken(
+                            f"the name {job.name!r} is taken by job {holder[0]}",
+                            data={"name": job.name},
+                        ) from None
+                raise
 
-        await self._write(op)
+        await self._write(op, durable=False, label=f"{len(jobs)} jobs")
 
     async def update_job(self, job: Job) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -367,14 +390,14 @@ class SQLiteStore(Store):
             if cursor.rowcount == 0:
                 raise NotFound(f"no job with id {job.id}")
 
-        await self._write(op)
+        await self._write(op, durable=False, label=f"job {job.name!r}")
 
     async def delete_job(self, job_id: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise NotFound(f"no job with id {job_id}")
 
-        await self._write(op)
+        await self._write(op, durable=False, label=f"removing job {job_id}")
 
     async def delete_idle_job(self, job_id: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -385,7 +408,7 @@ class SQLiteStore(Store):
             )
             return cursor.rowcount > 0
 
-        return await self._write(op)
+        return await self._write(op, label=f"removing one-shot job {job_id}")
 
     async def get_job(self, job_id: str) -> Job | None:
         def op(conn: sqlite3.Connection) -> Job | None:
@@ -416,15 +439,29 @@ class SQLiteStore(Store):
 
         return await self._call(op)
 
-    async def list_jobs(self, *, source: JobSource | None = None) -> list[Job]:
+    async def list_jobs(
+        self,
+        *,
+        source: JobSource | None = None,
+        enabled_only: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        where = ["1"]
+        params: list[Any] = []
+        if source is not None:
+            where.append("source = ?")
+            params.append(source.value)
+        if enabled_only:
+            where.append("enabled = 1")
+        if after is not None:
+            where.append("name > ?")
+            params.append(after)
+        params.append(-1 if limit is None else limit)
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY name LIMIT ?"
+
         def op(conn: sqlite3.Connection) -> list[Job]:
-            if source is None:
-                rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY name").fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = ? ORDER BY name",
-                    (source.value,),
-                ).fetchall()
+            rows = conn.execute(query, params).fetchall()
             return [_decode_job.__wrapped__(r) for r in rows]  # all at once: skip the cache
 
         return await self._call(op)
@@ -487,7 +524,7 @@ class SQLiteStore(Store):
                     raise NotFound(f"no job with id {advance_job}")
             _publish(conn, publication)
 
-        await self._write(op)
+        await self._write(op, label=", ".join(f"run {r.run_id} queued" for r in runs[:5]))
 
     @staticmethod
     def _load_run(conn: sqlite3.Connection, run_id: str) -> Run:
@@ -505,8 +542,9 @@ class SQLiteStore(Store):
             conn.execute(
                 "UPDATE runs SET status = ?, started_at = ?, ended_at = ?, duration_ms = ?, "
                 "exit_code = ?, error = ?, error_kind = ?, stop_reason = ?, summary = ?, "
-                "output_tail = ?, owner = ?, pid = ?, pid_start = ? WHERE run_id = ?",
-                (row[4], *row[7:14], *row[16:21], run_id),
+                "output_tail = ?, owner = ?, pid = ?, pid_start = ?, leftovers = ? "
+                "WHERE run_id = ?",
+                (row[4], *row[7:14], *row[16:22], run_id),
             )
             _publish(conn, publication)
             return run
@@ -528,20 +566,24 @@ class SQLiteStore(Store):
             run = started(run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start)
             return run if outcome is None else finished(run, outcome)
 
-        return await self._write(self._transition(run_id, change, publication))
+        return await self._write(
+            self._transition(run_id, change, publication), label=f"run {run_id} started"
+        )
 
     async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
         return await self._write(
             self._transition(
                 run_id, lambda run: adopted(run, from_owner=from_owner, to_owner=to_owner)
-            )
+            ),
+            label=f"run {run_id} adopted",
         )
 
     async def finish_run(
         self, run_id: str, outcome: RunOutcome, *, publication: Publication = NOTHING
     ) -> Run:
         return await self._write(
-            self._transition(run_id, lambda run: finished(run, outcome), publication)
+            self._transition(run_id, lambda run: finished(run, outcome), publication),
+            label=f"run {run_id} ended {outcome.status.value}",
         )
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -553,11 +595,18 @@ class SQLiteStore(Store):
 
         return await self._call(op)
 
-    async def list_runs(self, job_id: str, *, limit: int) -> list[Run]:
+    async def list_runs(self, job_id: str, *, limit: int, before: str | None = None) -> list[Run]:
         def op(conn: sqlite3.Connection) -> list[Run]:
+            below = None
+            if before is not None:
+                found = conn.execute("SELECT seq FROM runs WHERE run_id = ?", (before,)).fetchone()
+                if found is None:
+                    raise NotFound(f"no run with id {before!r}")
+                below = found[0]
             rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY seq DESC LIMIT ?",
-                (job_id, limit),
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (job_id, (1 << 63) - 1 if below is None else below, limit),
             ).fetchall()
             return [run_from_row(r) for r in rows]
 
@@ -572,14 +621,15 @@ class SQLiteStore(Store):
                 ).fetchall()
             else:
                 rows = []
-                for job_id in job_ids:
-                    row = conn.execute(
-                        f"SELECT {RUN_COLUMNS} FROM runs WHERE job_id = ? "
-                        "ORDER BY seq DESC LIMIT 1",
-                        (job_id,),
-                    ).fetchone()
-                    if row is not None:
-                        rows.append(row)
+                ids = list(job_ids)
+                for start in range(0, len(ids), _IN_CHUNK):
+                    chunk = ids[start : start + _IN_CHUNK]
+                    marks = ", ".join("?" * len(chunk))
+                    rows += conn.execute(
+                        f"SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT max(seq) FROM runs "
+                        f"WHERE job_id IN ({marks}) GROUP BY job_id)",
+                        chunk,
+                    ).fetchall()
             return {r[1]: run_from_row(r) for r in rows}
 
         return await self._call(op)
@@ -638,7 +688,7 @@ class SQLiteStore(Store):
             conn.executemany("DELETE FROM sessions WHERE run_id = ? AND key != 'main'", gone)
             return [run_from_row(r) for r in doomed]
 
-        return await self._write(op)
+        return await self._write(op, durable=False, label="pruning runs")
 
     # --- sessions and events ---------------------------------------------------------
 
@@ -646,7 +696,7 @@ class SQLiteStore(Store):
         def op(conn: sqlite3.Connection) -> None:
             _publish(conn, publication)
 
-        await self._write(op)
+        await self._write(op, label="events")
 
     async def get_session(self, key: str) -> Session | None:
         def op(conn: sqlite3.Connection) -> Session | None:
@@ -657,12 +707,35 @@ class SQLiteStore(Store):
 
         return await self._call(op)
 
-    async def list_sessions(self, *, limit: int) -> list[Session]:
+    async def list_sessions(self, *, limit: int, before: str | None = None) -> list[Session]:
+        columns = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        # Started sessions by (started_at, key) descending, then those without a start.
+        started = f"{columns} WHERE started_at IS NOT NULL ORDER BY started_at DESC, key DESC"
+        unstarted = f"{columns} WHERE started_at IS NULL ORDER BY key DESC"
+
         def op(conn: sqlite3.Connection) -> list[Session]:
-            rows = conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY started_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+            if before is None:
+                rows = conn.execute(f"{started} LIMIT ?", (limit,)).fetchall()
+                rows += conn.execute(f"{unstarted} LIMIT ?", (limit - len(rows),)).fetchall()
+                return [_session_from_row(r) for r in rows]
+            cursor = conn.execute(
+                "SELECT started_at, key FROM sessions WHERE key = ?", (before,)
+            ).fetchone()
+            if cursor is None:
+                raise NotFound(f"no session with key {before!r}")
+            rows = []
+            if cursor[0] is not None:
+                rows = conn.execute(
+                    f"{columns} WHERE started_at IS NOT NULL AND (started_at, key) < (?, ?) "
+                    "ORDER BY started_at DESC, key DESC LIMIT ?",
+                    (cursor[0], cursor[1], limit),
+                ).fetchall()
+                rows += conn.execute(f"{unstarted} LIMIT ?", (limit - len(rows),)).fetchall()
+            else:
+                rows = conn.execute(
+                    f"{columns} WHERE started_at IS NULL AND key < ? ORDER BY key DESC LIMIT ?",
+                    (before, limit),
+                ).fetchall()
             return [_session_from_row(r) for r in rows]
 
         return await self._call(op)
@@ -705,7 +778,7 @@ class SQLiteStore(Store):
             )
             return cursor.rowcount
 
-        return await self._write(op)
+        return await self._write(op, durable=False, label="pruning events")
 
 
 _SESSION_COLUMNS = (

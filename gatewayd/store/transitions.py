@@ -75,4 +75,5 @@ def finished(run: Run, outcome: RunOutcome) -> Run:
         stop_reason=outcome.stop_reason,
         summary=outcome.summary,
         output_tail=outcome.output_tail,
+        leftovers=outcome.leftovers,
     )
