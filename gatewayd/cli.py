@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__, cli_output
@@ -25,10 +26,14 @@ from gatewayd.errors import (
     EXIT_USAGE,
     GatewaydError,
     InvalidInput,
+    NotFound,
 )
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.paths import resolve_socket, resolve_state_dir
 from gatewayd.rpc.client import RpcClient
+
+# How many jobs `cron list` asks for at a time.
+JOB_PAGE = 500
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,15 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ref", metavar="JOB|RUN_ID")
     history = cron.add_parser("runs", parents=[common], help="a job's run history")
     history.add_argument("--id", dest="job", metavar="JOB", required=True)
-    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--limit", type=int, default=20, help="at most 1000")
+    history.add_argument("--before", metavar="RUN_ID", help="only runs older than this one")
 
     sub.add_parser("doctor", parents=[common], help="check the store's run records (works offline)")
+
+    store = sub.add_parser("store", help="the store file").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    store.add_parser(
+        "check", parents=[common], help="check the store file (read only; works offline)"
+    )
+    backup = store.add_parser(
+        "backup", parents=[common], help="a consistent copy of the store, taken while it runs"
+    )
+    backup.add_argument("dest", metavar="DEST", help="a new file")
 
     sessions = sub.add_parser("sessions", help="sessions").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
     session_list = sessions.add_parser("list", parents=[common], help="recent sessions")
-    session_list.add_argument("--limit", type=int, default=50)
+    session_list.add_argument("--limit", type=int, default=50, help="at most 1000")
+    session_list.add_argument("--before", metavar="KEY", help="only sessions after this one")
     sessions.add_parser("show", parents=[common], help="a session").add_argument("key")
 
     events = sub.add_parser("events", parents=[common], help="lifecycle and run events")
@@ -231,8 +249,7 @@ def _cron(args: argparse.Namespace, client: RpcClient) -> int:
         job = client.call("cron.add", spec_from_flat(_flat(args)))
         return _show(args, job, cli_output.print_job)
     if action == "list":
-        jobs = client.call("cron.list", {"all": args.all})
-        return _show(args, jobs, cli_output.print_jobs)
+        return _show(args, _all_jobs(client, include_disabled=args.all), cli_output.print_jobs)
     if action == "show":
         return _show(args, client.call("cron.get", {"job": args.job}), cli_output.print_job)
     if action == "edit":
@@ -252,8 +269,24 @@ def _cron(args: argparse.Namespace, client: RpcClient) -> int:
     if action == "cancel":
         runs = client.call("cron.cancel", {"job": args.ref})
         return _show(args, runs, cli_output.print_runs)
-    runs = client.call("cron.runs", {"job": args.job, "limit": args.limit})
+    params: dict[str, Any] = {"job": args.job, "limit": args.limit}
+    if args.before:
+        params["before"] = args.before
+    runs = client.call("cron.runs", params)
     return _show(args, runs, cli_output.print_runs)
+
+
+def _all_jobs(client: RpcClient, *, include_disabled: bool) -> list[dict[str, Any]]:
+    """Every job, page after page (the daemon answers at most a page a call)."""
+    jobs: list[dict[str, Any]] = []
+    while True:
+        params: dict[str, Any] = {"all": include_disabled, "limit": JOB_PAGE}
+        if jobs:
+            params["after"] = jobs[-1]["name"]
+        page = client.call("cron.list", params)
+        jobs += page
+        if len(page) < JOB_PAGE:
+            return jobs
 
 
 def _run(args: argparse.Namespace, client: RpcClient) -> int:
@@ -288,7 +321,10 @@ def _wait_with_progress(client: RpcClient, run_id: str) -> dict[str, Any]:
 
 def _sessions(args: argparse.Namespace, client: RpcClient) -> int:
     if args.action == "list":
-        found = client.call("sessions.list", {"limit": args.limit})
+        params: dict[str, Any] = {"limit": args.limit}
+        if args.before:
+            params["before"] = args.before
+        found = client.call("sessions.list", params)
         return _show(args, found, cli_output.print_sessions)
     return _show(args, client.call("sessions.get", {"key": args.key}), cli_output.print_session)
 
@@ -325,11 +361,31 @@ def _doctor(args: argparse.Namespace) -> int:
     return EXIT_RUN_FAILED if violations_of(found) else EXIT_OK
 
 
+def _store(args: argparse.Namespace) -> int:
+    """``store check`` and ``store backup``: the file itself, with or without a daemon."""
+    from gatewayd.paths import DB_NAME
+    from gatewayd.store.sqlitefile import backup, check_file
+
+    path = resolve_state_dir(getattr(args, "state_dir", None), os.environ) / DB_NAME
+    if args.action == "check":
+        if not path.exists():
+            raise NotFound(f"there is no store at {path}")
+        report = check_file(path)
+        body = {"ok": True, "path": str(report.path), "version": report.version}
+        body["size"] = report.size
+        return _show(args, body, lambda b: print(f"{b['path']}: ok (schema {b['version']})"))
+    report = backup(path, Path(args.dest).expanduser().absolute())
+    body = {"ok": True, "path": str(report.path), "size": report.size, "source": str(path)}
+    return _show(args, body, lambda b: print(f"backed up {b['source']} to {b['path']} (checked)"))
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "serve":
         return _serve(args)
     if args.cmd == "doctor":
         return _doctor(args)
+    if args.cmd == "store":
+        return _store(args)
     with _client(args) as client:
         if args.cmd == "status":
             return _show(args, client.call("gateway.status"), cli_output.print_status)

@@ -317,12 +317,18 @@ class DuePlan:
 def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits) -> DuePlan:
     """Decide what to record for the slots of ``job`` that are due at ``now``.
 
-    One slot handled within ``grace_s`` of its due time runs as a ``schedule`` run.
-    Otherwise every due slot counts as missed and the job's catch-up policy
-    decides: ``latest`` runs the latest slot inside the window, ``all`` runs up to
-    ``max_runs`` of the latest slots inside it, ``none`` runs nothing. Every
-    missed slot that does not run is recorded as ``skipped`` with ``missed``:
-    one by one up to ``max_records``, the rest summarised in one record.
+    A slot handled within ``grace_s`` of its due time is an ordinary ``schedule``
+    run, however many others are due with it (after a stall of the timer, say):
+    the pipeline decides each by the job's overlap policy, as if it had fired on
+    time. Under ``replace`` only the last of them runs; the earlier ones are
+    recorded ``skipped`` (overlap), superseded by it.
+
+    A slot later than that is missed, and the job's catch-up policy decides:
+    ``latest`` runs the latest missed slot inside the window (unless an ordinary
+    slot follows, whose run stands for it), ``all`` runs up to ``max_runs`` of
+    the latest ones, ``none`` runs nothing. Every missed slot that does not run is
+    recorded as ``skipped`` with ``missed``: one by one up to ``max_records``,
+    the rest summarised in one record.
     """
     first = job.next_slot
     if first is None or due_at(job, first) > now:
@@ -368,26 +374,18 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
         slot = next_slot(job.schedule, now - offset)
 
     in_window = list(tail)
-    on_time = (
-        not decisions
-        and dropped == 0
-        and len(in_window) == 1
-        and (now - due_at(job, in_window[0])).total_seconds() <= limits.grace_s
-    )
-    if on_time:
-        return DuePlan(
-            decisions=(SlotDecision(scheduled_for=in_window[0], trigger=Trigger.SCHEDULE),),
-            next_slot=slot,
-        )
+    grace = timedelta(seconds=limits.grace_s)
+    ordinary = [t for t in in_window if now - due_at(job, t) <= grace]
+    missed = in_window[: len(in_window) - len(ordinary)]
 
     if job.catchup is Catchup.LATEST:
-        run_count = 1
+        run_count = 0 if ordinary else 1
     elif job.catchup is Catchup.ALL:
         run_count = limits.max_runs
     else:
         run_count = 0
-    runs = in_window[len(in_window) - run_count :] if run_count else []
-    skipped = in_window[: len(in_window) - len(runs)]
+    runs = missed[len(missed) - run_count :] if run_count else []
+    skipped = missed[: len(missed) - len(runs)]
     if len(skipped) > limits.max_records:
         extra = len(skipped) - limits.max_records
         dropped += extra
@@ -415,6 +413,20 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
         for s in skipped
     )
     decisions.extend(SlotDecision(scheduled_for=s, trigger=Trigger.CATCHUP) for s in runs)
+    if job.overlap is Overlap.REPLACE and len(ordinary) > 1:
+        last = ordinary[-1]
+        decisions.extend(
+            SlotDecision(
+                scheduled_for=s,
+                trigger=Trigger.SCHEDULE,
+                skip=ErrorKind.OVERLAP,
+                note=f"skipped: superseded by the slot of {format_time(last)} "
+                "(overlap replace), due at the same time",
+            )
+            for s in ordinary[:-1]
+        )
+        ordinary = [last]
+    decisions.extend(SlotDecision(scheduled_for=s, trigger=Trigger.SCHEDULE) for s in ordinary)
     return DuePlan(decisions=tuple(decisions), next_slot=slot)
 
 

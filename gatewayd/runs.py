@@ -405,10 +405,18 @@ class RunPipeline:
         )
 
     async def _record_plan(self, job: Job, plan: DuePlan, now: datetime) -> list[Run]:
+        """Record the plan's runs; each ordinary slot meets the overlap policy.
+
+        An ordinary slot's run is decided against what is ahead of it: the job's
+        live runs, then the runs of this plan before it, as if each slot had
+        fired on time (one that starts counts as running). Catch-up runs wait in
+        line, one after another.
+        """
         live = await self._live_runs(job)
+        ahead = list(live)
         runs: list[Run] = []
         launches: list[tuple[Run, tuple[str, ...]]] = []
-        action = OverlapAction.START
+        replacing = False
         previous: Run | None = None
         for decision in plan.decisions:
             if decision.skip is not None:
@@ -422,33 +430,35 @@ class RunPipeline:
                     )
                 )
                 continue
-            if previous is None:
-                action = decide_overlap(job.overlap, live)
+            if decision.trigger is Trigger.CATCHUP and previous is not None:
+                after: tuple[str, ...] = (previous.run_id,)
+            else:
+                action = decide_overlap(job.overlap, ahead)
                 if action is OverlapAction.SKIP:
-                    blocking = live[0].run_id
                     runs.append(
                         self._skipped(
                             job,
                             decision,
                             now=now,
                             kind=ErrorKind.OVERLAP,
-                            error=f"skipped: run {blocking} of the job is still live",
+                            error=f"skipped: run {ahead[0].run_id} of the job is still live",
                         )
                     )
                     continue
-                after = self._waits_for(action, live)
-            else:
-                after = (previous.run_id,)
+                after = self._waits_for(action, ahead)
+                replacing = replacing or action is OverlapAction.REPLACE
             run = self._new_run(
                 job, trigger=decision.trigger, now=now, scheduled_for=decision.scheduled_for
             )
             runs.append(run)
             launches.append((run, after))
+            ahead.append(run if after else replace(run, status=RunStatus.RUNNING))
             previous = run
         await self._record(runs, now, advance_job=job.id, next_slot=plan.next_slot)
         for run, after in launches:
             self._launch(run, job, after=after)
-        self._replace(action, live)
+        if replacing:
+            self._replace(OverlapAction.REPLACE, live)
         return runs
 
     @staticmethod
@@ -566,12 +576,12 @@ class RunPipeline:
         except anyio.get_cancelled_exc_class():
             if not (self._detaching and active.started):
                 with anyio.CancelScope(shield=True):
-                    await self._finish_if_live(run, job, self._stopped(STOP_SHUTDOWN), active)
+                    await self._settle_quietly(run, job, self._stopped(STOP_SHUTDOWN), active)
             raise
         except Exception as exc:
             log.exception("run failed inside gatewayd", run_id=run.run_id, job_id=job.id)
             with anyio.CancelScope(shield=True):
-                await self._finish_if_live(run, job, self._internal_error(exc), active)
+                await self._settle_quietly(run, job, self._internal_error(exc), active)
         finally:
             active.done.set()
             self._active.pop(run.run_id, None)
@@ -587,7 +597,7 @@ class RunPipeline:
         except Exception as exc:
             log.exception("watching a run failed inside gatewayd", run_id=run.run_id)
             with anyio.CancelScope(shield=True):
-                await self._finish_if_live(run, job, self._internal_error(exc), active)
+                await self._settle_quietly(run, job, self._internal_error(exc), active)
         finally:
             active.done.set()
             self._active.pop(run.run_id, None)
@@ -786,6 +796,20 @@ class RunPipeline:
     async def finish_unwatched(self, run: Run, outcome: RunOutcome) -> None:
         """Record the ending of a live run that no task drives (start-up settlement)."""
         await self._finish(run, await self._store.get_job(run.job_id), outcome)
+
+    async def _settle_quietly(
+        self, run: Run, job: Job | None, outcome: RunOutcome, active: _Active
+    ) -> None:
+        """Record a run's ending on a path of last resort; a failure is logged, never raised.
+
+        A run task's failure never escapes into the daemon's task group: if even
+        this ending cannot be recorded (the store failing reads too), the run stays
+        live in the store, unwatched, and the sweeper settles it.
+        """
+        try:
+            await self._finish_if_live(run, job, outcome, active)
+        except Exception:
+            log.exception("could not record a run's ending; the sweeper will", run_id=run.run_id)
 
     async def _finish_if_live(
         self, run: Run, job: Job | None, outcome: RunOutcome, active: _Active | None = None

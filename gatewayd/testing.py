@@ -5,6 +5,8 @@
   temporary state directory and knows when it is ready from a real
   ``NOTIFY_SOCKET`` datagram, not from a sleep.
 * :func:`wait_until` waits for a condition with a deadline.
+* :class:`SmallDisk` is a real, small file system (a tmpfs the test mounts, as
+  root) that a test can fill, free and make read-only.
 """
 
 from __future__ import annotations
@@ -169,14 +171,23 @@ class DaemonProcess:
         config: str | None = None,
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 20.0,
+        args: Sequence[str] = (),
+        prefix: Sequence[str] = (),
+        stderr: int | None = None,
+        files_dir: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.config_text = config
         self.extra_env = dict(env or {})
         self.ready_timeout = ready_timeout
+        self.args = list(args)
+        self.prefix = list(prefix)
+        self.stderr = stderr
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = state_dir.parent / f"{state_dir.name}.daemon.log"
-        self.notify_path = state_dir.parent / f"{state_dir.name}.notify"
+        # The helper's own files (the log, the notify socket, the config) live here.
+        self.files_dir = files_dir or state_dir.parent
+        self.log_path = self.files_dir / f"{state_dir.name}.daemon.log"
+        self.notify_path = self.files_dir / f"{state_dir.name}.notify"
         self._notify: socket.socket | None = None
         self.messages: list[str] = []
 
@@ -197,9 +208,9 @@ class DaemonProcess:
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the process without waiting for it to be ready."""
-        argv = [sys.executable, "-m", "gatewayd", "serve"]
+        argv = [*self.prefix, sys.executable, "-m", "gatewayd", "serve", *self.args]
         if self.config_text is not None:
-            config = self.state_dir.parent / f"{self.state_dir.name}.toml"
+            config = self.files_dir / f"{self.state_dir.name}.toml"
             config.write_text(self.config_text)
             argv += ["--config", str(config)]
         if self._notify is None:
@@ -212,10 +223,17 @@ class DaemonProcess:
         env.update(self.extra_env)
         log = self.log_path.open("ab")
         try:
-            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=log if self.stderr is None else self.stderr
+            )
         finally:
             log.close()
         return self.process
+
+    def exit_code(self, *, timeout: float = 30.0) -> int:
+        """Start the daemon and return its exit code, for a start that is expected to fail."""
+        process = self.spawn()
+        return process.wait(timeout=timeout)
 
     def start(self) -> DaemonProcess:
         """Start the daemon and return once this process has said READY=1."""
@@ -225,25 +243,37 @@ class DaemonProcess:
 
     def wait_for_message(self, wanted: str, *, timeout: float, pid: int | None = None) -> str:
         """Wait for a notify datagram containing the line ``wanted`` (from ``pid`` if given)."""
+
+        def matches(lines: list[str]) -> bool:
+            return wanted in lines and (pid is None or f"MAINPID={pid}" in lines)
+
+        return self.wait_for_notify(matches, timeout=timeout, what=wanted)
+
+    def wait_for_notify(
+        self, matches: Callable[[list[str]], bool], *, timeout: float, what: str = "a message"
+    ) -> str:
+        """Wait for a notify datagram whose lines ``matches``; messages seen before count."""
+        for data in self.messages:
+            if matches(data.splitlines()):
+                return data
         assert self._notify is not None
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no {wanted} from gatewayd in {timeout}s; log:\n{self.log()}")
+                raise TimeoutError(f"no {what} from gatewayd in {timeout}s; log:\n{self.log()}")
             self._notify.settimeout(min(remaining, 0.5))
             try:
                 data = self._notify.recv(65536).decode()
             except TimeoutError:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(
-                        f"gatewayd exited with {self.process.returncode} before {wanted}; "
+                        f"gatewayd exited with {self.process.returncode} before {what}; "
                         f"log:\n{self.log()}"
                     ) from None
                 continue
             self.messages.append(data)
-            lines = data.splitlines()
-            if wanted in lines and (pid is None or f"MAINPID={pid}" in lines):
+            if matches(data.splitlines()):
                 return data
 
     def log(self) -> str:
@@ -326,3 +356,58 @@ def run_cli(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 60.
         stdout=done.stdout.decode(errors="replace"),
         stderr=done.stderr.decode(errors="replace"),
     )
+
+
+# --- a real small file system -----------------------------------------------------------
+
+
+class SmallDisk:
+    """A tmpfs of ``size`` mounted at ``path`` for the test's life (needs root, as CI has).
+
+    :meth:`fill` writes a file until no space is left; :meth:`free` removes it.
+    :meth:`read_only` remounts it read-only (or back).
+    """
+
+    def __init__(self, path: Path, *, size: str = "16m") -> None:
+        self.path = path
+        self.size = size
+        self.filler = path / ".filler"
+
+    def __enter__(self) -> SmallDisk:
+        self.path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.path)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                "these tests mount a small tmpfs, which needs root (CI runs as root): "
+                + done.stderr.decode(errors="replace")
+            )
+        return self
+
+    def fill(self, *, leave: int = 0) -> None:
+        """Take every byte of free space (but ``leave``), with one file."""
+        with self.filler.open("ab") as handle:
+            chunk = b"\0" * 65536
+            try:
+                while True:
+                    free = os.statvfs(self.path).f_bavail * os.statvfs(self.path).f_frsize
+                    if free <= leave:
+                        return
+                    handle.write(chunk[: max(1, min(len(chunk), free - leave))])
+                    handle.flush()
+            except OSError:
+                return
+
+    def free(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.filler.unlink()
+
+    def read_only(self, value: bool = True) -> None:
+        option = "remount,ro" if value else "remount,rw"
+        subprocess.run(["mount", "-o", option, str(self.path)], check=True)
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)

@@ -222,6 +222,8 @@ class TestPlanDue:
     """What gets recorded for due slots: never a burst beyond the policy, never a silent skip."""
 
     limits = CatchupLimits(grace_s=5, max_runs=3, max_records=5)
+    # For the catch-up policies: every slot of these tests is later than its grace.
+    late = CatchupLimits(grace_s=0.25, max_runs=3, max_records=5)
 
     def test_nothing_due(self) -> None:
         job = every_job(60, next_slot_at=T0 + timedelta(seconds=60))
@@ -238,7 +240,7 @@ class TestPlanDue:
     def test_latest_runs_one_catchup_and_records_the_rest_skipped(self) -> None:
         """I7: three missed slots under `latest` give two skipped (missed) and one catch-up run."""
         job = every_job(2, next_slot_at=T0 + timedelta(seconds=2))
-        plan = plan_due(job, T0 + timedelta(seconds=7), window_s=3600, limits=self.limits)
+        plan = plan_due(job, T0 + timedelta(seconds=7), window_s=3600, limits=self.late)
         assert [d.skip for d in plan.decisions] == [ErrorKind.MISSED, ErrorKind.MISSED, None]
         assert plan.runs[0].trigger is Trigger.CATCHUP
         assert plan.runs[0].scheduled_for == T0 + timedelta(seconds=6)
@@ -247,13 +249,13 @@ class TestPlanDue:
     def test_all_is_bounded(self) -> None:
         """`all` replays the latest max_runs slots; older ones are recorded skipped."""
         job = every_job(1, next_slot_at=T0 + timedelta(seconds=1), catchup=Catchup.ALL)
-        plan = plan_due(job, T0 + timedelta(seconds=7.5), window_s=3600, limits=self.limits)
+        plan = plan_due(job, T0 + timedelta(seconds=7.5), window_s=3600, limits=self.late)
         assert [d.scheduled_for.second for d in plan.runs] == [5, 6, 7]
         assert len([d for d in plan.decisions if d.skip]) == 4
 
     def test_none_records_every_missed_slot(self) -> None:
         job = every_job(2, next_slot_at=T0 + timedelta(seconds=2), catchup=Catchup.NONE)
-        plan = plan_due(job, T0 + timedelta(seconds=7), window_s=3600, limits=self.limits)
+        plan = plan_due(job, T0 + timedelta(seconds=7), window_s=3600, limits=self.late)
         assert plan.runs == ()
         assert [d.scheduled_for.second for d in plan.decisions] == [2, 4, 6]
         assert {d.skip for d in plan.decisions} == {ErrorKind.MISSED}
@@ -261,7 +263,7 @@ class TestPlanDue:
     def test_many_missed_slots_are_summarised(self) -> None:
         """Past max_records, older missed slots are recorded as one summary run, with a count."""
         job = every_job(1, next_slot_at=T0 + timedelta(seconds=1))
-        plan = plan_due(job, T0 + timedelta(seconds=20.5), window_s=3600, limits=self.limits)
+        plan = plan_due(job, T0 + timedelta(seconds=20.5), window_s=3600, limits=self.late)
         skipped = [d for d in plan.decisions if d.skip]
         assert len(skipped) == 6
         assert skipped[0].note is not None and "missed: 14 slots" in skipped[0].note
@@ -276,6 +278,43 @@ class TestPlanDue:
             plan.decisions[0].note
         )
         assert [d.scheduled_for for d in plan.runs] == [T0 + timedelta(hours=5)]
+
+    def test_slots_within_the_grace_are_ordinary_runs_after_a_stall(self) -> None:
+        """A stall of 10 s inside a 30 s grace: each slot is a `schedule` run, none missed."""
+        job = every_job(1, next_slot_at=T0 + timedelta(seconds=1))
+        grace = CatchupLimits(grace_s=30, max_runs=3, max_records=20)
+        plan = plan_due(job, T0 + timedelta(seconds=10.7), window_s=3600, limits=grace)
+        assert [d.scheduled_for.second for d in plan.decisions] == list(range(1, 11))
+        assert {(d.trigger, d.skip) for d in plan.decisions} == {(Trigger.SCHEDULE, None)}
+
+    def test_missed_slots_go_to_the_policy_and_ordinary_ones_run(self) -> None:
+        """Slots later than the grace are missed; the ordinary slot after them stands for
+        `latest`'s catch-up run."""
+        job = every_job(1, next_slot_at=T0 + timedelta(seconds=1))
+        grace = CatchupLimits(grace_s=2, max_runs=3, max_records=50)
+        plan = plan_due(job, T0 + timedelta(seconds=6.5), window_s=3600, limits=grace)
+        kinds = [(d.scheduled_for.second, d.trigger, d.skip) for d in plan.decisions]
+        assert kinds == [
+            (1, Trigger.CATCHUP, ErrorKind.MISSED),
+            (2, Trigger.CATCHUP, ErrorKind.MISSED),
+            (3, Trigger.CATCHUP, ErrorKind.MISSED),
+            (4, Trigger.CATCHUP, ErrorKind.MISSED),
+            (5, Trigger.SCHEDULE, None),
+            (6, Trigger.SCHEDULE, None),
+        ]
+
+    def test_replace_keeps_the_last_ordinary_slot(self) -> None:
+        """Under `replace`, ordinary slots due together: the last runs, the others are
+        recorded superseded."""
+        job = every_job(1, next_slot_at=T0 + timedelta(seconds=1), overlap=Overlap.REPLACE)
+        grace = CatchupLimits(grace_s=30, max_runs=3, max_records=5)
+        plan = plan_due(job, T0 + timedelta(seconds=3.5), window_s=3600, limits=grace)
+        assert [(d.scheduled_for.second, d.skip) for d in plan.decisions] == [
+            (1, ErrorKind.OVERLAP),
+            (2, ErrorKind.OVERLAP),
+            (3, None),
+        ]
+        assert "superseded" in (plan.decisions[0].note or "")
 
     def test_one_late_slot_is_missed(self) -> None:
         """A single slot handled later than the grace is a catch-up, not a scheduled run."""

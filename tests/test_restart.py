@@ -270,6 +270,14 @@ def total_runs(daemon: DaemonProcess) -> int:
     return total
 
 
+def alive_or_ended(d: DaemonProcess, run: dict[str, Any]) -> bool:
+    """Whether a run recorded running has a live process, or has its ending recorded."""
+    return bool(process_group_members(run["pid"])) or get_run(d, run["run_id"])["status"] not in (
+        "queued",
+        "running",
+    )
+
+
 class TestCrashLoop:
     def test_crash_loop_leaves_a_true_record(self, tmp_path: Path) -> None:
         """I1, I2, I4, I7 under crashes: kill -9 at random moments, N times
@@ -306,10 +314,7 @@ class TestCrashLoop:
                     if holder["status"] == "running" and holder["pid"]:
                         # Its group lives, or it has just ended and its ending follows at once.
                         wait_until(
-                            lambda h=holder: (
-                                process_group_members(h["pid"])
-                                or get_run(d, h["run_id"])["status"] != "running"
-                            ),
+                            partial(alive_or_ended, d, holder),
                             timeout=2,
                             what=f"run {holder['run_id']} to have a process or an ending",
                         )

@@ -7,7 +7,7 @@ exec) and reaped through a pidfd, without a child watcher. Elsewhere anyio's
 ``open_process`` does the same job.
 
 The waiter is ``/bin/sh -c WAITER_SCRIPT <exit file> <cwd> <umask> <nofile>
-<max output> <stdin file> <stdout file> COMMAND ARGS...``. It opens the
+<max output> <stdin file> <stdout file> <pump> COMMAND ARGS...``. It opens the
 command's stdin and stdout if files are named (``/dev/null`` and the log
 otherwise), restores the umask and descriptor limit the daemon was started
 with, enters ``cwd`` (if not empty), runs the command, writes the command's exit
@@ -17,8 +17,10 @@ does not inherit, so a group stopped with SIGTERM still records a status.
 With a ``max output`` above 0, the command's output goes through a pipe to a
 *pump* in the run's group, which appends at most that many bytes to the log,
 reads and counts the rest, and ends with a line saying how many bytes were
-dropped (at least: NUL bytes in the first line past the limit are not counted):
-the command is never killed for its output. The pump ignores SIGTERM, so that a
+dropped: the command is never killed for its output. The pump is a perl
+one-liner (perl is part of every Debian and macOS); where there is no perl, a
+``head``-based one does the same, with the log lagging by up to a block while
+the run goes on, and the count a lower bound (a shell read skips NUL bytes). The pump ignores SIGTERM, so that a
 stopped run's last output still reaches the log; it ends when every writer of
 the pipe has gone. The waiter is started with the pipe's read end as stdin, the
 log as stdout and the pipe's write end as stderr: the pump takes the first two
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -46,22 +49,41 @@ from typing import IO, Any, Protocol
 import anyio
 import anyio.abc
 
+# The pump, in perl: exact byte counts, each read written at once, and reading
+# on after a failed write (a full disk), so that the command is never blocked.
+PERL_PUMP = (
+    "$m = shift; $n = 0; "
+    "while (($r = sysread STDIN, $b, 65536) > 0) { "
+    "if ($n < $m) { $k = $m - $n; $k = $r if $r < $k; $o = 0; "
+    "while ($o < $k) { $w = syswrite STDOUT, $b, $k - $o, $o; last unless defined $w; "
+    "$o += $w } } $n += $r } "
+    'printf "\\n[gatewayd: max_output of %d bytes reached; %d more bytes of output '
+    'were dropped]\\n", $m, $n - $m if $n > $m'
+)
+# Where there is no perl: head copies the first bytes (buffered by its stdio, so
+# the log may lag by a block until it ends), and a shell read counts the rest.
+_HEAD_PUMP = (
+    'head -c "$4"; '
+    "if IFS= read -r l; then n=$(exec wc -c); n=$((n + ${#l} + 1)); "
+    "else n=${#l}; fi; "
+    '[ "$n" -eq 0 ] || printf \'\\n[gatewayd: max_output of %s bytes reached; '
+    'at least %s more bytes of output were dropped]\\n\' "$4" "$n"'
+)
 WAITER_SCRIPT = (
     "trap : TERM; p=0; "
     'fail() { printf \'%s %s\\n\' "$1" "$p" 1<>"$0"; exit "$1"; }; '
     'if [ "$4" -gt 0 ]; then '
-    "exec 3<&0; { trap '' TERM; exec 0<&3 3<&- 2>/dev/null; head -c \"$4\"; "
-    "if IFS= read -r l; then n=$(exec wc -c); n=$((n + ${#l} + 1)); "
-    "else n=${#l}; fi; "
-    '[ "$n" -eq 0 ] || printf \'\\n[gatewayd: max_output of %s bytes reached; '
-    'at least %s more bytes of output were dropped]\\n\' "$4" "$n"; } & '
+    "exec 3<&0; { trap '' TERM; exec 0<&3 3<&- 2>/dev/null; "
+    'if [ -n "$7" ]; then exec perl -e "$7" "$4"; fi; '
+    f"{_HEAD_PUMP}; }} & "
     "p=$!; exec 3<&- 0</dev/null 1>&2; fi; "
     'if [ -n "$5" ]; then command exec 0<"$5" || fail 126; fi; '
     'if [ -n "$6" ]; then command exec 1>"$6" || fail 126; fi; '
     'umask "$2"; [ -z "$3" ] || ulimit -n "$3" 2>/dev/null; '
     'if [ -n "$1" ]; then cd -- "$1" || fail 126; fi; '
-    'shift 6; "$@"; rc=$?; printf \'%s %s\\n\' "$rc" "$p" 1<>"$0"; exit "$rc"'
+    'shift 7; "$@"; rc=$?; printf \'%s %s\\n\' "$rc" "$p" 1<>"$0"; exit "$rc"'
 )
+HAS_PERL = shutil.which("perl") is not None
 PIDFD = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
 _POLL_S = 0.05
 
@@ -146,6 +168,7 @@ class Launch:
     pipe: tuple[int, int] | None = None
     stdin_path: str | None = None
     stdout_path: str | None = None
+    perl_pump: bool = HAS_PERL
 
     def waiter_argv(self) -> list[str]:
         return [
@@ -159,6 +182,7 @@ class Launch:
             str(self.max_output if self.pipe is not None else 0),
             self.stdin_path or "",
             self.stdout_path or "",
+            PERL_PUMP if self.perl_pump else "",
             *self.argv,
         ]
 

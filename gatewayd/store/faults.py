@@ -91,7 +91,7 @@ def _may_write(path: Path) -> bool:
 def full(path: Path, detail: str) -> StoreFull:
     return StoreFull(
         f"no space is left on the file system of {path} ({detail}); {_NOT_DAMAGED}. "
-        "Free some space: gatewayd writes what it holds as soon as it can",
+        "Free some space (a running gatewayd then writes what it holds by itself)",
         data={"path": str(path)},
     )
 
