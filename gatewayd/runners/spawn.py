@@ -20,15 +20,16 @@ reads and counts the rest, and ends with a line saying how many bytes were
 dropped: the command is never killed for its output. The pump is a perl
 one-liner (perl is part of every Debian and macOS); where there is no perl, a
 ``head``-based one does the same, with the log lagging by up to a block while
-the run goes on, and the count a lower bound (a shell read skips NUL bytes). The pump ignores SIGTERM, so that a
-stopped run's last output still reaches the log; it ends when every writer of
-the pipe has gone. The waiter is started with the pipe's read end as stdin, the
-log as stdout and the pipe's write end as stderr: the pump takes the first two
-(by way of fd 3: a background job's stdin is /dev/null), and the waiter then
-keeps only the write end for the command. It writes the
-pump's pid after the exit status (``<status> <pump pid>``), so that the daemon
-can tell the pump from processes left behind. With 0, the output goes straight
-to the log.
+the run goes on, and the count a lower bound (a shell read skips NUL bytes).
+The pump ignores SIGTERM, so that a stopped run's last output still reaches the
+log; it ends when every writer of the pipe has gone.
+
+The waiter is started with the pipe's read end as stdin, the log as stdout and
+the pipe's write end as stderr: the pump takes the first two (by way of fd 3: a
+background job's stdin is /dev/null), and the waiter then keeps only the write
+end for the command. It writes the pump's pid after the exit status (``<status>
+<pump pid>``), so that the daemon can tell the pump from processes left behind.
+With 0, the output goes straight to the log.
 
 The exit file is made by the daemon with room for the status already in it, and
 the waiter writes over that room without truncating (``1<>``): a full disk
