@@ -349,7 +349,11 @@ class Daemon:
         them from their exit files.
         """
         store = self._store
-        if store is None or store.health.writable:
+        fault = None if store is None else store.health.fault
+        if store is None or fault is None:
+            return
+        if not fault.passes or not store.health.held:
+            await store.close()  # nothing to wait for: it will not pass, or nothing is held
             return
         log.warning(
             "stopping while the store takes no writes; waiting for it",

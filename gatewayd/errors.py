@@ -164,9 +164,14 @@ class PermissionDenied(GatewaydError):
 
 
 class StoreError(GatewaydError):
-    """The store cannot be opened or used."""
+    """The store cannot be opened or used.
+
+    ``passes``: whether the fault may end by itself (space freed, a disk back),
+    so that held writes are worth waiting for; a damaged or replaced store's does not.
+    """
 
     kind = "store"
+    passes: ClassVar[bool] = False
 
 
 class StoreCorrupt(StoreError):
@@ -193,6 +198,7 @@ class StoreUnwritable(StoreError):
     rpc_code = RPC_STORE_UNWRITABLE
     exit_code = EXIT_IO_ERROR
     kind = "store_unwritable"
+    passes = True
 
 
 class StoreFull(StoreUnwritable):
@@ -227,6 +233,7 @@ class StoreReplaced(StoreUnwritable):
     replaced while the daemon ran: writes stop until a restart, so nothing more is lost."""
 
     kind = "store_replaced"
+    passes = False
 
 
 class StartupError(GatewaydError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import pathname2url
 
-from gatewayd.errors import StoreCorrupt, StoreError, StoreReplaced, StoreTooNew
+from gatewayd.errors import Conflict, StoreCorrupt, StoreError, StoreReplaced, StoreTooNew
 from gatewayd.store.faults import as_store_error, damaged
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -252,9 +252,7 @@ def backup(source: Path, dest: Path) -> FileReport:
     """
     check_file(source)
     if dest.exists():
-        raise StoreError(
-            f"{dest} exists; give a new file to back up into", data={"path": str(dest)}
-        )
+        raise Conflict(f"{dest} exists; give a new file to back up into", data={"path": str(dest)})
     partial = dest.with_name(dest.name + ".partial")
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from gatewayd.errors import StoreCorrupt, StoreError, StoreReplaced
+from gatewayd.errors import StoreError
 from gatewayd.store.base import StoreHealth
 from gatewayd.store.faults import fault_of, is_outage
 from gatewayd.workers import answer
@@ -346,7 +346,7 @@ class BatchWriter:
 
 def _permanent(fault: StoreError) -> bool:
     """A damaged or replaced store is never written to again by this instance."""
-    return isinstance(fault, StoreCorrupt | StoreReplaced)
+    return not fault.passes
 
 
 def _copy(fault: StoreError) -> StoreError:
