@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import orjson
 import pytest
-from gatewayd.errors import DaemonUnreachable, InvalidInput, StartupError
+from gatewayd.errors import RPC_FORBIDDEN, DaemonUnreachable, InvalidInput, StartupError
 from gatewayd.rpc.client import RpcClient
 from gatewayd.rpc.server import RpcServer, bind_unix_socket
 
@@ -72,6 +72,10 @@ class TestServer:
 
             reply = await anyio.to_thread.run_sync(attempt)
             assert "permission denied" in reply["error"]["message"]
+            assert (reply["error"]["code"], reply["error"]["data"]["kind"]) == (
+                RPC_FORBIDDEN,
+                "forbidden",
+            )
             assert "result" not in reply
         finally:
             await server.close()
