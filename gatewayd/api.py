@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from gatewayd import __version__
+from gatewayd import __version__, bounds
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.codec import JsonObject, job_to_json, run_to_json, spec_to_json
@@ -45,8 +45,6 @@ from gatewayd.store.base import Store, StoreHealth
 
 log = structlog.get_logger("gatewayd.api")
 
-# The longest page of jobs, runs or sessions one call returns (the CLI pages through more).
-MAX_PAGE = 1000
 # Job lists longer than this are shaped into JSON on a worker thread.
 VIEWS_ON_LOOP = 200
 MAX_BATCH_JOBS = 10_000
@@ -153,10 +151,14 @@ class Gateway:
         return (await self._views([job]))[0]
 
     async def list_jobs(
-        self, *, include_disabled: bool, limit: int = MAX_PAGE, after: str | None = None
+        self,
+        *,
+        include_disabled: bool,
+        limit: int = bounds.JOB_PAGE.default,
+        after: str | None = None,
     ) -> list[JsonObject]:
         """A page of jobs by name: up to ``limit`` whose names sort after ``after``."""
-        _check_page(limit)
+        bounds.JOB_PAGE.check(limit)
         jobs = await self._store.list_jobs(
             enabled_only=not include_disabled, after=after, limit=limit
         )
@@ -164,7 +166,7 @@ class Gateway:
 
     async def runs(self, ref: str, *, limit: int, before: str | None = None) -> list[JsonObject]:
         """A page of a job's runs, newest first: up to ``limit`` older than run ``before``."""
-        _check_page(limit)
+        bounds.RUN_PAGE.check(limit)
         job_id = await self._job_id_for_history(ref)
         runs = await self._store.list_runs(job_id, limit=limit, before=before)
         return [run_to_json(r) for r in runs]
@@ -456,7 +458,7 @@ class Gateway:
     # --- sessions and events --------------------------------------------------------
 
     async def sessions(self, *, limit: int, before: str | None = None) -> list[JsonObject]:
-        _check_page(limit)
+        bounds.SESSION_PAGE.check(limit)
         found = await self._store.list_sessions(limit=limit, before=before)
         return [session_to_json(s) for s in found]
 
@@ -519,13 +521,6 @@ class Gateway:
         ):
             self._scheduler.job_removed(job.id)
             log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)
-
-
-def _check_page(limit: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(
-            f"limit: must be from 1 to {MAX_PAGE}, got {limit}", data={"field": "limit"}
-        )
 
 
 def _refused(live: Run) -> JsonObject:

@@ -117,6 +117,26 @@ MAX_CONNECTIONS = Count(low=1, high=100_000)
 
 # --- RPC parameters ------------------------------------------------------------------
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page:
+    """How many items one call of a list returns: by default, and at most.
+
+    The largest page bounds the memory one connection's reply holds, however
+    slowly its client reads (a run carries up to 4 KiB of output: fewer per page).
+    """
+
+    default: int
+    largest: int
+
+    def check(self, value: object, what: str = "limit") -> int:
+        return Count(low=1, high=self.largest).check(value, what)
+
+
+JOB_PAGE = Page(default=100, largest=200)
+RUN_PAGE = Page(default=20, largest=200)
+SESSION_PAGE = Page(default=50, largest=500)
+
 WAIT_TIMEOUT = Span(low=0.0, high=DAY)
 PROBE_LAG = Span(low=0.001, high=60.0)
 EVENT_SEQ = Count(low=0, high=2**63 - 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__, cli_output
+from gatewayd.bounds import JOB_PAGE, RUN_PAGE, SESSION_PAGE
 from gatewayd.errors import (
     EXIT_CONFLICT,
     EXIT_INTERNAL,
@@ -31,9 +32,6 @@ from gatewayd.errors import (
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.paths import resolve_socket, resolve_state_dir
 from gatewayd.rpc.client import RpcClient
-
-# How many jobs `cron list` asks for at a time.
-JOB_PAGE = 500
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ref", metavar="JOB|RUN_ID")
     history = cron.add_parser("runs", parents=[common], help="a job's run history")
     history.add_argument("--id", dest="job", metavar="JOB", required=True)
-    history.add_argument("--limit", type=int, default=20, help="at most 1000")
+    history.add_argument(
+        "--limit", type=int, default=RUN_PAGE.default, help=f"at most {RUN_PAGE.largest}"
+    )
     history.add_argument("--before", metavar="RUN_ID", help="only runs older than this one")
 
     sub.add_parser("doctor", parents=[common], help="check the store's run records (works offline)")
@@ -195,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, parser_class=_Parser
     )
     session_list = sessions.add_parser("list", parents=[common], help="recent sessions")
-    session_list.add_argument("--limit", type=int, default=50, help="at most 1000")
+    session_list.add_argument(
+        "--limit",
+        type=int,
+        default=SESSION_PAGE.default,
+        help=f"at most {SESSION_PAGE.largest}",
+    )
     session_list.add_argument("--before", metavar="KEY", help="only sessions after this one")
     sessions.add_parser("show", parents=[common], help="a session").add_argument("key")
 
@@ -280,12 +285,12 @@ def _all_jobs(client: RpcClient, *, include_disabled: bool) -> list[dict[str, An
     """Every job, page after page (the daemon answers at most a page a call)."""
     jobs: list[dict[str, Any]] = []
     while True:
-        params: dict[str, Any] = {"all": include_disabled, "limit": JOB_PAGE}
+        params: dict[str, Any] = {"all": include_disabled, "limit": JOB_PAGE.largest}
         if jobs:
             params["after"] = jobs[-1]["name"]
         page = client.call("cron.list", params)
         jobs += page
-        if len(page) < JOB_PAGE:
+        if len(page) < JOB_PAGE.largest:
             return jobs
 
 

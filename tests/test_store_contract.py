@@ -304,6 +304,52 @@ class TestRuns:
         assert counts.get(RunStatus.SUCCEEDED) == 1
 
 
+class TestPages:
+    """Lists come in pages that follow one order, so that a reader can go through all."""
+
+    async def test_jobs_by_name_after_a_cursor(self, store: Store) -> None:
+        for n in range(5):
+            await store.add_job(job(f"job000000{n}", name=f"n{n}", enabled=n != 2))
+        page = await store.list_jobs(limit=2)
+        assert [j.name for j in page] == ["n0", "n1"]
+        assert [j.name for j in await store.list_jobs(after="n1", limit=2)] == ["n2", "n3"]
+        assert [j.name for j in await store.list_jobs(after="n3")] == ["n4"]
+        enabled = await store.list_jobs(enabled_only=True, after="n1", limit=2)
+        assert [j.name for j in enabled] == ["n3", "n4"]
+
+    async def test_runs_older_than_a_cursor(self, store: Store) -> None:
+        await store.record_runs([run(f"r{n}") for n in range(5)])
+        assert [r.run_id for r in await store.list_runs("job0000001", limit=2)] == ["r4", "r3"]
+        older = await store.list_runs("job0000001", limit=2, before="r3")
+        assert [r.run_id for r in older] == ["r2", "r1"]
+        with pytest.raises(NotFound):
+            await store.list_runs("job0000001", limit=2, before="nope")
+
+    async def test_sessions_after_a_cursor(self, store: Store) -> None:
+        """Newest start first, ties by key (descending), the unstarted last: every row
+        once, whatever the page size."""
+        rows = [
+            Session(key="a", session_id="1", started_at=T0),
+            Session(key="b", session_id="2", started_at=T0 + timedelta(seconds=1)),
+            Session(key="c", session_id="3", started_at=T0 + timedelta(seconds=1)),
+            Session(key="d", session_id="4", started_at=T0 + timedelta(seconds=2)),
+        ]
+        await store.publish(Publication(sessions=tuple(rows)))
+        ending = Session(key="z", session_id="5", ended_at=T0, status=SessionStatus.DONE)
+        await store.publish(Publication(sessions=(ending,)))
+        whole = [s.key for s in await store.list_sessions(limit=10)]
+        assert whole == ["d", "c", "b", "a", "z"]
+        for size in (1, 2, 3):
+            seen: list[str] = []
+            page = await store.list_sessions(limit=size)
+            while page:
+                seen += [s.key for s in page]
+                page = await store.list_sessions(limit=size, before=page[-1].key)
+            assert seen == whole
+        with pytest.raises(NotFound):
+            await store.list_sessions(limit=1, before="nope")
+
+
 class TestSessionsAndEvents:
     """Sessions are upserted by key; events get strictly increasing, never reused seqs."""
 

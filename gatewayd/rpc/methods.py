@@ -12,7 +12,7 @@ import anyio.to_thread
 import orjson
 
 from gatewayd import bounds
-from gatewayd.api import MAX_PAGE, VIEWS_ON_LOOP, Gateway
+from gatewayd.api import VIEWS_ON_LOOP, Gateway
 from gatewayd.codec import run_to_json
 from gatewayd.errors import InvalidInput
 from gatewayd.rpc.protocol import RawJson
@@ -20,8 +20,6 @@ from gatewayd.rpc.server import Handler, Send, StreamHandler
 
 T = TypeVar("T")
 
-DEFAULT_RUNS_LIMIT = 20
-DEFAULT_SESSIONS_LIMIT = 50
 DEFAULT_EVENTS_LIMIT = 100
 EVENTS_LIMIT = bounds.Count(low=0, high=10_000)
 
@@ -93,7 +91,15 @@ def _seconds(
     return _in_range(lambda: span.check(float(value), name), method)
 
 
-PAGE = bounds.Count(low=1, high=MAX_PAGE)
+def _limit(params: Mapping[str, Any], method: str, page: bounds.Page) -> int:
+    """A page's ``limit``: an integer (its range is the operation's to check)."""
+    value = params.get("limit", page.default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(
+            f"invalid params: {method} needs 'limit' as an integer, got {_got(value)}",
+            data={"field": "limit"},
+        )
+    return value
 
 
 def build_methods(gateway: Gateway) -> dict[str, Handler]:
@@ -121,7 +127,7 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
     async def cron_list(params: dict[str, Any]) -> Any:
         _known(params, "cron.list", "all", "limit", "after")
         include = _bool(params, "all", "cron.list", False)
-        limit = _count(params, "limit", "cron.list", MAX_PAGE, PAGE)
+        limit = _limit(params, "cron.list", bounds.JOB_PAGE)
         after = _optional_str(params, "after", "cron.list")
         jobs = await gateway.list_jobs(include_disabled=include, limit=limit, after=after)
         if len(jobs) <= VIEWS_ON_LOOP:
@@ -171,7 +177,7 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
 
     async def cron_runs(params: dict[str, Any]) -> Any:
         _known(params, "cron.runs", "job", "limit", "before")
-        limit = _count(params, "limit", "cron.runs", DEFAULT_RUNS_LIMIT, PAGE)
+        limit = _limit(params, "cron.runs", bounds.RUN_PAGE)
         before = _optional_str(params, "before", "cron.runs")
         return await gateway.runs(_str(params, "job", "cron.runs"), limit=limit, before=before)
 
@@ -191,7 +197,7 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
 
     async def sessions_list(params: dict[str, Any]) -> Any:
         _known(params, "sessions.list", "limit", "before")
-        limit = _count(params, "limit", "sessions.list", DEFAULT_SESSIONS_LIMIT, PAGE)
+        limit = _limit(params, "sessions.list", bounds.SESSION_PAGE)
         before = _optional_str(params, "before", "sessions.list")
         return await gateway.sessions(limit=limit, before=before)
 

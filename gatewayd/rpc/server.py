@@ -52,6 +52,11 @@ StreamHandler = Callable[[dict[str, Any], Send], Awaitable[Any]]
 WRITE_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 256
 IDLE_TIMEOUT_S = 300.0
+# Connections waiting to be accepted: a burst of clients is accepted, not refused.
+BACKLOG = 1024
+# The most requests computed at once; the others wait their turn, cheaply. It keeps
+# a burst of clients from stalling the loop (and the timer) behind their work.
+MAX_WORKING = 8
 
 _READ_CHUNK = 64 * 1024
 # Unix socket paths are limited to 108 bytes on Linux and 104 on macOS.
@@ -102,7 +107,7 @@ def bind_unix_socket(path: Path) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(256)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -163,9 +168,11 @@ class RpcServer:
         self._uid = os.getuid() if uid is None else uid
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._working = asyncio.Semaphore(MAX_WORKING)
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+        # The loop listens again on the socket it is given: with this backlog too.
+        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock, backlog=BACKLOG)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -291,7 +298,8 @@ class RpcServer:
         try:
             if handler is None:
                 raise MethodNotFound(f"method not found: {request.method!r}")
-            result = await handler(request.params)
+            async with self._working:  # the reply is written after, outside the limit
+                result = await handler(request.params)
         except GatewaydError as exc:
             if request.notification:
                 return None
