@@ -11,6 +11,8 @@ BENCHMARKS = (
     "benchmarks.b3_scale",
     "benchmarks.b4_idle",
     "benchmarks.b5_waiter",
+    "benchmarks.b6_clients",
+    "benchmarks.b7_store_check",
     "benchmarks.loop_lag",
 )
 

@@ -433,18 +433,29 @@ class Gateway:
         return {"ok": True, "ran": True, "run_id": submitted.run.run_id}
 
     async def cancel(self, ref: str, *, run_only: bool = False) -> list[Run]:
-        """Cancel a run by id, or (unless ``run_only``) every live run of a job by id or name."""
-        self._store.check_writable()
+        """Cancel a run by id, or (unless ``run_only``) every live run of a job by id or name.
+
+        Each run is returned once its ending is recorded. While the store takes no
+        writes, a run this instance drives is stopped all the same (a runaway job
+        may be what fills the disk), and returned as recorded so far: its
+        ending is written once the store takes writes again.
+        """
         run = await self._store.get_run(ref)
-        if run is not None:
-            return [await self._pipeline.cancel(run.run_id, reason=STOP_CANCELLED)]
-        if run_only:
+        if run is None and run_only:
             raise NotFound(f"no run with id {ref!r}")
-        job = await self.job(ref)
-        live = await self._store.live_runs(job.id)
-        if not live:
-            raise NotFound(f"job {job.name!r} has no queued or running run to cancel")
-        return [await self._pipeline.cancel(r.run_id, reason=STOP_CANCELLED) for r in live]
+        if run is not None:
+            targets = [run]
+        else:
+            job = await self.job(ref)
+            targets = await self._store.live_runs(job.id)
+            if not targets:
+                raise NotFound(f"job {job.name!r} has no queued or running run to cancel")
+        if not self._store.health.writable:
+            for target in targets:
+                if not self._pipeline.request_stop(target.run_id, reason=STOP_CANCELLED):
+                    self._store.check_writable()  # not ours to stop: its ending needs a write
+            return targets
+        return [await self._pipeline.cancel(r.run_id, reason=STOP_CANCELLED) for r in targets]
 
     async def wait_run(self, run_id: str, *, timeout_s: float | None) -> Run:
         """The run once it has ended, or as it is after ``timeout_s``; ``NotFound`` if unknown."""

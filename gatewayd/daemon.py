@@ -36,7 +36,7 @@ from gatewayd.notify import Notifier
 from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir, state_dir_socket
 from gatewayd.planning import CatchupLimits
 from gatewayd.recovery import Recovery, Retention
-from gatewayd.rpc.methods import build_methods, build_streams
+from gatewayd.rpc.methods import HEAVY, build_methods, build_streams
 from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
 from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
@@ -273,6 +273,7 @@ class Daemon:
             streams=build_streams(self._gateway),
             max_connections=connections,
             idle_timeout_s=gw.idle_timeout_s,
+            heavy=HEAVY,
         )
         await self._server.start(sock)
 

@@ -491,6 +491,14 @@ class RunPipeline:
 
     # --- stopping and waiting -------------------------------------------------------
 
+    def request_stop(self, run_id: str, *, reason: str = STOP_CANCELLED) -> bool:
+        """Ask a run this instance drives to stop, without waiting; whether it drives it."""
+        active = self._active.get(run_id)
+        if active is None:
+            return False
+        active.request_stop(reason)
+        return True
+
     async def cancel(self, run_id: str, *, reason: str = STOP_CANCELLED) -> Run:
         """Stop a live run and return it once its terminal status is recorded."""
         active = self._active.get(run_id)
@@ -741,18 +749,38 @@ class RunPipeline:
         except anyio.get_cancelled_exc_class():
             if not self._detaching:
                 with anyio.CancelScope(shield=True):
-                    await self._announce_end(run, self._stopped(STOP_SHUTDOWN), active)
-                    await execution.stop(self._settings.kill_grace_s)
+                    await self._announce_then_stop(
+                        run, self._stopped(STOP_SHUTDOWN), active, execution
+                    )
             raise
         if result is not None:
             return self._natural_outcome(run, result)
         with anyio.CancelScope(shield=True):
-            # I5: the session's ending is published, and its row terminal, before
-            # anyone sees the run stop, and before its process group is stopped.
-            await self._announce_end(run, self._stopped(stop_reason or STOP_CANCELLED), active)
-            await execution.stop(self._settings.kill_grace_s)
+            outcome = self._stopped(stop_reason or STOP_CANCELLED)
+            await self._announce_then_stop(run, outcome, active, execution)
             ended = await execution.wait()
         return outcome_for(replace(ended, ended_at=None), stop_reason, ended_at=self._clock.now())
+
+    async def _announce_then_stop(
+        self, run: Run, outcome: RunOutcome, active: _Active, execution: Execution
+    ) -> None:
+        """I5: the session's ending is published, and its row terminal, before anyone
+        sees the run stop, and before its process group is stopped.
+
+        While the store takes no writes, the publication is queued first (so it is
+        written before the run's ending, in order) but not waited for: the group is
+        stopped meanwhile, so that a run that times out or is cancelled during an
+        outage (a runaway filling the disk, say) stops now. Nobody can see the
+        stop before the publication: the record shows neither until it is written.
+        """
+        grace = self._settings.kill_grace_s
+        if self._store.health.writable:
+            await self._announce_end(run, outcome, active)
+            await execution.stop(grace)
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._announce_end, run, outcome, active)
+            await execution.stop(grace)
 
     def context_for(self, run: Run, job: Job, env: Mapping[str, str]) -> RunContext:
         """Where a run's files are, and what it is told."""

@@ -75,6 +75,8 @@ class TestFullDiskWhileServing:
         with d:
             tick = add(d, "--name", "tick", "--every", "1s", "--command", "true")
             add(d, "--name", "work", "--every", "1h", "--shell", "echo start; sleep 1.5; echo end")
+            add(d, "--name", "runaway", "--every", "1h", "--shell", "sleep 60")
+            runaway = d.call("cron.run", {"job": "runaway"})["run_id"]
             run_id = d.call("cron.run", {"job": "work"})["run_id"]
             pgid = wait_until(lambda: run_of(d, run_id)["pid"], what="work to run")
             log = d.state_dir / "runs" / run_of(d, run_id)["job_id"] / f"{run_id}.log"
@@ -95,6 +97,11 @@ class TestFullDiskWhileServing:
             assert added.code == EXIT_NO_SPACE, added.stderr
             assert d.call("cron.list", {"all": True}) == before
             assert run_of(d, run_id)["status"] == "running"  # the record waits for the disk
+            # A runaway job can still be stopped; its ending waits for the disk too.
+            runaway_group = run_of(d, runaway)["pid"]
+            stopped = d.cli("cron", "cancel", runaway)
+            assert stopped.code == 0, stopped.stderr
+            wait_until(lambda: not process_group_members(runaway_group), what="it to stop")
             d.wait_for_notify(
                 lambda lines: any(ln.startswith("STATUS=store takes no writes") for ln in lines),
                 timeout=5,
@@ -108,6 +115,7 @@ class TestFullDiskWhileServing:
                 lambda: (r := run_of(d, run_id))["status"] != "running" and r,
                 what="the held ending to be written",
             )
+            assert run_of(d, runaway)["status"] == "cancelled"
             # What it printed before the disk filled is kept (what came after may not be).
             assert (ended["status"], ended["exit_code"]) == ("succeeded", 0)
             assert ended["output_tail"].startswith("start\n")

@@ -21,6 +21,9 @@ from gatewayd.rpc.server import Handler, Send, StreamHandler
 T = TypeVar("T")
 
 DEFAULT_EVENTS_LIMIT = 100
+# The large reads: the server computes only a few of them at once (writes spend
+# their time waiting for the disk, and waits for a run to end compute nothing).
+HEAVY = frozenset({"cron.list", "cron.runs", "sessions.list", "sessions.get", "gateway.status"})
 EVENTS_LIMIT = bounds.Count(low=0, high=10_000)
 
 

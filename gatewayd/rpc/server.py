@@ -54,8 +54,8 @@ MAX_CONNECTIONS = 256
 IDLE_TIMEOUT_S = 300.0
 # Connections waiting to be accepted: a burst of clients is accepted, not refused.
 BACKLOG = 1024
-# The most requests computed at once; the others wait their turn, cheaply. It keeps
-# a burst of clients from stalling the loop (and the timer) behind their work.
+# The most large reads computed at once; the others wait their turn, cheaply. It
+# keeps a burst of clients from stalling the loop (and the timer) behind their work.
 MAX_WORKING = 8
 
 _READ_CHUNK = 64 * 1024
@@ -143,8 +143,9 @@ class RpcServer:
     """Serves ``methods`` on a bound socket.
 
     At most ``max_connections`` are served at once: one more is answered with an
-    error and closed. A connection that sends no complete request for
-    ``idle_timeout_s`` is closed, and so is one that does not take a reply within
+    error and closed. At most ``MAX_WORKING`` requests of the ``heavy`` methods
+    (large reads) are computed at once. A connection that sends no complete
+    request for ``idle_timeout_s`` is closed, and so is one that does not take a reply within
     ``write_timeout_s``; a reply is one frame of a bounded page, so a peer that
     never reads holds at most that much memory.
     """
@@ -158,8 +159,10 @@ class RpcServer:
         write_timeout_s: float = WRITE_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        heavy: frozenset[str] = frozenset(),
     ) -> None:
         self._methods = methods
+        self._heavy = heavy
         self._streams = streams or {}
         self._write_timeout = write_timeout_s
         self._max_connections = max_connections
@@ -298,7 +301,10 @@ class RpcServer:
         try:
             if handler is None:
                 raise MethodNotFound(f"method not found: {request.method!r}")
-            async with self._working:  # the reply is written after, outside the limit
+            if request.method in self._heavy:
+                async with self._working:  # the reply is written after, outside the limit
+                    result = await handler(request.params)
+            else:
                 result = await handler(request.params)
         except GatewaydError as exc:
             if request.notification:

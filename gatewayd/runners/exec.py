@@ -45,6 +45,7 @@ from gatewayd.runners.processes import (
     group_exists,
     group_members,
     owns_group,
+    parent_of,
     process_group_of,
     process_start_time,
     read_tail,
@@ -53,6 +54,7 @@ from gatewayd.runners.processes import (
     wait_for_exit,
 )
 from gatewayd.runners.spawn import (
+    HAS_PERL,
     PIDFD,
     Child,
     Launch,
@@ -64,8 +66,9 @@ from gatewayd.workers import Offload
 
 # How often a stopping process group is checked for stragglers during its grace period.
 _GROUP_CHECK_S = 0.05
-# How long the output pump may take to drain once its command has ended, before
-# the group is looked at for processes left behind (which keep the pump going).
+# How long the output pump may take to drain once the run's group is empty. (A
+# process that left the group and still holds the pipe keeps it going: then the
+# tail is read without waiting longer.)
 _PUMP_DRAIN_S = 0.2
 # The most leftover processes a run's record names.
 MAX_LEFTOVERS_NAMED = 20
@@ -76,7 +79,8 @@ class WaiterSettings:
     """How runs' waiters are started and their groups settled; the same for every run.
 
     ``umask`` and ``nofile`` are what the daemon itself was started with: runs
-    get them back (the daemon's own umask is private).
+    get them back (the daemon's own umask is private). ``perl_pump``: the output
+    pump is perl's where perl is found, else ``head``'s (see spawn).
     """
 
     tail_bytes: int = 4096
@@ -84,6 +88,7 @@ class WaiterSettings:
     max_output: int = 16 * 1024 * 1024
     umask: int = 0o022
     nofile: int | None = None
+    perl_pump: bool = HAS_PERL
 
 
 def command_argv(payload: ExecPayload) -> list[str]:
@@ -197,21 +202,24 @@ class GroupExecution:
         return await self._offload(partial(read_tail, self._log_path, self._settings.tail_bytes))
 
     async def _settle_group(self, pump: int | None) -> Leftovers | None:
-        """Stop (or keep) what is left of the run's group once its command has ended."""
+        """Stop (or keep) what is left of the run's group once its command has ended,
+        then let the output pump drain (bounded), so that the log's tail is complete."""
         pgid = self._pid
-        if pump is not None and await self._offload(partial(process_group_of, pump)) == pgid:
+        leftovers = None
+        if await self._offload(partial(group_exists, pgid)):
+            members = await self._offload(partial(_others, pgid, pump))
+            if members:  # not only a pump that stays in the group, or its zombie
+                processes = await self._offload(partial(_describe, members[:MAX_LEFTOVERS_NAMED]))
+                leftovers = Leftovers(policy=self._policy, processes=processes)
+                if self._policy is LeftoverPolicy.KILL:
+                    await self._stop_group(self._settings.kill_grace_s, spare=pump)
+        if pump is not None and await self._offload(partial(process_group_of, pump)) in (
+            pgid,
+            pump,
+        ):
             with anyio.move_on_after(_PUMP_DRAIN_S):
                 await wait_for_exit(pump, None)
-        if not await self._offload(partial(group_exists, pgid)):
-            return None
-        members = [m for m in await self._offload(partial(group_members, pgid)) if m != pump]
-        if not members:
-            return None  # only the pump is left, draining what a vanished writer wrote
-        processes = await self._offload(partial(_describe, members[:MAX_LEFTOVERS_NAMED]))
-        if self._policy is LeftoverPolicy.KEEP:
-            return Leftovers(policy=LeftoverPolicy.KEEP, processes=processes)
-        await self._stop_group(self._settings.kill_grace_s, spare=pump)
-        return Leftovers(policy=LeftoverPolicy.KILL, processes=processes)
+        return leftovers
 
     async def _stop_group(self, grace_s: float, *, spare: int | None = None) -> None:
         """SIGTERM to the group, SIGKILL after ``grace_s`` to what is left.
@@ -241,6 +249,11 @@ class GroupExecution:
                     await anyio.sleep(_GROUP_CHECK_S)
             signal_group(pgid, signal.SIGKILL)
         await self._leader_exit_code()
+
+
+def _others(pgid: int, pump: int | None) -> list[int]:
+    """The group's live processes, but the pump and the pump's own children (``head``)."""
+    return [m for m in group_members(pgid) if pump not in (m, parent_of(m))]
 
 
 def _describe(pids: list[int]) -> tuple[LeftoverProcess, ...]:
@@ -434,6 +447,7 @@ def _launch(request: _Request, files: _Files) -> Iterator[Launch]:
             pipe=files.pipe,
             stdin_path=None if request.stdin_path is None else str(request.stdin_path),
             stdout_path=None if request.stdout_path is None else str(request.stdout_path),
+            perl_pump=request.settings.perl_pump,
         )
     except OSError as exc:
         raise SpawnFailed(

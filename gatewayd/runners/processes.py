@@ -121,6 +121,14 @@ def process_group_of(pid: int) -> int | None:
     return int(fields[2])
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent of a running process, or ``None`` if none runs (Linux only)."""
+    fields = _stat_fields(pid) if _LINUX else None
+    if fields is None or len(fields) < 2:
+        return None
+    return int(fields[1])
+
+
 def command_of(pid: int, *, limit: int = 200) -> str:
     """A process's command line, for a report ("?" if it cannot be read)."""
     try:

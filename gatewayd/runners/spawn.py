@@ -22,7 +22,9 @@ one-liner (perl is part of every Debian and macOS); where there is no perl, a
 ``head``-based one does the same, with the log lagging by up to a block while
 the run goes on, and the count a lower bound (a shell read skips NUL bytes).
 The pump ignores SIGTERM, so that a stopped run's last output still reaches the
-log; it ends when every writer of the pipe has gone.
+log; it ends when every writer of the pipe has gone. The perl pump moves to a
+process group of its own, so that it never counts among the run's processes;
+the ``head`` one stays in the run's group, and the daemon tells it apart by pid.
 
 The waiter is started with the pipe's read end as stdin, the log as stdout and
 the pipe's write end as stderr: the pump takes the first two (by way of fd 3: a
@@ -52,8 +54,10 @@ import anyio.abc
 
 # The pump, in perl: exact byte counts, each read written at once, and reading
 # on after a failed write (a full disk), so that the command is never blocked.
+# It leaves the run's process group for one of its own, so that the group is
+# empty as soon as the command's processes are gone, whenever the pump is reaped.
 PERL_PUMP = (
-    "$m = shift; $n = 0; "
+    "setpgrp(0, 0); $m = shift; $n = 0; "
     "while (($r = sysread STDIN, $b, 65536) > 0) { "
     "if ($n < $m) { $k = $m - $n; $k = $r if $r < $k; $o = 0; "
     "while ($o < $k) { $w = syswrite STDOUT, $b, $k - $o, $o; last unless defined $w; "
