@@ -101,6 +101,9 @@ def fault_of(exc: BaseException, path: Path) -> StoreUnwritable | StoreCorrupt |
     if not is_outage(exc):
         return None
     detail = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    name = getattr(exc, "sqlite_errorname", None)
+    if name and name not in detail:
+        detail = f"{detail}, {name}"
     code = _primary(exc) if isinstance(exc, sqlite3.Error) else None
     number = exc.errno if isinstance(exc, OSError) else None
     directory = path.parent

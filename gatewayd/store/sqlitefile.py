@@ -121,10 +121,17 @@ def make_private(path: Path) -> None:
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    """A connection that has opened the store's WAL already.
+
+    SQLite opens a connection's WAL at its first read: one that first read after
+    the WAL was deleted would make a new, empty one beside the WAL the others
+    use. Reading at once binds every connection to the WAL the daemon opened.
+    """
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
     )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return conn
 
 
