@@ -70,7 +70,7 @@ class GatewaySettings:
     event_queue: int = 1000
     log_level: str = "info"
     log_format: str = "auto"
-    max_output: int = 16 * bounds.MIB
+    max_output: int = bounds.DEFAULT_MAX_OUTPUT
     max_connections: int = 256
     idle_timeout_s: float = 300.0
     # The names of the daemon's variables that runs inherit; ``None``: all of them.

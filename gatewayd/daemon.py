@@ -181,7 +181,6 @@ class Daemon:
             agent_timeouts=tuple(
                 (a.name, a.timeout_s) for a in config.agents if a.timeout_s is not None
             ),
-            max_output=gw.max_output,
             inherited_env=run_environment(self.env, gw.pass_env),
         )
         waiters = WaiterSettings(
@@ -278,9 +277,8 @@ class Daemon:
         await self._server.start(sock)
 
     def _store_health_changed(self, health: StoreHealth) -> None:
-        """Say at once, to systemd and in the log, that the store's health changed."""
+        """Say at once to systemd that the store's health changed (the store logs it)."""
         if health.fault is None:
-            log.info("the store takes writes again")
             self.notifier.status("store writable again")
         else:
             self.notifier.status(

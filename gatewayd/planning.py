@@ -324,9 +324,9 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
     recorded ``skipped`` (overlap), superseded by it.
 
     A slot later than that is missed, and the job's catch-up policy decides:
-    ``latest`` runs the latest missed slot inside the window (unless an ordinary
-    slot follows, whose run stands for it), ``all`` runs up to ``max_runs`` of
-    the latest ones, ``none`` runs nothing. Every missed slot that does not run is
+    ``latest`` runs the latest missed slot inside the window, ``all`` runs up to
+    ``max_runs`` of the latest ones, ``none`` runs nothing (ordinary slots after
+    them meet the overlap policy behind these runs). Every missed slot that does not run is
     recorded as ``skipped`` with ``missed``: one by one up to ``max_records``,
     the rest summarised in one record.
     """
@@ -379,7 +379,7 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
     missed = in_window[: len(in_window) - len(ordinary)]
 
     if job.catchup is Catchup.LATEST:
-        run_count = 0 if ordinary else 1
+        run_count = 1
     elif job.catchup is Catchup.ALL:
         run_count = limits.max_runs
     else:

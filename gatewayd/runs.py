@@ -106,7 +106,6 @@ class PipelineSettings:
     catchup_window_s: float = 86400.0
     catchup: CatchupLimits = CatchupLimits()
     agent_timeouts: tuple[tuple[str, float], ...] = ()
-    max_output: int = 16 * bounds.MIB
     # What runs inherit (see gatewayd.environ); None: the daemon's own, less its service's.
     inherited_env: Mapping[str, str] | None = None
 

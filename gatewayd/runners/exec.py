@@ -36,6 +36,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from gatewayd.bounds import DEFAULT_MAX_OUTPUT
 from gatewayd.errors import SpawnFailed
 from gatewayd.model import ExecPayload, LeftoverPolicy, LeftoverProcess, Leftovers
 from gatewayd.runfiles import ExitRecord, read_exit_status, reserve_exit_file
@@ -85,7 +86,7 @@ class WaiterSettings:
 
     tail_bytes: int = 4096
     kill_grace_s: float = 5.0
-    max_output: int = 16 * 1024 * 1024
+    max_output: int = DEFAULT_MAX_OUTPUT
     umask: int = 0o022
     nofile: int | None = None
     perl_pump: bool = HAS_PERL
@@ -232,11 +233,10 @@ class GroupExecution:
             return
         with anyio.move_on_after(grace_s):
             # No event tells when the last member of a group is gone: check, bounded.
-            while await self._offload(partial(group_members, pgid)):  # noqa: ASYNC110
+            while await self._offload(partial(_others, pgid, spare)):  # noqa: ASYNC110
                 await anyio.sleep(_GROUP_CHECK_S)
             return
-        left = await self._offload(partial(group_members, pgid))
-        if any(m != spare for m in left) or spare is None:
+        if await self._offload(partial(_others, pgid, spare)):
             signal_group(pgid, signal.SIGKILL)
 
     async def stop(self, grace_s: float) -> None:
@@ -253,7 +253,10 @@ class GroupExecution:
 
 def _others(pgid: int, pump: int | None) -> list[int]:
     """The group's live processes, but the pump and the pump's own children (``head``)."""
-    return [m for m in group_members(pgid) if pump not in (m, parent_of(m))]
+    members = group_members(pgid)
+    if pump is None:
+        return members
+    return [m for m in members if m != pump and parent_of(m) != pump]
 
 
 def _describe(pids: list[int]) -> tuple[LeftoverProcess, ...]:

@@ -121,6 +121,12 @@ def fault_of(exc: BaseException, path: Path) -> StoreUnwritable | StoreCorrupt |
             "Mount it read-write, or give gatewayd a state directory it can write",
             data={"path": str(path)},
         )
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        return StoreIOError(
+            f"another program holds a lock on the store {path} ({detail}); {_NOT_DAMAGED}. "
+            "Close what has it open (an sqlite3 shell, say): gatewayd retries by itself",
+            data={"path": str(path)},
+        )
     denied = number in (errno.EACCES, errno.EPERM)
     refused = code in (SQLITE_PERM, SQLITE_AUTH, SQLITE_READONLY, SQLITE_CANTOPEN)
     if denied or (refused and not _may_write(path)):
