@@ -42,6 +42,7 @@ from gatewayd.runs import STOP_CANCELLED, STOP_JOB_REMOVED, RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.sessions import inbox_path, session_to_json, tail_jsonl, transcript_path
 from gatewayd.store.base import Store, StoreHealth
+from gatewayd.store.transitions import nothing_to_cancel
 
 log = structlog.get_logger("gatewayd.api")
 
@@ -452,6 +453,8 @@ class Gateway:
                 raise NotFound(f"job {job.name!r} has no queued or running run to cancel")
         if not self._store.health.writable:
             for target in targets:
+                if target.status.is_terminal:
+                    raise nothing_to_cancel(target)
                 if not self._pipeline.request_stop(target.run_id, reason=STOP_CANCELLED):
                     self._store.check_writable()  # not ours to stop: its ending needs a write
             return targets

@@ -71,7 +71,7 @@ from gatewayd.planning import (
 )
 from gatewayd.runners.base import ExecResult, Execution, Finished, RunContext, Runner
 from gatewayd.store.base import Publication, Store
-from gatewayd.store.transitions import finished, started
+from gatewayd.store.transitions import finished, nothing_to_cancel, started
 
 log = structlog.get_logger("gatewayd.runs")
 
@@ -511,10 +511,7 @@ class RunPipeline:
         if run is None:
             raise NotFound(f"no run with id {run_id!r}")
         if run.status.is_terminal:
-            raise RunAlreadyEnded(
-                f"run {run_id} already ended {run.status.value}; there is nothing to cancel",
-                data={"status": run.status.value},
-            )
+            raise nothing_to_cancel(run)
         if run.status is RunStatus.QUEUED:
             await self.finish_unwatched(run, self._stopped(reason))
             ended = await self._store.get_run(run_id)

@@ -289,6 +289,19 @@ class DaemonProcess:
         with self.client() as client:
             return client.call(method, params)
 
+    def add_job(self, *args: str) -> dict[str, Any]:
+        """``gatewayd cron add --json ARGS``, as a user would: the job it printed."""
+        result = self.cli("cron", "add", "--json", *args)
+        if result.code != 0:
+            raise AssertionError(f"cron add {' '.join(args)} exited {result.code}: {result.stderr}")
+        job: dict[str, Any] = result.json()
+        return job
+
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """The run as ``runs.get`` answers it."""
+        run: dict[str, Any] = self.call("runs.get", {"run_id": run_id})
+        return run
+
     def cli(self, *args: str, timeout: float = 60.0) -> CliResult:
         """Run ``gatewayd ARGS`` against this daemon, as a user would."""
         return run_cli(args, env=self.env(), timeout=timeout)

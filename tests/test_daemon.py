@@ -28,24 +28,12 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
         yield d
 
 
-def add_job(daemon: DaemonProcess, *args: str) -> dict[str, Any]:
-    result = daemon.cli("cron", "add", "--json", *args)
-    assert result.code == 0, result.stderr
-    job: dict[str, Any] = result.json()
-    return job
-
-
-def run_of(daemon: DaemonProcess, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = daemon.call("runs.get", {"run_id": run_id})
-    return run
-
-
 class TestRuns:
     """Runs are recorded truthfully from the first moment to their one ending."""
 
     def test_one_second_job_records_succeeded_runs(self, daemon: DaemonProcess) -> None:
         """I3/I7: a 1-second job records at least 3 succeeded scheduled runs with distinct ids."""
-        job = add_job(daemon, "--name", "tick", "--every", "1s", "--command", "true")
+        job = daemon.add_job("--name", "tick", "--every", "1s", "--command", "true")
 
         def three_succeeded() -> list[dict[str, Any]]:
             runs = daemon.call("cron.runs", {"job": job["id"], "limit": 50})
@@ -62,7 +50,7 @@ class TestRuns:
 
     def test_cron_run_id_is_found_at_once(self, daemon: DaemonProcess) -> None:
         """I6: the run id `cron run` prints is found by `runs show` immediately."""
-        add_job(daemon, "--name", "manual", "--every", "1h", "--command", "sleep 1")
+        daemon.add_job("--name", "manual", "--every", "1h", "--command", "sleep 1")
         ran = daemon.cli("cron", "run", "manual", "--json")
         assert ran.code == 0, ran.stderr
         body = ran.json()
@@ -74,8 +62,8 @@ class TestRuns:
 
     def test_run_wait_prints_the_final_run_and_exit_code(self, daemon: DaemonProcess) -> None:
         """`cron run --wait` prints the final run; exit 0 on success, 1 otherwise."""
-        add_job(daemon, "--name", "ok", "--every", "1h", "--shell", "echo hello; echo err >&2")
-        add_job(daemon, "--name", "bad", "--every", "1h", "--shell", "echo oops; exit 7")
+        daemon.add_job("--name", "ok", "--every", "1h", "--shell", "echo hello; echo err >&2")
+        daemon.add_job("--name", "bad", "--every", "1h", "--shell", "echo oops; exit 7")
         good = daemon.cli("cron", "run", "ok", "--wait", "--json")
         assert good.code == 0, good.stderr
         assert good.json()["status"] == "succeeded"
@@ -95,8 +83,7 @@ class TestRuns:
         (SIGPIPE and SIGXFSZ, which Python ignores, and those the daemon handles.
         Whatever the daemon's own parent ignores, it passes on like any program.)
         """
-        add_job(
-            daemon,
+        daemon.add_job(
             "--name",
             "sig",
             "--every",
@@ -113,10 +100,10 @@ class TestRuns:
 
     def test_cancel_stops_the_whole_process_group(self, daemon: DaemonProcess) -> None:
         """A cancelled 60-second job ends `cancelled`, and no process of its group is left."""
-        add_job(daemon, "--name", "long", "--every", "1h", "--shell", "sleep 60 & sleep 60; wait")
+        daemon.add_job("--name", "long", "--every", "1h", "--shell", "sleep 60 & sleep 60; wait")
         run_id = daemon.cli("cron", "run", "long", "--json").json()["run_id"]
         running = wait_until(
-            lambda: (r := run_of(daemon, run_id))["status"] == "running" and r,
+            lambda: (r := daemon.run_record(run_id))["status"] == "running" and r,
             what="the run to be running",
         )
         pgid = running["pid"]
@@ -135,8 +122,7 @@ class TestRuns:
 
     def test_timeout_ends_timed_out_and_stops_the_group(self, daemon: DaemonProcess) -> None:
         """A `--timeout 1s` job ends `timed_out`, and its process group is gone."""
-        add_job(
-            daemon,
+        daemon.add_job(
             "--name",
             "slow",
             "--every",
@@ -161,7 +147,7 @@ class TestRuns:
 
     def test_spawn_failure_is_recorded(self, daemon: DaemonProcess) -> None:
         """A command that cannot start ends `failed` with error_kind `spawn`, naming it."""
-        add_job(daemon, "--name", "nope", "--every", "1h", "--command", "/no/such/program")
+        daemon.add_job("--name", "nope", "--every", "1h", "--command", "/no/such/program")
         waited = daemon.cli("cron", "run", "nope", "--wait", "--json")
         assert waited.code == 1
         run = waited.json()
@@ -172,9 +158,8 @@ class TestRuns:
 class TestReads:
     def test_reads_change_nothing(self, daemon: DaemonProcess) -> None:
         """I8: ten `cron list` and `status` calls leave next_run_at unchanged."""
-        add_job(daemon, "--name", "hourly", "--every", "1h", "--command", "true")
-        add_job(
-            daemon,
+        daemon.add_job("--name", "hourly", "--every", "1h", "--command", "true")
+        daemon.add_job(
             "--name",
             "nightly",
             "--cron",
@@ -193,7 +178,7 @@ class TestReads:
         assert after == before
 
     def test_status_reports_the_daemon(self, daemon: DaemonProcess) -> None:
-        add_job(daemon, "--name", "hourly", "--every", "1h", "--command", "true")
+        daemon.add_job("--name", "hourly", "--every", "1h", "--command", "true")
         status = daemon.cli("status", "--json").json()
         for key in (
             "version",
@@ -239,7 +224,7 @@ class TestBadInput:
         assert "ghost" in result.stderr
 
     def test_name_taken_is_exit_5(self, daemon: DaemonProcess) -> None:
-        add_job(daemon, "--name", "dup", "--every", "1h", "--command", "true")
+        daemon.add_job("--name", "dup", "--every", "1h", "--command", "true")
         result = daemon.cli("cron", "add", "--name", "dup", "--every", "1h", "--command", "true")
         assert result.code == 5
         assert "'dup' is taken" in result.stderr

@@ -46,18 +46,6 @@ def daemon_on(disk: SmallDisk, tmp_path: Path, config: str = CONFIG) -> DaemonPr
     return DaemonProcess(disk.path / "state", config=config, files_dir=tmp_path)
 
 
-def add(daemon: DaemonProcess, *args: str) -> dict[str, Any]:
-    result = daemon.cli("cron", "add", "--json", *args)
-    assert result.code == 0, result.stderr
-    job: dict[str, Any] = result.json()
-    return job
-
-
-def run_of(daemon: DaemonProcess, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = daemon.call("runs.get", {"run_id": run_id})
-    return run
-
-
 def store_status(daemon: DaemonProcess) -> dict[str, Any]:
     store: dict[str, Any] = daemon.call("gateway.status")["store"]
     return store
@@ -73,13 +61,15 @@ class TestFullDiskWhileServing:
         ending is written and every slot that fell due meanwhile is recorded."""
         d = daemon_on(disk, tmp_path)
         with d:
-            tick = add(d, "--name", "tick", "--every", "1s", "--command", "true")
-            add(d, "--name", "work", "--every", "1h", "--shell", "echo start; sleep 1.5; echo end")
-            add(d, "--name", "runaway", "--every", "1h", "--shell", "sleep 60")
+            tick = d.add_job("--name", "tick", "--every", "1s", "--command", "true")
+            d.add_job(
+                "--name", "work", "--every", "1h", "--shell", "echo start; sleep 1.5; echo end"
+            )
+            d.add_job("--name", "runaway", "--every", "1h", "--shell", "sleep 60")
             runaway = d.call("cron.run", {"job": "runaway"})["run_id"]
             run_id = d.call("cron.run", {"job": "work"})["run_id"]
-            pgid = wait_until(lambda: run_of(d, run_id)["pid"], what="work to run")
-            log = d.state_dir / "runs" / run_of(d, run_id)["job_id"] / f"{run_id}.log"
+            pgid = wait_until(lambda: d.run_record(run_id)["pid"], what="work to run")
+            log = d.state_dir / "runs" / d.run_record(run_id)["job_id"] / f"{run_id}.log"
             wait_until(lambda: log.read_text() == "start\n", what="its first line")
             disk.fill()
             wait_until(lambda: not store_status(d)["writable"], what="the fault to be seen")
@@ -96,9 +86,9 @@ class TestFullDiskWhileServing:
             added = d.cli("cron", "add", "--name", "new", "--every", "1h", "--command", "true")
             assert added.code == EXIT_NO_SPACE, added.stderr
             assert d.call("cron.list", {"all": True}) == before
-            assert run_of(d, run_id)["status"] == "running"  # the record waits for the disk
+            assert d.run_record(run_id)["status"] == "running"  # the record waits for the disk
             # A runaway job can still be stopped; its ending waits for the disk too.
-            runaway_group = run_of(d, runaway)["pid"]
+            runaway_group = d.run_record(runaway)["pid"]
             stopped = d.cli("cron", "cancel", runaway)
             assert stopped.code == 0, stopped.stderr
             wait_until(lambda: not process_group_members(runaway_group), what="it to stop")
@@ -112,10 +102,10 @@ class TestFullDiskWhileServing:
             disk.free()
             wait_until(lambda: store_status(d)["writable"], timeout=10, what="writes again")
             ended = wait_until(
-                lambda: (r := run_of(d, run_id))["status"] != "running" and r,
+                lambda: (r := d.run_record(run_id))["status"] != "running" and r,
                 what="the held ending to be written",
             )
-            assert run_of(d, runaway)["status"] == "cancelled"
+            assert d.run_record(runaway)["status"] == "cancelled"
             # What it printed before the disk filled is kept (what came after may not be).
             assert (ended["status"], ended["exit_code"]) == ("succeeded", 0)
             assert ended["output_tail"].startswith("start\n")
@@ -138,16 +128,16 @@ class TestFullDiskWhileServing:
         is recorded with its real status."""
         d = daemon_on(disk, tmp_path)
         with d:
-            add(d, "--name", "loud", "--every", "1h", "--shell", "head -c 20000000 /dev/zero")
+            d.add_job("--name", "loud", "--every", "1h", "--shell", "head -c 20000000 /dev/zero")
             run_id = d.call("cron.run", {"job": "loud"})["run_id"]
             wait_until(lambda: not store_status(d)["writable"], timeout=20, what="a full disk")
             assert d.process is not None and d.process.poll() is None
-            run = run_of(d, run_id)
+            run = d.run_record(run_id)
             log = d.state_dir / "runs" / run["job_id"] / f"{run_id}.log"
             wait_until(lambda: not process_group_members(run["pid"]), timeout=20, what="the end")
             log.unlink()
             ended = wait_until(
-                lambda: (r := run_of(d, run_id))["status"] != "running" and r,
+                lambda: (r := d.run_record(run_id))["status"] != "running" and r,
                 timeout=10,
                 what="the ending written",
             )
@@ -166,9 +156,9 @@ class TestExitStatusOnAFullDisk:
         d = daemon_on(disk, tmp_path)
         try:
             d.start()
-            add(d, "--name", "seven", "--every", "1d", "--shell", "sleep 1; exit 7")
+            d.add_job("--name", "seven", "--every", "1d", "--shell", "sleep 1; exit 7")
             run_id = d.call("cron.run", {"job": "seven"})["run_id"]
-            run = wait_until(lambda: (r := run_of(d, run_id))["pid"] and r, what="running")
+            run = wait_until(lambda: (r := d.run_record(run_id))["pid"] and r, what="running")
             d.kill()
             disk.fill()
             wait_until(lambda: not process_group_members(run["pid"]), timeout=10, what="exit 7")
@@ -187,7 +177,7 @@ class TestExitStatusOnAFullDisk:
             disk.free()
             d.start()
             ended = wait_until(
-                lambda: (r := run_of(d, run_id))["status"] != "running" and r,
+                lambda: (r := d.run_record(run_id))["status"] != "running" and r,
                 what="the run to be settled",
             )
             assert (ended["status"], ended["exit_code"], ended["error_kind"]) == (
@@ -204,8 +194,7 @@ class TestOutputLimit:
         """A run's log keeps at most max_output bytes; a last line says how much more
         went; the command is not killed and its status is its own."""
         with DaemonProcess(tmp_path / "state") as d:
-            add(
-                d,
+            d.add_job(
                 "--name",
                 "chatty",
                 "--every",
@@ -245,7 +234,7 @@ class TestLogsThatCannotBeWritten:
         try:
             d.start()
             os.close(stderr)
-            add(d, "--name", "ok", "--every", "1h", "--command", "true")
+            d.add_job("--name", "ok", "--every", "1h", "--command", "true")
             done = d.cli("cron", "run", "ok", "--wait", "--json")
             assert done.code == 0, done.stderr
             status = d.call("gateway.status")

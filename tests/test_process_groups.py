@@ -22,21 +22,11 @@ sweep_interval = "200ms"
 """
 
 
-def add(d: DaemonProcess, *args: str) -> None:
-    result = d.cli("cron", "add", *args)
-    assert result.code == 0, result.stderr
-
-
-def run_of(d: DaemonProcess, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = d.call("runs.get", {"run_id": run_id})
-    return run
-
-
 def ended(d: DaemonProcess, run_id: str) -> dict[str, Any]:
     """The run once it has ended, checked at that moment against its group."""
 
     def look() -> dict[str, Any] | None:
-        run = run_of(d, run_id)
+        run = d.run_record(run_id)
         return None if run["status"] in ("queued", "running") else run
 
     return wait_until(look, timeout=15, what=f"run {run_id} to end")
@@ -48,9 +38,11 @@ class TestWaiterKilled:
         before the run is recorded interrupted, with the reason; meanwhile the job stays
         running, so no second run of the `skip` job starts beside it."""
         with DaemonProcess(tmp_path / "state", config=CONFIG) as d:
-            add(d, "--name", "victim", "--every", "1h", "--timeout", "20s", "--shell", "sleep 30")
+            d.add_job(
+                "--name", "victim", "--every", "1h", "--timeout", "20s", "--shell", "sleep 30"
+            )
             run_id = d.call("cron.run", {"job": "victim"})["run_id"]
-            waiter = wait_until(lambda: run_of(d, run_id)["pid"], what="the run to start")
+            waiter = wait_until(lambda: d.run_record(run_id)["pid"], what="the run to start")
             wait_until(lambda: len(process_group_members(waiter)) >= 2, what="the command to start")
             os.kill(waiter, signal.SIGKILL)
             second = d.call("cron.run", {"job": "victim"})
@@ -65,7 +57,7 @@ class TestWaiterKilled:
             assert "stopped" in run["error"]
             if second["ran"]:
                 # Admitted only once the first was recorded ended, its group empty.
-                assert run_of(d, second["run_id"])["queued_at"] >= run["ended_at"]
+                assert d.run_record(second["run_id"])["queued_at"] >= run["ended_at"]
             else:
                 assert second["run_id"] == run_id
 
@@ -77,9 +69,9 @@ class TestWaiterKilled:
         d = DaemonProcess(tmp_path / "state", config=CONFIG)
         try:
             d.start()
-            add(d, "--name", "orphan", "--every", "1h", "--shell", "sleep 30")
+            d.add_job("--name", "orphan", "--every", "1h", "--shell", "sleep 30")
             run_id = d.call("cron.run", {"job": "orphan"})["run_id"]
-            waiter = wait_until(lambda: run_of(d, run_id)["pid"], what="the run to start")
+            waiter = wait_until(lambda: d.run_record(run_id)["pid"], what="the run to start")
             wait_until(lambda: len(process_group_members(waiter)) >= 2, what="its command")
             d.kill()
             os.kill(waiter, signal.SIGKILL)
@@ -98,7 +90,7 @@ class TestLeftovers:
         """`sleep 100 &` outlives its command: by default it is stopped before the run is
         recorded, and the run names it."""
         with DaemonProcess(tmp_path / "state", config=CONFIG) as d:
-            add(d, "--name", "messy", "--every", "1h", "--shell", "sleep 100 & echo started")
+            d.add_job("--name", "messy", "--every", "1h", "--shell", "sleep 100 & echo started")
             done = d.cli("cron", "run", "messy", "--wait", "--json")
             run = done.json()
             assert (run["status"], run["output_tail"]) == ("succeeded", "started\n")
@@ -110,8 +102,7 @@ class TestLeftovers:
     def test_kept_by_policy_they_go_on_and_are_named(self, tmp_path: Path) -> None:
         """With `--leftovers keep` they are kept, and the run records that they were."""
         with DaemonProcess(tmp_path / "state", config=CONFIG) as d:
-            add(
-                d,
+            d.add_job(
                 "--name",
                 "keeper",
                 "--every",

@@ -34,13 +34,6 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
         d.close()
 
 
-def add(daemon: DaemonProcess, *args: str) -> dict[str, Any]:
-    result = daemon.cli("cron", "add", "--json", *args)
-    assert result.code == 0, result.stderr
-    job: dict[str, Any] = result.json()
-    return job
-
-
 def run_now(daemon: DaemonProcess, job: str) -> str:
     result = daemon.call("cron.run", {"job": job})
     assert result["ran"], result
@@ -48,14 +41,9 @@ def run_now(daemon: DaemonProcess, job: str) -> str:
     return run_id
 
 
-def get_run(daemon: DaemonProcess, run_id: str) -> dict[str, Any]:
-    run: dict[str, Any] = daemon.call("runs.get", {"run_id": run_id})
-    return run
-
-
 def wait_running(daemon: DaemonProcess, run_id: str) -> dict[str, Any]:
     def running() -> dict[str, Any] | None:
-        run = get_run(daemon, run_id)
+        run = daemon.run_record(run_id)
         return run if run["status"] == "running" else None
 
     return wait_until(running, what=f"run {run_id} to be running")
@@ -65,15 +53,15 @@ class TestLongRuns:
     def test_a_long_manual_run_is_never_lost(self, daemon: DaemonProcess) -> None:
         """I1/I2: polled every 100 ms across many sweeps, a long run is only ever
         queued, running or succeeded, and the job names it while it runs."""
-        add(daemon, "--name", "long", "--every", "1d", "--shell", "sleep 2.5")
+        daemon.add_job("--name", "long", "--every", "1d", "--shell", "sleep 2.5")
         run_id = run_now(daemon, "long")
 
         def look() -> tuple[str, str | None]:
             # The job is read between two reads of the run that agree: one moment.
             while True:
-                before = get_run(daemon, run_id)["status"]
+                before = daemon.run_record(run_id)["status"]
                 job = daemon.call("cron.get", {"job": "long"})
-                if get_run(daemon, run_id)["status"] == before:
+                if daemon.run_record(run_id)["status"] == before:
                     return before, job["running_run_id"]
 
         seen = observe(look, every=0.1, until=lambda s: s[0] == "succeeded", timeout=20)
@@ -87,7 +75,7 @@ class TestRestart:
     def test_kill_9_of_daemon_and_group_interrupts_the_run(self, daemon: DaemonProcess) -> None:
         """I4: with the daemon and the run's group killed, the restarted daemon records
         the run interrupted within 2 s, and the job runs again at once."""
-        add(daemon, "--name", "victim", "--every", "1d", "--command", "sleep 60")
+        daemon.add_job("--name", "victim", "--every", "1d", "--command", "sleep 60")
         run_id = run_now(daemon, "victim")
         pgid = wait_running(daemon, run_id)["pid"]
         daemon.kill()
@@ -96,7 +84,7 @@ class TestRestart:
         started = time.monotonic()
         daemon.start()
         run = wait_until(
-            lambda: (r := get_run(daemon, run_id))["status"] != "running" and r,
+            lambda: (r := daemon.run_record(run_id))["status"] != "running" and r,
             timeout=2,
             what="the run to be settled",
         )
@@ -110,19 +98,19 @@ class TestRestart:
     def test_kill_9_of_daemon_alone_readopts_the_run(self, daemon: DaemonProcess) -> None:
         """I4: a run outlives its daemon; the next instance re-adopts it and records
         its real exit code."""
-        add(daemon, "--name", "seven", "--every", "1d", "--shell", "sleep 3; exit 7")
+        daemon.add_job("--name", "seven", "--every", "1d", "--shell", "sleep 3; exit 7")
         run_id = run_now(daemon, "seven")
         first = wait_running(daemon, run_id)
         daemon.kill()
         assert process_group_members(first["pid"]), "the run survives its daemon"
         daemon.start()
         status = daemon.call("gateway.status")
-        during = get_run(daemon, run_id)
+        during = daemon.run_record(run_id)
         assert during["status"] == "running"
         assert during["owner"] == status["instance_id"], "the new instance owns it"
         assert daemon.call("cron.get", {"job": "seven"})["running_run_id"] == run_id
         run = wait_until(
-            lambda: (r := get_run(daemon, run_id))["status"] != "running" and r,
+            lambda: (r := daemon.run_record(run_id))["status"] != "running" and r,
             timeout=10,
             what="the re-adopted run to end",
         )
@@ -134,14 +122,14 @@ class TestRestart:
     ) -> None:
         """on_shutdown=detach: SIGTERM leaves the run going; the next instance records
         how it really ended."""
-        add(daemon, "--name", "detached", "--every", "1d", "--shell", "sleep 2; echo done")
+        daemon.add_job("--name", "detached", "--every", "1d", "--shell", "sleep 2; echo done")
         run_id = run_now(daemon, "detached")
         pgid = wait_running(daemon, run_id)["pid"]
         assert daemon.stop() == 0
         assert process_group_members(pgid), "the run goes on without the daemon"
         daemon.start()
         run = wait_until(
-            lambda: (r := get_run(daemon, run_id))["status"] != "running" and r,
+            lambda: (r := daemon.run_record(run_id))["status"] != "running" and r,
             timeout=10,
             what="the detached run to end",
         )
@@ -153,14 +141,14 @@ class TestRestart:
     ) -> None:
         """A run that ends while the daemon is down is recorded with the status its
         waiter wrote, and the time it really ended."""
-        add(daemon, "--name", "quick", "--every", "1d", "--shell", "sleep 0.5; exit 3")
+        daemon.add_job("--name", "quick", "--every", "1d", "--shell", "sleep 0.5; exit 3")
         run_id = run_now(daemon, "quick")
         pgid = wait_running(daemon, run_id)["pid"]
         daemon.kill()
         wait_until(lambda: not process_group_members(pgid), timeout=10, what="the run to end")
         daemon.start()
         run = wait_until(
-            lambda: (r := get_run(daemon, run_id))["status"] != "running" and r,
+            lambda: (r := daemon.run_record(run_id))["status"] != "running" and r,
             timeout=5,
             what="the run to be settled",
         )
@@ -190,7 +178,9 @@ class TestCatchup:
         d = DaemonProcess(tmp_path / "state", config=config).start()
         try:
             for policy in ("latest", "all", "none"):
-                add(d, "--name", policy, "--every", "2s", "--command", "true", "--catchup", policy)
+                d.add_job(
+                    "--name", policy, "--every", "2s", "--command", "true", "--catchup", policy
+                )
             wait_until(
                 lambda: all(
                     d.call("cron.runs", {"job": p, "limit": 1}) for p in ("latest", "all", "none")
@@ -274,7 +264,7 @@ def total_runs(daemon: DaemonProcess) -> int:
 
 def alive_or_ended(d: DaemonProcess, run: dict[str, Any]) -> bool:
     """Whether a run recorded running has a live process, or has its ending recorded."""
-    return bool(process_group_members(run["pid"])) or get_run(d, run["run_id"])["status"] not in (
+    return bool(process_group_members(run["pid"])) or d.run_record(run["run_id"])["status"] not in (
         "queued",
         "running",
     )
@@ -311,7 +301,7 @@ class TestCrashLoop:
             for job in JOBS:
                 result = d.call("cron.run", {"job": job})
                 if not result["ran"]:
-                    holder = get_run(d, result["run_id"])
+                    holder = d.run_record(result["run_id"])
                     assert holder["status"] in ("queued", "running"), holder
                     if holder["status"] == "running" and holder["pid"]:
                         # Its group lives, or it has just ended and its ending follows at once.

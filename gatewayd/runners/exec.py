@@ -205,19 +205,14 @@ class GroupExecution:
     async def _settle_group(self, pump: int | None) -> Leftovers | None:
         """Stop (or keep) what is left of the run's group once its command has ended,
         then let the output pump drain (bounded), so that the log's tail is complete."""
-        pgid = self._pid
+        left, pump_runs = await self._offload(partial(_look, self._pid, pump))
         leftovers = None
-        if await self._offload(partial(group_exists, pgid)):
-            members = await self._offload(partial(_others, pgid, pump))
-            if members:  # not only a pump that stays in the group, or its zombie
-                processes = await self._offload(partial(_describe, members[:MAX_LEFTOVERS_NAMED]))
-                leftovers = Leftovers(policy=self._policy, processes=processes)
-                if self._policy is LeftoverPolicy.KILL:
-                    await self._stop_group(self._settings.kill_grace_s, spare=pump)
-        if pump is not None and await self._offload(partial(process_group_of, pump)) in (
-            pgid,
-            pump,
-        ):
+        if left:
+            processes = await self._offload(partial(_describe, left[:MAX_LEFTOVERS_NAMED]))
+            leftovers = Leftovers(policy=self._policy, processes=processes)
+            if self._policy is LeftoverPolicy.KILL:
+                await self._stop_group(self._settings.kill_grace_s, spare=pump)
+        if pump is not None and pump_runs:
             with anyio.move_on_after(_PUMP_DRAIN_S):
                 await wait_for_exit(pump, None)
         return leftovers
@@ -249,6 +244,17 @@ class GroupExecution:
                     await anyio.sleep(_GROUP_CHECK_S)
             signal_group(pgid, signal.SIGKILL)
         await self._leader_exit_code()
+
+
+def _look(pgid: int, pump: int | None) -> tuple[list[int], bool]:
+    """What is left in the group besides the pump, and whether the pump still runs.
+
+    One system call when the group is empty (the usual case); a scan of the
+    processes only when something is left in it.
+    """
+    left = _others(pgid, pump) if group_exists(pgid) else []
+    pump_runs = pump is not None and process_group_of(pump) in (pgid, pump)
+    return left, pump_runs
 
 
 def _others(pgid: int, pump: int | None) -> list[int]:

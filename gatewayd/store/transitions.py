@@ -54,6 +54,14 @@ def adopted(run: Run, *, from_owner: str | None, to_owner: str) -> Run:
     return dataclasses.replace(run, owner=to_owner)
 
 
+def nothing_to_cancel(run: Run) -> RunAlreadyEnded:
+    """The error for a cancel of a run that has already ended."""
+    return RunAlreadyEnded(
+        f"run {run.run_id} already ended {run.status.value}; there is nothing to cancel",
+        data={"status": run.status.value},
+    )
+
+
 def finished(run: Run, outcome: RunOutcome) -> Run:
     """``run`` with its one terminal status."""
     if run.status.is_terminal:
