@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from gatewayd.api import Gateway, Identity
-from gatewayd.bus import DEFAULT_QUEUE_SIZE, Bus
+from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.model import PayloadKind
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
 from gatewayd.scheduler import Scheduler
+from gatewayd.settings import GATEWAY
 from gatewayd.store.base import Store
 
 
@@ -36,7 +37,7 @@ async def open_core(
     runners: Mapping[PayloadKind, Runner],
     settings: PipelineSettings,
     identity: Identity,
-    event_queue: int = DEFAULT_QUEUE_SIZE,
+    event_queue: int = GATEWAY.event_queue,
     agents: frozenset[str] | None = None,
 ) -> AsyncIterator[Core]:
     """The core on an open ``store``; leaving the context ends its runs' tasks.

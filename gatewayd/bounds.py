@@ -98,7 +98,6 @@ RETRY_ATTEMPTS = Count(low=1, high=100)
 # A one-shot `at` given relative to now (`+20m`) and how far it may reach.
 AT_OFFSET = Span(low=0.0, high=MAX_DURATION_S)
 MAX_OUTPUT = Count(low=0, high=64 * GIB)
-DEFAULT_MAX_OUTPUT = 16 * MIB
 
 # --- the config file -----------------------------------------------------------------
 

@@ -22,14 +22,13 @@ import structlog
 
 from gatewayd.events import Event
 from gatewayd.sessions import session_row
+from gatewayd.settings import GATEWAY
 from gatewayd.store.base import Publication, Store
 
 log = structlog.get_logger("gatewayd.bus")
 
 T = TypeVar("T")
 Envelope = dict[str, Any]
-
-DEFAULT_QUEUE_SIZE = 1000
 
 
 class Subscription:
@@ -85,7 +84,7 @@ class Subscription:
 class Bus:
     """Publishes events; see the module docstring."""
 
-    def __init__(self, store: Store, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(self, store: Store, *, queue_size: int = GATEWAY.event_queue) -> None:
         self._store = store
         self._queue_size = queue_size
         self._subscriptions: set[Subscription] = set()

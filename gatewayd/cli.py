@@ -30,6 +30,7 @@ from gatewayd.errors import (
     NotFound,
 )
 from gatewayd.flatspec import spec_from_flat
+from gatewayd.model import Catchup, LeftoverPolicy, Overlap, SessionTarget
 from gatewayd.paths import resolve_socket, resolve_state_dir
 from gatewayd.rpc.client import RpcClient
 
@@ -78,19 +79,19 @@ def _job_flags(parser: argparse.ArgumentParser, *, adding: bool) -> None:
         "--env", metavar="KEY=VALUE", action="append", help="environment of an exec (repeat)"
     )
     parser.add_argument("--timeout", metavar="DUR", help="0 for none; default from config")
-    parser.add_argument("--overlap", choices=["skip", "queue", "replace", "allow"])
-    parser.add_argument("--catchup", choices=["latest", "all", "none"])
+    parser.add_argument("--overlap", choices=[p.value for p in Overlap])
+    parser.add_argument("--catchup", choices=[p.value for p in Catchup])
     parser.add_argument("--catchup-window", metavar="DUR")
     parser.add_argument("--retry", metavar="N", type=int, help="retries after a failure")
     parser.add_argument("--retry-backoff", metavar="DUR")
     parser.add_argument("--stagger", metavar="DUR")
-    parser.add_argument("--session", choices=["isolated", "main"])
+    parser.add_argument("--session", choices=[t.value for t in SessionTarget])
     parser.add_argument(
         "--max-output", metavar="SIZE", help="output kept per run, like 16MiB (0: no limit)"
     )
     parser.add_argument(
         "--leftovers",
-        choices=["kill", "keep"],
+        choices=[p.value for p in LeftoverPolicy],
         help="processes left in the run's group after its command ends (default kill)",
     )
     parser.add_argument("--disabled", action="store_true", default=None)

@@ -5,11 +5,14 @@ These are the contracts scripts rely on: keys are never removed or renamed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from gatewayd.durations import format_time, parse_time
 from gatewayd.model import (
+    DEFAULT_AGENT,
+    UTC_ZONE,
     AgentTurnPayload,
     Catchup,
     ExecPayload,
@@ -164,39 +167,50 @@ def job_from_stored(
     Start-up reads every job; this is several times faster than validating.
     """
     schedule = body["schedule"]
-    retry = body.get("retry") or {}
+    retry = {k: v for k, v in (body.get("retry") or {}).items() if v is not None}
+    # Only what the spec holds: a field it lacks takes the Job's own default.
+    policies = {
+        key: convert(body[key])
+        for key, convert in _STORED_POLICIES
+        if body.get(key) is not None
+    }
     return Job(
         id=job_id,
         name=body["name"],
-        enabled=body.get("enabled", True),
         schedule=Schedule(
             kind=ScheduleKind(schedule["kind"]),
             expr=schedule.get("expr"),
-            tz=schedule.get("tz") or "UTC",
+            tz=schedule.get("tz") or UTC_ZONE,
             every_s=schedule.get("every_s"),
             at=_stored_time(schedule.get("at")),
             anchor=_stored_time(schedule.get("anchor")),
         ),
         payload=payload_from_stored(body["payload"]),
-        timeout_s=body.get("timeout_s"),
-        overlap=Overlap(body.get("overlap") or "skip"),
-        catchup=Catchup(body.get("catchup") or "latest"),
-        catchup_window_s=body.get("catchup_window_s"),
-        stagger_s=body.get("stagger_s") or 0.0,
-        retry=RetryPolicy(
-            max_attempts=retry.get("max_attempts", 1),
-            backoff_s=retry.get("backoff_s", 30.0),
-            max_backoff_s=retry.get("max_backoff_s", 3600.0),
-        ),
-        session=SessionTarget(body.get("session") or "isolated"),
+        retry=RetryPolicy(**retry),
         source=source,
-        delete_after_run=body.get("delete_after_run", False),
-        max_output=body.get("max_output"),
-        leftovers=LeftoverPolicy(body.get("leftovers") or "kill"),
         next_slot=next_slot,
         created_at=created_at,
         updated_at=updated_at,
+        **policies,
     )
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_STORED_POLICIES: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("enabled", _same),
+    ("timeout_s", _same),
+    ("overlap", Overlap),
+    ("catchup", Catchup),
+    ("catchup_window_s", _same),
+    ("stagger_s", _same),
+    ("session", SessionTarget),
+    ("delete_after_run", _same),
+    ("max_output", _same),
+    ("leftovers", LeftoverPolicy),
+)
 
 
 def payload_from_stored(body: JsonObject) -> Payload:
@@ -210,5 +224,5 @@ def payload_from_stored(body: JsonObject) -> Payload:
             env=tuple(sorted((body.get("env") or {}).items())),
         )
     if kind == "agent_turn":
-        return AgentTurnPayload(message=body["message"], agent=body.get("agent") or "default")
+        return AgentTurnPayload(message=body["message"], agent=body.get("agent") or DEFAULT_AGENT)
     return SystemEventPayload(text=body["text"])

@@ -7,6 +7,7 @@ Every key, with its default, is documented in ``config.example.toml``.
 
 from __future__ import annotations
 
+import enum
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -21,11 +22,9 @@ from gatewayd.durations import parse_duration, parse_size
 from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
-from gatewayd.model import AgentSpec, JobSource
+from gatewayd.model import DEFAULT_AGENT, AgentSpec, JobSource
+from gatewayd.settings import GatewaySettings, SchedulerSettings
 
-ON_SHUTDOWN = ("detach", "wait", "cancel")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("auto", "console", "json")
 ENV_PREFIX = "GATEWAYD_"
 GATEWAY_KEYS = frozenset(
     {
@@ -52,36 +51,7 @@ GATEWAY_KEYS = frozenset(
 SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs"})
 AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GatewaySettings:
-    state_dir: str | None = None
-    socket: str | None = None
-    max_concurrent_runs: int = 16
-    default_timeout_s: float = 3600.0
-    kill_grace_s: float = 5.0
-    on_shutdown: str = "detach"
-    drain_timeout_s: float = 30.0
-    sweep_interval_s: float = 60.0
-    history_per_job: int = 1000
-    history_max_age_s: float = 30 * 86400.0
-    events_keep: int = 100_000
-    event_queue: int = 1000
-    log_level: str = "info"
-    log_format: str = "auto"
-    max_output: int = bounds.DEFAULT_MAX_OUTPUT
-    max_connections: int = 256
-    idle_timeout_s: float = 300.0
-    # The names of the daemon's variables that runs inherit; ``None``: all of them.
-    pass_env: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SchedulerSettings:
-    misfire_grace_s: float = 30.0
-    catchup_window_s: float = 86400.0
-    catchup_max_runs: int = 10
+E = TypeVar("E", bound=enum.Enum)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,11 +128,13 @@ class _Reader:
             raise self.error(key, f"expected a string, got {value!r}")
         return value
 
-    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.get(key, default)
+    def choice(self, key: str, default: E) -> E:
+        """One of the values of ``default``'s enum."""
+        options = [member.value for member in type(default)]
+        value = self.get(key, default.value)
         if value not in options:
             raise self.error(key, f"expected one of {', '.join(options)}, got {value!r}")
-        return str(value)
+        return type(default)(value)
 
     def integer(self, key: str, default: int, bound: bounds.Count) -> int:
         value = self.get(key, default)
@@ -208,7 +180,7 @@ def _gateway(path: Path | None, text: str, body: Any, env: Mapping[str, str]) ->
         ),
         default_timeout_s=r.duration("default_timeout", d.default_timeout_s, bounds.TIMEOUT),
         kill_grace_s=r.duration("kill_grace", d.kill_grace_s, bounds.KILL_GRACE),
-        on_shutdown=r.choice("on_shutdown", d.on_shutdown, ON_SHUTDOWN),
+        on_shutdown=r.choice("on_shutdown", d.on_shutdown),
         drain_timeout_s=r.duration("drain_timeout", d.drain_timeout_s, bounds.DRAIN_TIMEOUT),
         sweep_interval_s=r.duration("sweep_interval", d.sweep_interval_s, bounds.SWEEP_INTERVAL),
         history_per_job=r.integer("history_per_job", d.history_per_job, bounds.HISTORY_PER_JOB),
@@ -217,8 +189,8 @@ def _gateway(path: Path | None, text: str, body: Any, env: Mapping[str, str]) ->
         ),
         events_keep=r.integer("events_keep", d.events_keep, bounds.EVENTS_KEEP),
         event_queue=r.integer("event_queue", d.event_queue, bounds.EVENT_QUEUE),
-        log_level=r.choice("log_level", d.log_level, LOG_LEVELS),
-        log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
+        log_level=r.choice("log_level", d.log_level),
+        log_format=r.choice("log_format", d.log_format),
         max_output=r.size("max_output", d.max_output, bounds.MAX_OUTPUT),
         max_connections=r.integer("max_connections", d.max_connections, bounds.MAX_CONNECTIONS),
         idle_timeout_s=r.duration("idle_timeout", d.idle_timeout_s, bounds.IDLE_TIMEOUT),
@@ -298,10 +270,10 @@ def _jobs(
         except InvalidInput as exc:
             raise ConfigError(f"{where}: {label}: {exc.message}") from None
         payload = spec.get("payload") or {}
-        if payload.get("kind") == "agent_turn" and payload.get("agent", "default") not in agents:
+        agent = payload.get("agent", DEFAULT_AGENT)
+        if payload.get("kind") == "agent_turn" and agent not in agents:
             raise ConfigError(
-                f"{where}: {label}: agent {payload.get('agent', 'default')!r} is not declared; "
-                f"add [agents.{payload.get('agent', 'default')}]"
+                f"{where}: {label}: agent {agent!r} is not declared; add [agents.{agent}]"
             )
         if spec["name"] in seen:
             raise ConfigError(f"{where}: {label}: the name {spec['name']!r} is declared twice")

@@ -43,6 +43,7 @@ from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner, WaiterSettings
 from gatewayd.runners.system_event import SystemEventRunner
 from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline
+from gatewayd.settings import OnShutdown
 from gatewayd.statelock import PRIVATE_UMASK, hold_state_dir, warn_if_open_to_others
 from gatewayd.store.base import StoreHealth
 from gatewayd.store.sqlite import SQLiteStore
@@ -329,12 +330,12 @@ class Daemon:
         if pipeline is None:
             return
         gateway = self.config.gateway
-        if gateway.on_shutdown == "detach":
+        if gateway.on_shutdown is OnShutdown.DETACH:
             if pipeline.active_count:
                 log.info("leaving runs to the next instance", runs=pipeline.active_count)
             await pipeline.detach_all()
             return
-        if gateway.on_shutdown == "wait" and pipeline.active_count:
+        if gateway.on_shutdown is OnShutdown.WAIT and pipeline.active_count:
             log.info("waiting for runs to end", runs=pipeline.active_count)
             with anyio.move_on_after(gateway.drain_timeout_s):
                 await pipeline.wait_idle()

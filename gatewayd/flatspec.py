@@ -64,7 +64,9 @@ def spec_from_flat(flat: Mapping[str, Any], *, what: str = "job") -> JsonObject:
     if tz is not None and kinds and kinds != ["cron"]:
         raise InvalidInput(f"tz: a time zone goes only with cron, not with {kinds[0]}")
     if kinds == ["cron"]:
-        spec["schedule"] = {"kind": "cron", "expr": flat["cron"], "tz": "UTC" if tz is None else tz}
+        spec["schedule"] = {"kind": "cron", "expr": flat["cron"]}
+        if tz is not None:
+            spec["schedule"]["tz"] = tz
     elif kinds == ["every"]:
         spec["schedule"] = {"kind": "every", "every_s": flat["every"]}
     elif kinds == ["at"]:

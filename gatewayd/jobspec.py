@@ -10,7 +10,7 @@ is stored. The config file and the CLI write specs in a flat form
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -19,6 +19,8 @@ from gatewayd.codec import JsonObject, spec_to_json
 from gatewayd.durations import parse_duration, parse_size, parse_time, parse_when
 from gatewayd.errors import InvalidInput
 from gatewayd.model import (
+    DEFAULT_AGENT,
+    UTC_ZONE,
     AgentTurnPayload,
     Catchup,
     ExecPayload,
@@ -113,10 +115,6 @@ def _duration(value: Any, what: str, span: bounds.Span) -> float:
     return span.check(parse_duration(value, what=what), what)
 
 
-def _optional_duration(value: Any, what: str, span: bounds.Span) -> float | None:
-    return None if value is None else _duration(value, what, span)
-
-
 def _time(value: Any, what: str, *, now: datetime | None = None) -> datetime:
     """A time in range: ISO 8601, or (given ``now``) relative like ``+20m``."""
     if now is None:
@@ -128,12 +126,12 @@ def _zone_name(body: Mapping[str, Any], kind: ScheduleKind, *, trusted: bool) ->
     """The schedule's zone: an IANA name for cron; other kinds take none but UTC."""
     tz = body.get("tz")
     if tz is None:
-        return "UTC"
+        return UTC_ZONE
     name = _string(tz, "schedule.tz", max_len=100)
     if trusted:
         return name
     zone(name)
-    if kind is not ScheduleKind.CRON and name != "UTC":
+    if kind is not ScheduleKind.CRON and name != UTC_ZONE:
         raise InvalidInput(
             f"schedule.tz: a time zone applies only to cron schedules, not to {kind.value}"
         )
@@ -213,7 +211,7 @@ def _payload(body: Any) -> Payload:
     if kind is PayloadKind.AGENT_TURN:
         _unknown(body, frozenset({"kind", "message", "agent"}), "payload")
         agent = body.get("agent")
-        agent = "default" if agent is None else _string(agent, "payload.agent", max_len=100)
+        agent = DEFAULT_AGENT if agent is None else _string(agent, "payload.agent", max_len=100)
         if any(ord(c) < 32 for c in agent):
             raise InvalidInput(f"payload.agent: {agent!r} must not contain control characters")
         return AgentTurnPayload(
@@ -243,10 +241,31 @@ def _retry(value: Any) -> RetryPolicy:
     )
 
 
-def _max_output(value: Any) -> int | None:
-    if value is None:
-        return None
-    return bounds.MAX_OUTPUT.check(parse_size(value, what="max_output"), "max_output")
+def _max_output(value: Any, what: str) -> int:
+    return bounds.MAX_OUTPUT.check(parse_size(value, what=what), what)
+
+
+def _span(span: bounds.Span) -> Callable[[Any, str], float]:
+    return lambda value, what: _duration(value, what, span)
+
+
+def _one_of(enum: type[E]) -> Callable[[Any, str], E]:
+    return lambda value, what: _choice(value, what, enum)
+
+
+# Each policy a spec may set, with the check that turns its value into the Job's.
+_POLICY_CHECKS: tuple[tuple[str, Callable[[Any, str], Any]], ...] = (
+    ("enabled", _bool),
+    ("timeout_s", _span(bounds.TIMEOUT)),
+    ("overlap", _one_of(Overlap)),
+    ("catchup", _one_of(Catchup)),
+    ("catchup_window_s", _span(bounds.CATCHUP_WINDOW)),
+    ("stagger_s", _span(bounds.STAGGER)),
+    ("session", _one_of(SessionTarget)),
+    ("delete_after_run", _bool),
+    ("max_output", _max_output),
+    ("leftovers", _one_of(LeftoverPolicy)),
+)
 
 
 def _name(value: Any) -> str:
@@ -289,33 +308,24 @@ def job_from_spec(
         schedule = _schedule(
             body.get("schedule"), now=now, trusted=trusted, allow_past_at=allow_past_at
         )
-    delete_after_run = _bool(body.get("delete_after_run", False), "delete_after_run")
-    if delete_after_run and schedule.kind is not ScheduleKind.AT:
-        raise InvalidInput("delete_after_run: applies only to one-shot at schedules")
-    stagger = _duration(body.get("stagger_s") or 0, "stagger_s", bounds.STAGGER)
+    # Only what the spec sets: a field it leaves out takes the Job's own default.
+    policies = {
+        key: check(body[key], key) for key, check in _POLICY_CHECKS if body.get(key) is not None
+    }
     job = Job(
         id=job_id,
         name=_name(body.get("name")),
-        enabled=_bool(body.get("enabled", True), "enabled"),
         schedule=schedule,
         payload=_payload(body.get("payload")),
-        timeout_s=_optional_duration(body.get("timeout_s"), "timeout_s", bounds.TIMEOUT),
-        overlap=_choice(body.get("overlap") or "skip", "overlap", Overlap),
-        catchup=_choice(body.get("catchup") or "latest", "catchup", Catchup),
-        catchup_window_s=_optional_duration(
-            body.get("catchup_window_s"), "catchup_window_s", bounds.CATCHUP_WINDOW
-        ),
-        stagger_s=stagger,
         retry=_retry(body.get("retry")),
-        session=_choice(body.get("session") or "isolated", "session", SessionTarget),
         source=source,
-        delete_after_run=delete_after_run,
-        max_output=_max_output(body.get("max_output")),
-        leftovers=_choice(body.get("leftovers") or "kill", "leftovers", LeftoverPolicy),
         next_slot=next_slot_value,
         created_at=created_at,
         updated_at=updated_at,
+        **policies,
     )
+    if job.delete_after_run and schedule.kind is not ScheduleKind.AT:
+        raise InvalidInput("delete_after_run: applies only to one-shot at schedules")
     checks_cron = not trusted and keep_schedule is None and schedule.kind is ScheduleKind.CRON
     if checks_cron and now is not None and next_slot(schedule, now) is None:
         raise InvalidInput(f"schedule.expr: {schedule.expr!r} never fires")

@@ -10,6 +10,10 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# The zone of a schedule that names none, and the agent of a turn that names none.
+UTC_ZONE = "UTC"
+DEFAULT_AGENT = "default"
+
 
 class ScheduleKind(enum.StrEnum):
     CRON = "cron"
@@ -110,7 +114,7 @@ class Schedule:
 
     kind: ScheduleKind
     expr: str | None = None
-    tz: str = "UTC"
+    tz: str = UTC_ZONE
     every_s: float | None = None
     at: datetime | None = None
     anchor: datetime | None = None
@@ -133,7 +137,7 @@ class AgentTurnPayload:
     """A message sent to the agent command configured as ``[agents.<agent>]``."""
 
     message: str
-    agent: str = "default"
+    agent: str = DEFAULT_AGENT
 
     kind: PayloadKind = field(default=PayloadKind.AGENT_TURN, init=False)
 

@@ -39,6 +39,7 @@ from gatewayd.model import (
     ScheduleKind,
     Trigger,
 )
+from gatewayd.settings import SCHEDULER
 
 _CRON_ALIASES = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -286,8 +287,8 @@ class CatchupLimits:
     enumerated inside the window.
     """
 
-    grace_s: float = 30.0
-    max_runs: int = 10
+    grace_s: float = SCHEDULER.misfire_grace_s
+    max_runs: int = SCHEDULER.catchup_max_runs
     max_records: int = 100
     max_scan: int = 100_000
 

@@ -43,6 +43,7 @@ from gatewayd.runners.exec import ExecRunner
 from gatewayd.runners.processes import is_running
 from gatewayd.runs import RunPipeline
 from gatewayd.sessions import session_dir
+from gatewayd.settings import GATEWAY
 from gatewayd.store.base import Store
 
 log = structlog.get_logger("gatewayd.recovery")
@@ -52,9 +53,9 @@ log = structlog.get_logger("gatewayd.recovery")
 class Retention:
     """How much run history to keep: the newest runs per job, and a maximum age."""
 
-    keep_per_job: int = 1000
-    max_age_s: float = 30 * 86400.0
-    events_keep: int = 100_000
+    keep_per_job: int = GATEWAY.history_per_job
+    max_age_s: float = GATEWAY.history_max_age_s
+    events_keep: int = GATEWAY.events_keep
 
 
 @dataclass(slots=True)

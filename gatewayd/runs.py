@@ -70,6 +70,7 @@ from gatewayd.planning import (
     retry_delay,
 )
 from gatewayd.runners.base import ExecResult, Execution, Finished, RunContext, Runner
+from gatewayd.settings import GATEWAY, SCHEDULER, TAIL_BYTES
 from gatewayd.store.base import Publication, Store
 from gatewayd.store.transitions import finished, nothing_to_cancel, started
 
@@ -99,11 +100,11 @@ class PipelineSettings:
     instance_id: str
     state_dir: Path
     socket_path: Path
-    max_concurrent_runs: int = 16
-    default_timeout_s: float = 3600.0
-    kill_grace_s: float = 5.0
-    tail_bytes: int = 4096
-    catchup_window_s: float = 86400.0
+    max_concurrent_runs: int = GATEWAY.max_concurrent_runs
+    default_timeout_s: float = GATEWAY.default_timeout_s
+    kill_grace_s: float = GATEWAY.kill_grace_s
+    tail_bytes: int = TAIL_BYTES
+    catchup_window_s: float = SCHEDULER.catchup_window_s
     catchup: CatchupLimits = CatchupLimits()
     agent_timeouts: tuple[tuple[str, float], ...] = ()
     # What runs inherit (see gatewayd.environ); None: the daemon's own, less its service's.

@@ -39,6 +39,7 @@ from gatewayd.rpc.protocol import (
     oversized_error,
     parse_request,
 )
+from gatewayd.settings import GATEWAY, MAX_WORKING_READS, WRITE_TIMEOUT_S
 
 log = structlog.get_logger("gatewayd.rpc")
 
@@ -49,14 +50,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 StreamHandler = Callable[[dict[str, Any], Send], Awaitable[Any]]
 
 # A peer that does not take a frame within this long is disconnected.
-WRITE_TIMEOUT_S = 30.0
-MAX_CONNECTIONS = 256
-IDLE_TIMEOUT_S = 300.0
 # Connections waiting to be accepted: a burst of clients is accepted, not refused.
 BACKLOG = 1024
-# The most large reads computed at once; the others wait their turn, cheaply. It
-# keeps a burst of clients from stalling the loop (and the timer) behind their work.
-MAX_WORKING = 8
 
 _READ_CHUNK = 64 * 1024
 # Unix socket paths are limited to 108 bytes on Linux and 104 on macOS.
@@ -143,7 +138,7 @@ class RpcServer:
     """Serves ``methods`` on a bound socket.
 
     At most ``max_connections`` are served at once: one more is answered with an
-    error and closed. At most ``MAX_WORKING`` requests of the ``heavy`` methods
+    error and closed. At most ``MAX_WORKING_READS`` requests of the ``heavy`` methods
     (large reads) are computed at once. A connection that sends no complete
     request for ``idle_timeout_s`` is closed, and so is one that does not take a reply within
     ``write_timeout_s``; a reply is one frame of a bounded page, so a peer that
@@ -157,8 +152,8 @@ class RpcServer:
         streams: Mapping[str, StreamHandler] | None = None,
         uid: int | None = None,
         write_timeout_s: float = WRITE_TIMEOUT_S,
-        max_connections: int = MAX_CONNECTIONS,
-        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_connections: int = GATEWAY.max_connections,
+        idle_timeout_s: float = GATEWAY.idle_timeout_s,
         heavy: frozenset[str] = frozenset(),
     ) -> None:
         self._methods = methods
@@ -171,7 +166,8 @@ class RpcServer:
         self._uid = os.getuid() if uid is None else uid
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._working = asyncio.Semaphore(MAX_WORKING)
+        # A few large reads at a time: a crowd of them never stalls the loop (nor the timer).
+        self._working = asyncio.Semaphore(MAX_WORKING_READS)
 
     async def start(self, sock: socket.socket) -> None:
         # The loop listens again on the socket it is given: with this backlog too.

@@ -36,7 +36,6 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from gatewayd.bounds import DEFAULT_MAX_OUTPUT
 from gatewayd.errors import SpawnFailed
 from gatewayd.model import ExecPayload, LeftoverPolicy, LeftoverProcess, Leftovers
 from gatewayd.runfiles import ExitRecord, read_exit_status, reserve_exit_file
@@ -63,6 +62,7 @@ from gatewayd.runners.spawn import (
     open_waiter,
     spawn_waiter,
 )
+from gatewayd.settings import GATEWAY, TAIL_BYTES
 from gatewayd.workers import Offload
 
 # How often a stopping process group is checked for stragglers during its grace period.
@@ -84,9 +84,9 @@ class WaiterSettings:
     pump is perl's where perl is found, else ``head``'s (see spawn).
     """
 
-    tail_bytes: int = 4096
-    kill_grace_s: float = 5.0
-    max_output: int = DEFAULT_MAX_OUTPUT
+    tail_bytes: int = TAIL_BYTES
+    kill_grace_s: float = GATEWAY.kill_grace_s
+    max_output: int = GATEWAY.max_output
     umask: int = 0o022
     nofile: int | None = None
     perl_pump: bool = HAS_PERL
