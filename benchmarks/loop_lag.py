@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-from gatewayd.api import Identity
+from gatewayd.api.values import Identity
 from gatewayd.assembly import open_core
 from gatewayd.clock import SystemClock
 from gatewayd.flatspec import spec_from_flat
@@ -64,7 +64,7 @@ async def measure(runs: int, state_dir: Path, *, stuck: bool) -> tuple[list[floa
         ) as core,
     ):
         bus, pipeline, gateway = core.bus, core.pipeline, core.gateway
-        await gateway.add_job(
+        await gateway.jobs.add(
             spec_from_flat({"name": "e", "every": "1h", "system_event": "x", "overlap": "allow"})
         )
         stop = anyio.Event()
@@ -79,7 +79,8 @@ async def measure(runs: int, state_dir: Path, *, stuck: bool) -> tuple[list[floa
             started = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe)
-                ids = [(await gateway.run_job("e", due=False))["run_id"] for _ in range(runs)]
+                requests = [await gateway.runs.request("e", due=False) for _ in range(runs)]
+                ids = [r.run.run_id for r in requests if r.run is not None]
                 for run_id in ids:
                     await pipeline.wait(run_id)
                 stop.set()

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from gatewayd.api import Gateway, Identity
+from gatewayd.api.gateway import Gateway
+from gatewayd.api.values import Identity
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.model import PayloadKind

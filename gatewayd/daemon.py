@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
 import structlog
 
-from gatewayd.api import Gateway, Identity, host_name
+from gatewayd.api.gateway import Gateway, host_name
+from gatewayd.api.values import Identity, Status
 from gatewayd.assembly import Core, open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
@@ -31,7 +31,7 @@ from gatewayd.environ import run_environment
 from gatewayd.errors import EXIT_OK, GatewaydError
 from gatewayd.fdlimit import reserve_descriptors
 from gatewayd.ids import new_instance_id
-from gatewayd.model import Instance, PayloadKind
+from gatewayd.model import Instance, PayloadKind, StopReason
 from gatewayd.notify import Notifier
 from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir, state_dir_socket
 from gatewayd.planning import CatchupLimits
@@ -42,7 +42,7 @@ from gatewayd.runners.agent_turn import AgentTurnRunner
 from gatewayd.runners.base import Runner
 from gatewayd.runners.exec import ExecRunner, WaiterSettings
 from gatewayd.runners.system_event import SystemEventRunner
-from gatewayd.runs import STOP_SHUTDOWN, PipelineSettings, RunPipeline
+from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.settings import OnShutdown
 from gatewayd.statelock import PRIVATE_UMASK, hold_state_dir, warn_if_open_to_others
 from gatewayd.store.base import StoreHealth
@@ -120,7 +120,7 @@ class Daemon:
         core, recovery = await self._assemble(store, run_umask, descriptors.inherited)
         await recovery.settle()
         self._gateway = gateway = core.gateway
-        await gateway.reconcile(self.config.jobs)
+        await gateway.jobs.reconcile(self.config.jobs)
         await core.scheduler.load()
         # What start-up built lives as long as the daemon: keep it out of the
         # collector's full passes, which would otherwise stall the timer each time.
@@ -305,7 +305,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             fresh = load_config(path, now=self.clock.now(), env=self.env)
-            changes = await self._gateway.reconcile(fresh.jobs)
+            changes = await self._gateway.jobs.reconcile(fresh.jobs)
         except GatewaydError as exc:
             log.error("reload refused; keeping the running configuration", error=exc.message)
         else:
@@ -339,7 +339,7 @@ class Daemon:
             log.info("waiting for runs to end", runs=pipeline.active_count)
             with anyio.move_on_after(gateway.drain_timeout_s):
                 await pipeline.wait_idle()
-        await pipeline.stop_all(STOP_SHUTDOWN)
+        await pipeline.stop_all(StopReason.SHUTDOWN)
 
     async def _let_go_of_held_writes(self) -> None:
         """A store that holds writes through a fault gets ``drain_timeout`` to take them.
@@ -370,7 +370,7 @@ class Daemon:
 
     async def _report_status(self) -> None:
         if self.notifier.enabled and self._gateway is not None:
-            self.notifier.status(status_line(await self._gateway.status()))
+            self.notifier.status(status_line(await self._gateway.reads.status()))
 
     async def _watchdog(self, interval_s: float) -> None:
         while True:
@@ -387,12 +387,11 @@ class Daemon:
                 link.unlink()
 
 
-def status_line(status: Mapping[str, Any]) -> str:
+def status_line(status: Status) -> str:
     """The one-line STATUS= a service manager shows."""
-    runs = status["runs"]
     return (
-        f"{status['jobs']['total']} jobs ({status['jobs']['enabled']} enabled), "
-        f"{runs['active']} runs active, {runs['total']} recorded"
+        f"{status.jobs_total} jobs ({status.jobs_enabled} enabled), "
+        f"{status.active_runs} runs active, {status.runs.total} recorded"
     )
 
 

@@ -36,7 +36,8 @@ from gatewayd.model import JobSource, Run, RunStatus, Trigger
 from gatewayd.paths import DB_NAME, LOCK_NAME
 from gatewayd.runfiles import read_exit_status
 from gatewayd.runners.processes import is_running
-from gatewayd.store.sqlite import RUN_COLUMNS, from_us, run_from_row
+from gatewayd.store.sqlite import RUN_COLUMNS, run_from_row
+from gatewayd.store.sqlrows import from_us
 
 # A daemon may be recording a run's ending while we look: look again this much later.
 RECHECK_AFTER_S = 1.0

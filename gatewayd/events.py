@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from gatewayd.durations import format_time
-from gatewayd.model import ErrorKind, Run, RunStatus
+from gatewayd.model import ErrorKind, Run, RunStatus, StopReason
 
 LIFECYCLE = "lifecycle"
 RUN = "run"
@@ -38,7 +38,7 @@ class LifecycleEvent(Event):
     session_id: str
     error: str | None = None
     error_kind: ErrorKind | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
 
     def body(self) -> dict[str, Any]:
         return {
@@ -49,7 +49,7 @@ class LifecycleEvent(Event):
             "session_id": self.session_id,
             "error": self.error,
             "error_kind": self.error_kind.value if self.error_kind else None,
-            "stop_reason": self.stop_reason,
+            "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
         }
 
 

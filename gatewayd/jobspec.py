@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from gatewayd import bounds
-from gatewayd.codec import JsonObject, spec_to_json
 from gatewayd.durations import parse_duration, parse_size, parse_time, parse_when
 from gatewayd.errors import InvalidInput
 from gatewayd.model import (
@@ -37,6 +36,7 @@ from gatewayd.model import (
     SystemEventPayload,
 )
 from gatewayd.planning import next_slot, validate_cron, zone
+from gatewayd.views import JsonObject, spec_to_json
 
 MAX_NAME_LEN = 100
 MAX_TEXT_LEN = 256 * 1024

@@ -104,6 +104,22 @@ class ErrorKind(enum.StrEnum):
     INTERNAL = "internal"
 
 
+class StopReason(enum.StrEnum):
+    """Why a run's session ended: how it stopped, or that it ended by itself."""
+
+    COMPLETED = "completed"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REPLACED = "replaced"
+    SHUTDOWN = "shutdown"
+    JOB_REMOVED = "job-removed"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+    OWNER_GONE = "owner-gone"
+    HOST_LOST = "host-lost"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Schedule:
     """When a job fires.
@@ -258,7 +274,7 @@ class Run:
     exit_code: int | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     session_key: str
     attempt: int = 1
     summary: str | None = None
@@ -278,7 +294,7 @@ class RunOutcome:
     exit_code: int | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     summary: str | None = None
     output_tail: str | None = None
     leftovers: Leftovers | None = None
@@ -321,7 +337,7 @@ class Session:
     runtime_ms: int | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,7 @@ from gatewayd.model import (
     Run,
     RunOutcome,
     RunStatus,
+    StopReason,
     Trigger,
 )
 from gatewayd.runners.agent_turn import AgentTurnRunner
@@ -181,7 +182,7 @@ class Recovery:
                 ended_at=self._clock.now(),
                 error=f"interrupted: {why}",
                 error_kind=ErrorKind.INTERRUPTED,
-                stop_reason="owner-gone",
+                stop_reason=StopReason.OWNER_GONE,
             ),
         )
 

@@ -55,6 +55,7 @@ from gatewayd.model import (
     Run,
     RunOutcome,
     RunStatus,
+    StopReason,
     SystemEventPayload,
     Trigger,
     session_key_for,
@@ -76,21 +77,15 @@ from gatewayd.store.transitions import finished, nothing_to_cancel, started
 
 log = structlog.get_logger("gatewayd.runs")
 
-STOP_TIMEOUT = "timeout"
-STOP_CANCELLED = "cancelled"
-STOP_REPLACED = "replaced"
-STOP_SHUTDOWN = "shutdown"
-STOP_JOB_REMOVED = "job-removed"
-
 _STOP_ERRORS = {
-    STOP_CANCELLED: "cancelled on request",
-    STOP_REPLACED: "cancelled: replaced by a newer run of the job",
-    STOP_SHUTDOWN: "cancelled: the daemon shut down",
-    STOP_JOB_REMOVED: "cancelled: the job was removed",
+    StopReason.CANCELLED: "cancelled on request",
+    StopReason.REPLACED: "cancelled: replaced by a newer run of the job",
+    StopReason.SHUTDOWN: "cancelled: the daemon shut down",
+    StopReason.JOB_REMOVED: "cancelled: the job was removed",
 }
 TIMEOUT_ERROR = "job execution timed out"
 # The lifecycle stop_reason of an ending that was not a stop.
-_SESSION_STOP = {RunStatus.INTERRUPTED: "interrupted"}
+_SESSION_STOP = {RunStatus.INTERRUPTED: StopReason.INTERRUPTED}
 # How many of its latest endings an instance keeps at hand for those who wait on them.
 RECENT_ENDINGS = 1024
 
@@ -120,7 +115,9 @@ class Submitted:
     reason: str | None = None
 
 
-def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: datetime) -> RunOutcome:
+def outcome_for(
+    result: ExecResult, stop_reason: StopReason | None, *, ended_at: datetime
+) -> RunOutcome:
     """The terminal status of a run whose work ended with ``result``.
 
     A stop (timeout, cancel) decides over whatever the stopped work exited with.
@@ -132,20 +129,20 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
         "output_tail": result.output_tail,
         "leftovers": result.leftovers,
     }
-    if stop_reason == STOP_TIMEOUT:
+    if stop_reason == StopReason.TIMEOUT:
         return RunOutcome(
             status=RunStatus.TIMED_OUT,
             exit_code=result.exit_code,
             error=TIMEOUT_ERROR,
             error_kind=ErrorKind.TIMEOUT,
-            stop_reason=STOP_TIMEOUT,
+            stop_reason=StopReason.TIMEOUT,
             **common,  # type: ignore[arg-type]
         )
     if stop_reason is not None:
         return RunOutcome(
             status=RunStatus.CANCELLED,
             exit_code=result.exit_code,
-            error=_STOP_ERRORS.get(stop_reason, f"cancelled: {stop_reason}"),
+            error=_STOP_ERRORS.get(stop_reason, f"cancelled: {stop_reason.value}"),
             error_kind=ErrorKind.CANCELLED,
             stop_reason=stop_reason,
             **common,  # type: ignore[arg-type]
@@ -155,7 +152,7 @@ def outcome_for(result: ExecResult, stop_reason: str | None, *, ended_at: dateti
             status=RunStatus.INTERRUPTED,
             error=result.error,
             error_kind=ErrorKind.INTERRUPTED,
-            stop_reason="lost",
+            stop_reason=StopReason.LOST,
             **common,  # type: ignore[arg-type]
         )
     if result.signal is not None:
@@ -206,12 +203,12 @@ class _Active:
         self.started = run.status is RunStatus.RUNNING
         self.session_id: str | None = None
         self.lifecycle_ended = False
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self.stopping = False
         self._stop_event: anyio.Event | None = None  # made only for those who wait for it
         self.done = anyio.Event()
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
         self.stopping = True
@@ -472,7 +469,7 @@ class RunPipeline:
             for run in live:
                 active = self._active.get(run.run_id)
                 if active is not None:
-                    active.request_stop(STOP_REPLACED)
+                    active.request_stop(StopReason.REPLACED)
 
     def _launch(self, run: Run, job: Job, *, after: tuple[str, ...] = ()) -> None:
         active = _Active(run)
@@ -491,7 +488,7 @@ class RunPipeline:
 
     # --- stopping and waiting -------------------------------------------------------
 
-    def request_stop(self, run_id: str, *, reason: str = STOP_CANCELLED) -> bool:
+    def request_stop(self, run_id: str, *, reason: StopReason = StopReason.CANCELLED) -> bool:
         """Ask a run this instance drives to stop, without waiting; whether it drives it."""
         active = self._active.get(run_id)
         if active is None:
@@ -499,7 +496,7 @@ class RunPipeline:
         active.request_stop(reason)
         return True
 
-    async def cancel(self, run_id: str, *, reason: str = STOP_CANCELLED) -> Run:
+    async def cancel(self, run_id: str, *, reason: StopReason = StopReason.CANCELLED) -> Run:
         """Stop a live run and return it once its terminal status is recorded."""
         active = self._active.get(run_id)
         if active is not None:
@@ -552,7 +549,7 @@ class RunPipeline:
         while self._active:
             await next(iter(self._active.values())).done.wait()
 
-    async def stop_all(self, reason: str) -> None:
+    async def stop_all(self, reason: StopReason) -> None:
         """Stop every run of this instance and wait until each has its terminal status."""
         handles = list(self._active.values())
         for active in handles:
@@ -569,7 +566,7 @@ class RunPipeline:
         self._detaching = True
         waiting = [a for a in self._active.values() if not a.started]
         for active in waiting:
-            active.request_stop(STOP_SHUTDOWN)
+            active.request_stop(StopReason.SHUTDOWN)
         for active in waiting:
             await active.done.wait()
 
@@ -581,7 +578,7 @@ class RunPipeline:
         except anyio.get_cancelled_exc_class():
             if not (self._detaching and active.started):
                 with anyio.CancelScope(shield=True):
-                    await self._settle_quietly(run, job, self._stopped(STOP_SHUTDOWN), active)
+                    await self._settle_quietly(run, job, self._stopped(StopReason.SHUTDOWN), active)
             raise
         except Exception as exc:
             log.exception("run failed inside gatewayd", run_id=run.run_id, job_id=job.id)
@@ -607,7 +604,7 @@ class RunPipeline:
             active.done.set()
             self._active.pop(run.run_id, None)
 
-    def _stopped(self, reason: str) -> RunOutcome:
+    def _stopped(self, reason: StopReason) -> RunOutcome:
         return outcome_for(ExecResult(), reason, ended_at=self._clock.now())
 
     def _internal_error(self, exc: Exception) -> RunOutcome:
@@ -656,11 +653,15 @@ class RunPipeline:
 
     async def _drive(self, run: Run, job: Job, after: tuple[str, ...], active: _Active) -> None:
         if not await self._wait_turn(run, after, active):
-            await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
+            await self._finish_if_live(
+                run, job, self._stopped(active.stop_reason or StopReason.CANCELLED)
+            )
             return
         try:
             if active.stopping:
-                await self._finish_if_live(run, job, self._stopped(active.stop_reason or ""))
+                await self._finish_if_live(
+                    run, job, self._stopped(active.stop_reason or StopReason.CANCELLED)
+                )
                 return
             ctx = await self._context(run, job)
             started_at = self._clock.now()
@@ -718,7 +719,7 @@ class RunPipeline:
         """Wait for the run to end by itself, or stop it at its deadline or on request."""
         deadline_at = self._deadline(run, job)
         result: ExecResult | None = None
-        stop_reason: str | None = None
+        stop_reason: StopReason | None = None
         try:
             async with anyio.create_task_group() as tg:
 
@@ -730,13 +731,13 @@ class RunPipeline:
                 async def deadline(when: datetime) -> None:
                     nonlocal stop_reason
                     await self._clock.sleep_until(when)
-                    stop_reason = stop_reason or STOP_TIMEOUT
+                    stop_reason = stop_reason or StopReason.TIMEOUT
                     tg.cancel_scope.cancel()
 
                 async def stop_request() -> None:
                     nonlocal stop_reason
                     await active.stop_requested()
-                    stop_reason = stop_reason or active.stop_reason or STOP_CANCELLED
+                    stop_reason = stop_reason or active.stop_reason or StopReason.CANCELLED
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(natural_end)
@@ -747,13 +748,13 @@ class RunPipeline:
             if not self._detaching:
                 with anyio.CancelScope(shield=True):
                     await self._announce_then_stop(
-                        run, self._stopped(STOP_SHUTDOWN), active, execution
+                        run, self._stopped(StopReason.SHUTDOWN), active, execution
                     )
             raise
         if result is not None:
             return self._natural_outcome(run, result)
         with anyio.CancelScope(shield=True):
-            outcome = self._stopped(stop_reason or STOP_CANCELLED)
+            outcome = self._stopped(stop_reason or StopReason.CANCELLED)
             await self._announce_then_stop(run, outcome, active, execution)
             ended = await execution.wait()
         return outcome_for(replace(ended, ended_at=None), stop_reason, ended_at=self._clock.now())
@@ -930,11 +931,11 @@ class RunPipeline:
             "session_id": await self._session_id(run, active),
         }
         if outcome.status is RunStatus.SUCCEEDED:
-            return SessionEnded(stop_reason="completed", **common)
+            return SessionEnded(stop_reason=StopReason.COMPLETED, **common)
         return SessionFailed(
             error=outcome.error,
             error_kind=outcome.error_kind,
-            stop_reason=outcome.stop_reason or _SESSION_STOP.get(outcome.status, "error"),
+            stop_reason=outcome.stop_reason or _SESSION_STOP.get(outcome.status, StopReason.ERROR),
             **common,
         )
 

@@ -17,10 +17,9 @@ from typing import Any
 
 import orjson
 
-from gatewayd.codec import JsonObject
-from gatewayd.durations import format_time
 from gatewayd.events import Event, SessionEnded, SessionFailed, SessionStarted
 from gatewayd.model import MAIN_SESSION_KEY, ErrorKind, Session, SessionStatus
+from gatewayd.views import JsonObject
 
 _STATUS_OF_ERROR: dict[ErrorKind | None, SessionStatus] = {
     ErrorKind.TIMEOUT: SessionStatus.TIMED_OUT,
@@ -60,22 +59,6 @@ def session_row(event: Event) -> Session | None:
             stop_reason=event.stop_reason,
         )
     return None
-
-
-def session_to_json(session: Session) -> JsonObject:
-    return {
-        "key": session.key,
-        "session_id": session.session_id,
-        "job_id": session.job_id,
-        "run_id": session.run_id,
-        "status": session.status.value,
-        "started_at": format_time(session.started_at),
-        "ended_at": format_time(session.ended_at),
-        "runtime_ms": session.runtime_ms,
-        "error": session.error,
-        "error_kind": session.error_kind.value if session.error_kind else None,
-        "stop_reason": session.stop_reason,
-    }
 
 
 def session_dir(state_dir: Path, key: str) -> Path:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from gatewayd.api import Gateway, Identity
+from gatewayd import views
+from gatewayd.api.gateway import Gateway
+from gatewayd.api.values import Identity
 from gatewayd.assembly import open_core
 from gatewayd.bus import Bus
 from gatewayd.clock import FakeClock
@@ -42,8 +44,12 @@ class Harness:
     async def add(self, **flat: Any) -> str:
         from gatewayd.flatspec import spec_from_flat
 
-        job = await self.gateway.add_job(spec_from_flat(flat))
+        job = await self.gateway.jobs.add(spec_from_flat(flat))
         return job.id
+
+    async def run_job(self, ref: str, *, due: bool = False) -> dict[str, Any]:
+        """``cron.run`` as a client sees it: the JSON of :func:`views.run_request_to_json`."""
+        return views.run_request_to_json(await self.gateway.runs.request(ref, due=due))
 
     async def runs(self, job_id: str) -> list[Run]:
         """The job's runs, oldest first."""

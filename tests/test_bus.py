@@ -10,7 +10,7 @@ import pytest
 from gatewayd.bus import Bus
 from gatewayd.errors import Conflict
 from gatewayd.events import RunQueued, SessionFailed, SessionStarted
-from gatewayd.model import ErrorKind, RunStatus, SessionStatus
+from gatewayd.model import ErrorKind, RunStatus, SessionStatus, StopReason
 from gatewayd.store import MemoryStore
 from gatewayd.store.base import Publication
 
@@ -126,7 +126,7 @@ class TestSessionRows:
                 ts=later,
                 error="job execution timed out",
                 error_kind=ErrorKind.TIMEOUT,
-                stop_reason="timeout",
+                stop_reason=StopReason.TIMEOUT,
                 **common,
             )
         )

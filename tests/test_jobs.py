@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from gatewayd import views
 from gatewayd.errors import InvalidInput, NameTaken
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.model import ExecPayload, JobSource, RunStatus, ScheduleKind
@@ -19,7 +20,7 @@ class TestEdit:
     async def test_patch_keeps_other_fields(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="e", every="1h", command="true", timeout="5m")
-            job = await h.gateway.update_job("e", spec_from_flat({"timeout": "10m"}))
+            job = await h.gateway.jobs.update("e", spec_from_flat({"timeout": "10m"}))
             assert job.timeout_s == 600
             assert job.schedule.every_s == 3600
             assert job.next_slot == START + timedelta(hours=1)
@@ -29,7 +30,7 @@ class TestEdit:
         async with open_harness(tmp_path) as h:
             await h.add(name="e", every="1h", command="true")
             h.clock.advance(30)
-            job = await h.gateway.update_job("e", spec_from_flat({"cron": "*/5 * * * *"}))
+            job = await h.gateway.jobs.update("e", spec_from_flat({"cron": "*/5 * * * *"}))
             assert job.schedule.kind is ScheduleKind.CRON
             assert job.next_slot == START + timedelta(minutes=5)
             assert h.scheduler.next_wake_at == START + timedelta(minutes=5)
@@ -37,31 +38,31 @@ class TestEdit:
     async def test_shell_replaces_command(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             await h.add(name="e", every="1h", command="true")
-            job = await h.gateway.update_job("e", spec_from_flat({"shell": "echo hi | wc"}))
+            job = await h.gateway.jobs.update("e", spec_from_flat({"shell": "echo hi | wc"}))
             assert job.payload == ExecPayload(shell="echo hi | wc")
 
     async def test_bad_patch_changes_nothing(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             await h.add(name="e", every="1h", command="true")
             await h.add(name="other", every="1h", command="true")
-            before = await h.gateway.job("e")
+            before = await h.gateway.reads.job("e")
             with pytest.raises(InvalidInput, match="unknown time zone"):
-                await h.gateway.update_job("e", spec_from_flat({"tz": "Nowhere/Land"}))
+                await h.gateway.jobs.update("e", spec_from_flat({"tz": "Nowhere/Land"}))
             with pytest.raises(NameTaken):
-                await h.gateway.update_job("e", {"name": "other"})
+                await h.gateway.jobs.update("e", {"name": "other"})
             with pytest.raises(InvalidInput, match="unknown field 'colour'"):
-                await h.gateway.update_job("e", {"colour": "red"})
-            assert await h.gateway.job("e") == before
+                await h.gateway.jobs.update("e", {"colour": "red"})
+            assert await h.gateway.reads.job("e") == before
 
     async def test_disable_and_enable(self, tmp_path: Path) -> None:
         """A disabled job has no next run; enabling it plans from now, without catch-up."""
         async with open_harness(tmp_path) as h:
             await h.add(name="e", every="10m", command="true")
-            off = await h.gateway.set_enabled("e", False)
-            assert (await h.gateway.job_view(off))["next_run_at"] is None
+            off = await h.gateway.jobs.set_enabled("e", False)
+            assert views.job_to_json(await h.gateway.reads.job_state(off))["next_run_at"] is None
             assert h.scheduler.next_wake_at is None
             h.clock.advance(3600 + 60)
-            on = await h.gateway.set_enabled("e", True)
+            on = await h.gateway.jobs.set_enabled("e", True)
             assert on.next_slot == START + timedelta(minutes=70)
             assert h.scheduler.next_wake_at == on.next_slot
 
@@ -76,9 +77,9 @@ class TestBatch:
             ]
             bad = [*good, spec_from_flat({"name": "x", "cron": "99 * * * *", "command": "true"})]
             with pytest.raises(InvalidInput, match=r"jobs\[3\]: cron: invalid expression"):
-                await h.gateway.add_jobs(bad)
-            assert await h.gateway.list_jobs(include_disabled=True) == []
-            added = await h.gateway.add_jobs(good)
+                await h.gateway.jobs.add_many(bad)
+            assert await h.gateway.reads.list_jobs(include_disabled=True) == []
+            added = await h.gateway.jobs.add_many(good)
             assert [j.name for j in added] == ["j0", "j1", "j2"]
             assert h.scheduler.next_wake_at == START + timedelta(hours=1)
 
@@ -92,7 +93,8 @@ class TestOneShot:
             await h.advance_to(START + timedelta(minutes=5))
             runs = await h.until(lambda: h.ended_runs(job_id, 1, RunStatus.SUCCEEDED))
             await h.until(lambda: h.job_gone(job_id))
-            assert [r["run_id"] for r in await h.gateway.runs(job_id, limit=5)] == [runs[0].run_id]
+            history = await h.gateway.runs.history(job_id, limit=5)
+            assert [r.run_id for r in history] == [runs[0].run_id]
 
     async def test_delete_after_run_needs_an_at_schedule(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
@@ -110,42 +112,44 @@ class TestReconcile:
                 spec_from_flat({"name": "a", "every": "10m", "command": "true"}),
                 spec_from_flat({"name": "b", "cron": "0 * * * *", "command": "true"}),
             ]
-            assert await h.gateway.reconcile(declared) == {
+            assert await h.gateway.jobs.reconcile(declared) == {
                 "added": ["a", "b"],
                 "changed": [],
                 "removed": [],
             }
-            a = await h.gateway.job("a")
+            a = await h.gateway.reads.job("a")
             assert a.source is JobSource.CONFIG
             h.clock.advance(120)
-            assert await h.gateway.reconcile(declared) == {
+            assert await h.gateway.jobs.reconcile(declared) == {
                 "added": [],
                 "changed": [],
                 "removed": [],
             }
-            assert await h.gateway.job("a") == a, "an unchanged declaration keeps its anchor"
+            assert await h.gateway.reads.job("a") == a, "an unchanged declaration keeps its anchor"
             changed = [spec_from_flat({"name": "a", "every": "10m", "command": "false"})]
-            assert await h.gateway.reconcile(changed) == {
+            assert await h.gateway.jobs.reconcile(changed) == {
                 "added": [],
                 "changed": ["a"],
                 "removed": ["b"],
             }
-            a2 = await h.gateway.job("a")
+            a2 = await h.gateway.reads.job("a")
             assert a2.schedule == a.schedule and a2.next_slot == a.next_slot
-            assert (await h.gateway.job(api_id)).source is JobSource.API
+            assert (await h.gateway.reads.job(api_id)).source is JobSource.API
 
     async def test_config_jobs_are_edited_in_the_file(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
-            await h.gateway.reconcile([spec_from_flat({"name": "a", "every": "1m", "shell": "x"})])
+            await h.gateway.jobs.reconcile(
+                [spec_from_flat({"name": "a", "every": "1m", "shell": "x"})]
+            )
             with pytest.raises(InvalidInput, match="declared in the config file"):
-                await h.gateway.update_job("a", {"timeout_s": 5})
+                await h.gateway.jobs.update("a", {"timeout_s": 5})
             with pytest.raises(InvalidInput, match="declared in the config file"):
-                await h.gateway.remove_job("a")
+                await h.gateway.jobs.remove("a")
 
     async def test_a_declared_name_taken_by_an_api_job_is_refused(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             await h.add(name="a", every="1h", command="true")
             with pytest.raises(InvalidInput, match="added through the API"):
-                await h.gateway.reconcile(
+                await h.gateway.jobs.reconcile(
                     [spec_from_flat({"name": "a", "every": "1m", "command": "x"})]
                 )

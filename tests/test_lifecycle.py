@@ -28,7 +28,7 @@ class TestOrder:
         """On timeout: lifecycle error, terminal session, then the stop, then `finished`."""
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="t", every="1h", command="sleep 30", timeout="1s")
-            run_id = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            run_id = (await h.run_job(job_id, due=False))["run_id"]
             execution = await h.runner.wait_started(1)
             seen_at_stop: dict[str, Any] = {}
 
@@ -43,7 +43,7 @@ class TestOrder:
             execution.before_stop = before_stop
             await h.clock.wait_for_sleeper(until=START + timedelta(seconds=1))
             h.clock.advance(1)
-            run = await h.gateway.wait_run(run_id, timeout_s=5)
+            run = await h.gateway.runs.wait(run_id, timeout_s=5)
             assert run.status is RunStatus.TIMED_OUT
             session = seen_at_stop["session"]
             assert session.status is SessionStatus.TIMED_OUT
@@ -68,12 +68,12 @@ class TestOrder:
     async def test_success_and_failure(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="s", every="1h", command="true", overlap="allow")
-            ok = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            ok = (await h.run_job(job_id, due=False))["run_id"]
             (await h.runner.wait_started(1)).finish()
-            bad = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            bad = (await h.run_job(job_id, due=False))["run_id"]
             (await h.runner.wait_started(2)).finish(ExecResult(exit_code=2, error="exited"))
             for run_id in (ok, bad):
-                await h.gateway.wait_run(run_id, timeout_s=5)
+                await h.gateway.runs.wait(run_id, timeout_s=5)
             assert (await story(h, ok))[-2:] == [("lifecycle", "end"), ("run", "finished")]
             assert (await story(h, bad))[-2:] == [("lifecycle", "error"), ("run", "finished")]
             ok_session = await h.store.get_session(f"cron:{job_id}:run:{ok}")
@@ -84,13 +84,13 @@ class TestOrder:
     async def test_main_session_is_shared(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="m", every="1h", system_event="ping", session="main")
-            first = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            first = (await h.run_job(job_id, due=False))["run_id"]
             (await h.runner.wait_started(1)).finish()
-            await h.gateway.wait_run(first, timeout_s=5)
+            await h.gateway.runs.wait(first, timeout_s=5)
             one = await h.store.get_session("main")
-            second = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            second = (await h.run_job(job_id, due=False))["run_id"]
             (await h.runner.wait_started(2)).finish()
-            await h.gateway.wait_run(second, timeout_s=5)
+            await h.gateway.runs.wait(second, timeout_s=5)
             two = await h.store.get_session("main")
             assert one is not None and two is not None
             assert one.session_id == two.session_id
@@ -128,8 +128,8 @@ class TestWorkOverAtItsStart:
             ) as h,
         ):
             job_id = await h.add(name="e", every="1h", system_event="ping", session="main")
-            run_id = (await h.gateway.run_job(job_id, due=False))["run_id"]
-            run = await h.gateway.wait_run(run_id, timeout_s=5)
+            run_id = (await h.run_job(job_id, due=False))["run_id"]
+            run = await h.gateway.runs.wait(run_id, timeout_s=5)
             assert run.status is RunStatus.SUCCEEDED
             assert store.transitions == [("start and end", run_id)]
             events = [e for e in await store.events_after(0, limit=10) if e["run_id"] == run_id]

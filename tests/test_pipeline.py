@@ -21,7 +21,7 @@ class TestManualRuns:
     async def test_run_id_is_real_when_returned(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="m", every="1h", command="true")
-            result = await h.gateway.run_job(job_id, due=False)
+            result = await h.run_job(job_id, due=False)
             assert result["ok"] and result["ran"]
             stored = await h.store.get_run(result["run_id"])
             assert stored is not None
@@ -29,17 +29,17 @@ class TestManualRuns:
             assert stored.status in (RunStatus.QUEUED, RunStatus.RUNNING)
             execution = await h.runner.wait_started(1)
             execution.finish()
-            done = await h.gateway.wait_run(result["run_id"], timeout_s=5)
+            done = await h.gateway.runs.wait(result["run_id"], timeout_s=5)
             assert done.status is RunStatus.SUCCEEDED
 
     async def test_environment_names_the_previous_run(self, tmp_path: Path) -> None:
         """A run is told its own id and its previous run's id and status."""
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="m", every="1h", command="true")
-            first = await h.gateway.run_job(job_id, due=False)
+            first = await h.run_job(job_id, due=False)
             (await h.runner.wait_started(1)).finish(ExecResult(exit_code=3))
-            await h.gateway.wait_run(first["run_id"], timeout_s=5)
-            second = await h.gateway.run_job(job_id, due=False)
+            await h.gateway.runs.wait(first["run_id"], timeout_s=5)
+            second = await h.run_job(job_id, due=False)
             env = (await h.runner.wait_started(2)).ctx.env
             assert env["GATEWAYD_RUN_ID"] == second["run_id"]
             assert env["GATEWAYD_JOB_ID"] == job_id
@@ -52,7 +52,7 @@ class TestManualRuns:
     async def test_due_runs_only_a_due_slot(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="d", every="1h", command="true")
-            assert await h.gateway.run_job(job_id, due=True) == {
+            assert await h.run_job(job_id, due=True) == {
                 "ok": True,
                 "ran": False,
                 "reason": "not-due",
@@ -77,7 +77,7 @@ class TestManualRuns:
                 scope.cancel()
                 await h.pipeline.submit_manual(job)
             [run] = await h.runs(job_id)
-            ended = await h.gateway.wait_run(run.run_id, timeout_s=5)
+            ended = await h.gateway.runs.wait(run.run_id, timeout_s=5)
             assert ended.status is RunStatus.SUCCEEDED
         await h_store.close()
 
@@ -88,9 +88,9 @@ class TestOverlap:
     async def test_skip_refuses_a_manual_run_and_names_the_live_one(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="s", every="1h", command="true")
-            first = await h.gateway.run_job(job_id, due=False)
+            first = await h.run_job(job_id, due=False)
             await h.runner.wait_started(1)
-            refused = await h.gateway.run_job(job_id, due=False)
+            refused = await h.run_job(job_id, due=False)
             assert refused["ran"] is False
             assert refused["reason"] == "already-running"
             assert refused["run_id"] == first["run_id"]
@@ -111,38 +111,38 @@ class TestOverlap:
     async def test_queue_buffers_one(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="q", every="1h", command="true", overlap="queue")
-            await h.gateway.run_job(job_id, due=False)
+            await h.run_job(job_id, due=False)
             first = await h.runner.wait_started(1)
-            queued = await h.gateway.run_job(job_id, due=False)
-            refused = await h.gateway.run_job(job_id, due=False)
+            queued = await h.run_job(job_id, due=False)
+            refused = await h.run_job(job_id, due=False)
             assert queued["ran"] and not refused["ran"]
             stored = await h.store.get_run(queued["run_id"])
             assert stored is not None and stored.status is RunStatus.QUEUED
             first.finish()
             (await h.runner.wait_started(2)).finish()
-            done = await h.gateway.wait_run(queued["run_id"], timeout_s=5)
+            done = await h.gateway.runs.wait(queued["run_id"], timeout_s=5)
             assert done.status is RunStatus.SUCCEEDED
 
     async def test_replace_cancels_the_live_run(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="r", every="1h", command="true", overlap="replace")
-            old = await h.gateway.run_job(job_id, due=False)
+            old = await h.run_job(job_id, due=False)
             await h.runner.wait_started(1)
-            new = await h.gateway.run_job(job_id, due=False)
+            new = await h.run_job(job_id, due=False)
             assert new["ran"]
-            replaced = await h.gateway.wait_run(old["run_id"], timeout_s=5)
+            replaced = await h.gateway.runs.wait(old["run_id"], timeout_s=5)
             assert replaced.status is RunStatus.CANCELLED
             assert replaced.stop_reason == "replaced"
             (await h.runner.wait_started(2)).finish()
-            assert (await h.gateway.wait_run(new["run_id"], timeout_s=5)).status is (
+            assert (await h.gateway.runs.wait(new["run_id"], timeout_s=5)).status is (
                 RunStatus.SUCCEEDED
             )
 
     async def test_allow_runs_both(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="a", every="1h", command="true", overlap="allow")
-            await h.gateway.run_job(job_id, due=False)
-            await h.gateway.run_job(job_id, due=False)
+            await h.run_job(job_id, due=False)
+            await h.run_job(job_id, due=False)
             await h.runner.wait_started(2)
             live = await h.store.live_runs(job_id)
             assert [r.status for r in live] == [RunStatus.RUNNING, RunStatus.RUNNING]
@@ -155,12 +155,12 @@ class TestOverlap:
             ids: list[str] = []
 
             async def submit() -> None:
-                ids.append((await h.gateway.run_job(job_id, due=False))["run_id"])
+                ids.append((await h.run_job(job_id, due=False))["run_id"])
 
             async with anyio.create_task_group() as tg:
                 for _ in range(20):
                     tg.start_soon(submit)
-            ended = [await h.gateway.wait_run(run_id, timeout_s=5) for run_id in ids]
+            ended = [await h.gateway.runs.wait(run_id, timeout_s=5) for run_id in ids]
             assert len(set(ids)) == 20
             assert {r.status for r in ended} == {RunStatus.SUCCEEDED}
             assert len(await h.runs(job_id)) == 20
@@ -172,26 +172,26 @@ class TestLimits:
         async with open_harness(tmp_path, max_concurrent_runs=1) as h:
             a = await h.add(name="a", every="1h", command="true")
             b = await h.add(name="b", every="1h", command="true")
-            await h.gateway.run_job(a, due=False)
-            second = await h.gateway.run_job(b, due=False)
+            await h.run_job(a, due=False)
+            second = await h.run_job(b, due=False)
             first = await h.runner.wait_started(1)
             stored = await h.store.get_run(second["run_id"])
             assert stored is not None and stored.status is RunStatus.QUEUED
             assert len(h.runner.started) == 1
             first.finish()
             (await h.runner.wait_started(2)).finish()
-            assert (await h.gateway.wait_run(second["run_id"], timeout_s=5)).status is (
+            assert (await h.gateway.runs.wait(second["run_id"], timeout_s=5)).status is (
                 RunStatus.SUCCEEDED
             )
 
     async def test_timeout_stops_the_work_and_records_timed_out(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path, kill_grace_s=2.0) as h:
             job_id = await h.add(name="t", every="1h", command="sleep 60", timeout="30s")
-            result = await h.gateway.run_job(job_id, due=False)
+            result = await h.run_job(job_id, due=False)
             execution = await h.runner.wait_started(1)
             await h.clock.wait_for_sleeper(until=START + timedelta(seconds=30))
             h.clock.advance(30)
-            run = await h.gateway.wait_run(result["run_id"], timeout_s=5)
+            run = await h.gateway.runs.wait(result["run_id"], timeout_s=5)
             assert run.status is RunStatus.TIMED_OUT
             assert (run.error_kind, run.stop_reason) == (ErrorKind.TIMEOUT, "timeout")
             assert run.error == "job execution timed out"
@@ -202,9 +202,9 @@ class TestCancel:
     async def test_cancel_a_running_run(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="c", every="1h", command="sleep 60")
-            result = await h.gateway.run_job(job_id, due=False)
+            result = await h.run_job(job_id, due=False)
             execution = await h.runner.wait_started(1)
-            [run] = await h.gateway.cancel(result["run_id"])
+            [run] = await h.gateway.runs.cancel(result["run_id"])
             assert run.status is RunStatus.CANCELLED
             assert (run.error_kind, run.stop_reason) == (ErrorKind.CANCELLED, "cancelled")
             assert execution.stopped_with_grace is not None
@@ -214,10 +214,10 @@ class TestCancel:
         async with open_harness(tmp_path, max_concurrent_runs=1) as h:
             a = await h.add(name="a", every="1h", command="true")
             b = await h.add(name="b", every="1h", command="true")
-            await h.gateway.run_job(a, due=False)
+            await h.run_job(a, due=False)
             await h.runner.wait_started(1)
-            waiting = await h.gateway.run_job(b, due=False)
-            [run] = await h.gateway.cancel("b")
+            waiting = await h.run_job(b, due=False)
+            [run] = await h.gateway.runs.cancel("b")
             assert run.run_id == waiting["run_id"]
             assert run.status is RunStatus.CANCELLED
             assert run.started_at is None
@@ -225,20 +225,20 @@ class TestCancel:
     async def test_cancel_an_ended_run_says_so(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="c", every="1h", command="true")
-            result = await h.gateway.run_job(job_id, due=False)
+            result = await h.run_job(job_id, due=False)
             (await h.runner.wait_started(1)).finish()
-            await h.gateway.wait_run(result["run_id"], timeout_s=5)
+            await h.gateway.runs.wait(result["run_id"], timeout_s=5)
             with pytest.raises(RunAlreadyEnded, match="already ended succeeded"):
-                await h.gateway.cancel(result["run_id"])
+                await h.gateway.runs.cancel(result["run_id"])
             with pytest.raises(NotFound, match="no queued or running run"):
-                await h.gateway.cancel(job_id)
+                await h.gateway.runs.cancel(job_id)
 
     async def test_removing_a_job_cancels_its_runs_and_keeps_history(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="gone", every="1h", command="true")
-            result = await h.gateway.run_job(job_id, due=False)
+            result = await h.run_job(job_id, due=False)
             await h.runner.wait_started(1)
-            await h.gateway.remove_job("gone")
+            await h.gateway.jobs.remove("gone")
             run = await h.store.get_run(result["run_id"])
             assert run is not None and run.stop_reason == "job-removed"
-            assert len(await h.gateway.runs(job_id, limit=10)) == 1
+            assert len(await h.gateway.runs.history(job_id, limit=10)) == 1

@@ -48,7 +48,7 @@ class TestSettlement:
     async def test_orphans_are_settled_and_ours_are_left_alone(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="j", every="1h", command="true", retry=2)
-            mine = await h.gateway.run_job(job_id, due=False)
+            mine = await h.run_job(job_id, due=False)
             await h.runner.wait_started(1)
             await h.store.record_runs(
                 [
@@ -87,15 +87,15 @@ class TestSettlement:
             job_id = await h.add(name="j", every="1h", command="true", overlap="allow")
             ids = []
             for _ in range(4):
-                ids.append((await h.gateway.run_job(job_id, due=False))["run_id"])
-                await h.gateway.wait_run(ids[-1], timeout_s=5)
+                ids.append((await h.run_job(job_id, due=False))["run_id"])
+                await h.gateway.runs.wait(ids[-1], timeout_s=5)
             for run_id in ids:
                 runfiles.log_path(tmp_path, job_id, run_id).parent.mkdir(
                     parents=True, exist_ok=True
                 )
                 runfiles.log_path(tmp_path, job_id, run_id).write_text("out")
             h.runner.auto_finish = False
-            live = (await h.gateway.run_job(job_id, due=False))["run_id"]
+            live = (await h.run_job(job_id, due=False))["run_id"]
             await h.runner.wait_started(5)
             pruned = await recovery(h, tmp_path).prune(Retention(keep_per_job=2, max_age_s=1e9))
             assert pruned == 3
@@ -105,8 +105,8 @@ class TestSettlement:
             assert await h.store.get_session(f"cron:{job_id}:run:{ids[0]}") is None
             assert runfiles.log_path(tmp_path, job_id, ids[-1]).exists()
             with pytest.raises(NotFound):  # its ending is no longer answered from memory
-                await h.gateway.wait_run(ids[0], timeout_s=1)
-            assert (await h.gateway.wait_run(ids[-1], timeout_s=1)).run_id == ids[-1]
+                await h.gateway.runs.wait(ids[0], timeout_s=1)
+            assert (await h.gateway.runs.wait(ids[-1], timeout_s=1)).run_id == ids[-1]
 
 
 class TestRetry:
@@ -118,7 +118,7 @@ class TestRetry:
             job_id = await h.add(
                 name="r", every="1h", command="false", retry=2, retry_backoff="10s"
             )
-            await h.gateway.run_job(job_id, due=False)
+            await h.run_job(job_id, due=False)
             (await h.runner.wait_started(1)).finish(ExecResult(exit_code=1))
             retry = (await h.until(lambda: h.at_least(job_id, 2)))[-1]
             assert (retry.trigger, retry.attempt, retry.status) == (
@@ -143,10 +143,10 @@ class TestRetry:
     async def test_success_and_cancel_do_not_retry(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="r", every="1h", command="x", retry=3, overlap="allow")
-            ok = await h.gateway.run_job(job_id, due=False)
+            ok = await h.run_job(job_id, due=False)
             (await h.runner.wait_started(1)).finish()
-            await h.gateway.wait_run(ok["run_id"], timeout_s=5)
-            stopped = await h.gateway.run_job(job_id, due=False)
+            await h.gateway.runs.wait(ok["run_id"], timeout_s=5)
+            stopped = await h.run_job(job_id, due=False)
             await h.runner.wait_started(2)
-            await h.gateway.cancel(stopped["run_id"])
+            await h.gateway.runs.cancel(stopped["run_id"])
             assert len(await h.runs(job_id)) == 2

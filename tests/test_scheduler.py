@@ -103,11 +103,11 @@ class TestFiring:
         """I8: listing, showing and status leave next_run_at and the timer as they were."""
         async with open_harness(tmp_path) as h:
             job_id = await h.add(name="j", every="1h", command="true")
-            before = await h.gateway.list_jobs(include_disabled=True)
+            before = await h.gateway.reads.list_jobs(include_disabled=True)
             wake = h.scheduler.next_wake_at
             for _ in range(10):
-                await h.gateway.status()
-                await h.gateway.job_view(await h.gateway.job(job_id))
-                await h.gateway.list_jobs(include_disabled=True)
-            assert await h.gateway.list_jobs(include_disabled=True) == before
+                await h.gateway.reads.status()
+                await h.gateway.reads.job_state(await h.gateway.reads.job(job_id))
+                await h.gateway.reads.list_jobs(include_disabled=True)
+            assert await h.gateway.reads.list_jobs(include_disabled=True) == before
             assert h.scheduler.next_wake_at == wake

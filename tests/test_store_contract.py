@@ -11,7 +11,6 @@ from pathlib import Path
 import orjson
 import pytest
 import pytest_asyncio
-from gatewayd.codec import spec_to_json
 from gatewayd.errors import (
     Conflict,
     NameTaken,
@@ -33,11 +32,13 @@ from gatewayd.model import (
     ScheduleKind,
     Session,
     SessionStatus,
+    StopReason,
     Trigger,
 )
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Publication
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from gatewayd.views import spec_to_json
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -215,7 +216,12 @@ class TestRuns:
         """I2: a second ending is refused and the first is kept."""
         await store.record_runs([run("r1")])
         await store.finish_run(
-            "r1", ended(RunStatus.CANCELLED, error_kind=ErrorKind.CANCELLED, stop_reason="x")
+            "r1",
+            ended(
+                RunStatus.CANCELLED,
+                error_kind=ErrorKind.CANCELLED,
+                stop_reason=StopReason.CANCELLED,
+            ),
         )
         with pytest.raises(RunAlreadyEnded, match="already ended cancelled"):
             await store.finish_run("r1", ended(RunStatus.SUCCEEDED))
@@ -371,7 +377,7 @@ class TestSessionsAndEvents:
             runtime_ms=2000,
             error="job execution timed out",
             error_kind=ErrorKind.TIMEOUT,
-            stop_reason="timeout",
+            stop_reason=StopReason.TIMEOUT,
         )
         await store.publish(
             Publication(sessions=(dataclasses.replace(done, started_at=None, runtime_ms=None),))
@@ -394,7 +400,7 @@ class TestSessionsAndEvents:
             session_id="s",
             status=SessionStatus.DONE,
             ended_at=T0 + timedelta(milliseconds=1500),
-            stop_reason="completed",
+            stop_reason=StopReason.COMPLETED,
         )
         await store.publish(Publication(sessions=(start, end)))
         assert await store.get_session("main") == dataclasses.replace(

@@ -1,6 +1,7 @@
-"""The RPC methods of DESIGN.md, mapped onto :class:`gatewayd.api.Gateway`.
+"""The RPC methods of DESIGN.md, mapped onto :class:`gatewayd.api.gateway.Gateway`.
 
-Each method checks the types of its params and names the one that is wrong.
+Each method checks the types of its params and names the one that is wrong, calls
+one operation, and shapes its answer with :mod:`gatewayd.views`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Any, TypeVar
 import anyio.to_thread
 import orjson
 
-from gatewayd import bounds
-from gatewayd.api import VIEWS_ON_LOOP, Gateway
-from gatewayd.codec import run_to_json
+from gatewayd import bounds, views
+from gatewayd.api.gateway import Gateway
+from gatewayd.api.values import JobState
 from gatewayd.errors import InvalidInput
 from gatewayd.rpc.protocol import RawJson
 from gatewayd.rpc.server import Handler, Send, StreamHandler
@@ -25,6 +26,9 @@ DEFAULT_EVENTS_LIMIT = 100
 # their time waiting for the disk, and waits for a run to end compute nothing).
 HEAVY = frozenset({"cron.list", "cron.runs", "sessions.list", "sessions.get", "gateway.status"})
 EVENTS_LIMIT = bounds.Count(low=0, high=10_000)
+# Job lists longer than this are shaped and encoded on a worker thread, so that
+# the timer keeps time.
+VIEWS_ON_LOOP = 200
 
 
 def _known(params: Mapping[str, Any], method: str, *names: str) -> None:
@@ -105,68 +109,82 @@ def _limit(params: Mapping[str, Any], method: str, page: bounds.Page) -> int:
     return value
 
 
+async def _jobs_json(states: list[JobState]) -> Any:
+    if len(states) <= VIEWS_ON_LOOP:
+        return [views.job_to_json(s) for s in states]
+
+    def encode() -> bytes:
+        return orjson.dumps([views.job_to_json(s) for s in states])
+
+    return RawJson(await anyio.to_thread.run_sync(encode))
+
+
 def build_methods(gateway: Gateway) -> dict[str, Handler]:
     """The method table served on the socket."""
+    reads, jobs, runs = gateway.reads, gateway.jobs, gateway.runs
+
+    async def job_json(job_ref: str) -> Any:
+        return views.job_to_json(await reads.job_state(await reads.job(job_ref)))
 
     async def status(params: dict[str, Any]) -> Any:
         _known(params, "gateway.status")
-        return await gateway.status()
+        return views.status_to_json(await reads.status())
 
     async def probe_lag(params: dict[str, Any]) -> Any:
         _known(params, "gateway.probe_lag", "seconds")
         seconds = _seconds(params, "seconds", "gateway.probe_lag", 1.0, bounds.PROBE_LAG)
         assert seconds is not None
-        return await gateway.probe_lag(seconds)
+        return views.lag_probe_to_json(await reads.probe_lag(seconds))
 
     async def cron_add(params: dict[str, Any]) -> Any:
-        job = await gateway.add_job(params)
-        return await gateway.job_view(job)
+        job = await jobs.add(params)
+        return views.job_to_json(await reads.job_state(job))
 
     async def cron_add_many(params: dict[str, Any]) -> Any:
         _known(params, "cron.add_many", "jobs")
-        jobs = await gateway.add_jobs(params.get("jobs"))
-        return {"ok": True, "added": [{"id": j.id, "name": j.name} for j in jobs]}
+        return views.jobs_added_to_json(await jobs.add_many(params.get("jobs")))
 
     async def cron_list(params: dict[str, Any]) -> Any:
         _known(params, "cron.list", "all", "limit", "after")
         include = _bool(params, "all", "cron.list", False)
         limit = _limit(params, "cron.list", bounds.JOB_PAGE)
         after = _optional_str(params, "after", "cron.list")
-        jobs = await gateway.list_jobs(include_disabled=include, limit=limit, after=after)
-        if len(jobs) <= VIEWS_ON_LOOP:
-            return jobs
-        return RawJson(await anyio.to_thread.run_sync(orjson.dumps, jobs))
+        return await _jobs_json(
+            await reads.list_jobs(include_disabled=include, limit=limit, after=after)
+        )
 
     async def cron_get(params: dict[str, Any]) -> Any:
         _known(params, "cron.get", "job")
-        return await gateway.job_view(await gateway.job(_str(params, "job", "cron.get")))
+        return await job_json(_str(params, "job", "cron.get"))
 
     async def cron_update(params: dict[str, Any]) -> Any:
         _known(params, "cron.update", "job", "patch")
         if not isinstance(params.get("patch"), dict):
-            raise InvalidInput("invalid params: cron.update needs 'patch' as an object")
-        job = await gateway.update_job(_str(params, "job", "cron.update"), params["patch"])
-        return await gateway.job_view(job)
+            raise InvalidInput(
+                "invalid params: cron.update needs 'patch' as an object", data={"field": "patch"}
+            )
+        job = await jobs.update(_str(params, "job", "cron.update"), params["patch"])
+        return views.job_to_json(await reads.job_state(job))
 
     async def cron_remove(params: dict[str, Any]) -> Any:
         _known(params, "cron.remove", "job")
-        job = await gateway.remove_job(_str(params, "job", "cron.remove"))
-        return {"ok": True, "removed": job.id, "name": job.name}
+        return views.job_removed_to_json(await jobs.remove(_str(params, "job", "cron.remove")))
 
     async def cron_enable(params: dict[str, Any]) -> Any:
         _known(params, "cron.enable", "job")
-        job = await gateway.set_enabled(_str(params, "job", "cron.enable"), True)
-        return await gateway.job_view(job)
+        job = await jobs.set_enabled(_str(params, "job", "cron.enable"), True)
+        return views.job_to_json(await reads.job_state(job))
 
     async def cron_disable(params: dict[str, Any]) -> Any:
         _known(params, "cron.disable", "job")
-        job = await gateway.set_enabled(_str(params, "job", "cron.disable"), False)
-        return await gateway.job_view(job)
+        job = await jobs.set_enabled(_str(params, "job", "cron.disable"), False)
+        return views.job_to_json(await reads.job_state(job))
 
     async def cron_run(params: dict[str, Any]) -> Any:
         _known(params, "cron.run", "job", "due")
         due = _bool(params, "due", "cron.run", False)
-        return await gateway.run_job(_str(params, "job", "cron.run"), due=due)
+        request = await runs.request(_str(params, "job", "cron.run"), due=due)
+        return views.run_request_to_json(request)
 
     async def cron_cancel(params: dict[str, Any]) -> Any:
         _known(params, "cron.cancel", "job", "run_id")
@@ -176,37 +194,39 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
             )
         name = "job" if "job" in params else "run_id"
         ref = _str(params, name, "cron.cancel")
-        return [run_to_json(r) for r in await gateway.cancel(ref, run_only=name == "run_id")]
+        return [views.run_to_json(r) for r in await runs.cancel(ref, run_only=name == "run_id")]
 
     async def cron_runs(params: dict[str, Any]) -> Any:
         _known(params, "cron.runs", "job", "limit", "before")
         limit = _limit(params, "cron.runs", bounds.RUN_PAGE)
         before = _optional_str(params, "before", "cron.runs")
-        return await gateway.runs(_str(params, "job", "cron.runs"), limit=limit, before=before)
+        page = await runs.history(_str(params, "job", "cron.runs"), limit=limit, before=before)
+        return [views.run_to_json(r) for r in page]
 
     async def runs_get(params: dict[str, Any]) -> Any:
         _known(params, "runs.get", "run_id")
-        return run_to_json(await gateway.run(_str(params, "run_id", "runs.get")))
+        return views.run_to_json(await runs.get(_str(params, "run_id", "runs.get")))
 
     async def runs_last(params: dict[str, Any]) -> Any:
         _known(params, "runs.last", "job")
-        return await gateway.last_run(_str(params, "job", "runs.last"))
+        run = await runs.last(_str(params, "job", "runs.last"))
+        return None if run is None else views.run_to_json(run)
 
     async def runs_wait(params: dict[str, Any]) -> Any:
         _known(params, "runs.wait", "run_id", "timeout_s")
         run_id = _str(params, "run_id", "runs.wait")
         timeout = _seconds(params, "timeout_s", "runs.wait", None, bounds.WAIT_TIMEOUT)
-        return run_to_json(await gateway.wait_run(run_id, timeout_s=timeout))
+        return views.run_to_json(await runs.wait(run_id, timeout_s=timeout))
 
     async def sessions_list(params: dict[str, Any]) -> Any:
         _known(params, "sessions.list", "limit", "before")
         limit = _limit(params, "sessions.list", bounds.SESSION_PAGE)
         before = _optional_str(params, "before", "sessions.list")
-        return await gateway.sessions(limit=limit, before=before)
+        return [views.session_to_json(s) for s in await reads.sessions(limit=limit, before=before)]
 
     async def sessions_get(params: dict[str, Any]) -> Any:
         _known(params, "sessions.get", "key")
-        return await gateway.session(_str(params, "key", "sessions.get"))
+        return views.session_state_to_json(await reads.session(_str(params, "key", "sessions.get")))
 
     return {
         "gateway.status": status,
@@ -240,6 +260,7 @@ def build_streams(gateway: Gateway) -> dict[str, StreamHandler]:
             since = _count(params, "since", "events.subscribe", 0, bounds.EVENT_SEQ)
         limit = _count(params, "limit", "events.subscribe", DEFAULT_EVENTS_LIMIT, EVENTS_LIMIT)
         follow = _bool(params, "follow", "events.subscribe", False)
-        return await gateway.events(send, since=since, limit=limit, follow=follow)
+        end = await gateway.reads.events(send, since=since, limit=limit, follow=follow)
+        return views.stream_end_to_json(end)
 
     return {"events.subscribe": events_subscribe}

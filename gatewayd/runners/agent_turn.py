@@ -20,13 +20,13 @@ import anyio.to_thread
 
 from gatewayd import runfiles
 from gatewayd.clock import Clock
-from gatewayd.codec import JsonObject
 from gatewayd.durations import format_time
 from gatewayd.errors import SpawnFailed
 from gatewayd.model import AgentSpec, AgentTurnPayload, Run
 from gatewayd.runners.base import ExecResult, Execution, RunContext
 from gatewayd.runners.exec import WaiterSettings, spawn_under_waiter
 from gatewayd.sessions import append_jsonl, transcript_path
+from gatewayd.views import JsonObject
 from gatewayd.workers import Offload
 
 # The most of an agent's reply kept as the run's summary.

@@ -8,10 +8,11 @@ event loop never waits for the disk. Every state change is one transaction
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,6 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from gatewayd.codec import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
 from gatewayd.errors import (
     Conflict,
     NameTaken,
@@ -35,101 +35,104 @@ from gatewayd.model import (
     Job,
     JobSource,
     JobTiming,
+    Leftovers,
     Run,
     RunCounts,
     RunOutcome,
     RunStatus,
     Session,
     SessionStatus,
+    StopReason,
     Trigger,
 )
 from gatewayd.store.base import NOTHING, HealthListener, Publication, Store, StoreHealth
 from gatewayd.store.faults import as_store_error
 from gatewayd.store.sqlitefile import FileWatch, check_file, connect, open_file, rescue
+from gatewayd.store.sqlrows import Column, Table, enum_column, from_us, time_column, to_us
 from gatewayd.store.threads import BatchWriter, savepoint
 from gatewayd.store.transitions import adopted, finished, slot_key, started
+from gatewayd.views import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
 from gatewayd.workers import WorkerPool
 
 T = TypeVar("T")
 # Reads run on up to this many connections at once (WAL lets them run beside the writer).
 READERS = 4
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-RUN_COLUMNS = (
-    "run_id, job_id, job_name, trigger, status, scheduled_for, queued_at, started_at, "
-    "ended_at, duration_ms, exit_code, error, error_kind, stop_reason, session_key, attempt, "
-    "summary, output_tail, owner, pid, pid_start, leftovers"
-)
-_RUN_PLACEHOLDERS = ", ".join("?" * 22)
 # The most job ids one query names (SQLite allows 32766 host parameters).
 _IN_CHUNK = 500
 
 
-def to_us(value: datetime | None) -> int | None:
-    if value is None:
-        return None
-    return (value - _EPOCH) // timedelta(microseconds=1)
+def _leftovers_to_db(value: Leftovers | None) -> bytes | None:
+    return None if value is None else orjson.dumps(leftovers_to_json(value))
 
 
-def from_us(value: int | None) -> datetime | None:
-    if value is None:
-        return None
-    return _EPOCH + timedelta(microseconds=value)
+def _leftovers_from_db(value: bytes | str | None) -> Leftovers | None:
+    return None if value is None else leftovers_from_json(orjson.loads(value))
 
 
-def _run_row(run: Run) -> tuple[Any, ...]:
-    return (
-        run.run_id,
-        run.job_id,
-        run.job_name,
-        run.trigger.value,
-        run.status.value,
-        to_us(run.scheduled_for),
-        to_us(run.queued_at),
-        to_us(run.started_at),
-        to_us(run.ended_at),
-        run.duration_ms,
-        run.exit_code,
-        run.error,
-        run.error_kind.value if run.error_kind else None,
-        run.stop_reason,
-        run.session_key,
-        run.attempt,
-        run.summary,
-        run.output_tail,
-        run.owner,
-        run.pid,
-        run.pid_start,
-        None if run.leftovers is None else orjson.dumps(leftovers_to_json(run.leftovers)),
-    )
-
-
-def run_from_row(row: Sequence[Any]) -> Run:
-    queued_at = from_us(row[6])
-    assert queued_at is not None
-    return Run(
-        run_id=row[0],
-        job_id=row[1],
-        job_name=row[2],
-        trigger=Trigger(row[3]),
-        status=RunStatus(row[4]),
-        scheduled_for=from_us(row[5]),
-        queued_at=queued_at,
-        started_at=from_us(row[7]),
-        ended_at=from_us(row[8]),
-        duration_ms=row[9],
-        exit_code=row[10],
-        error=row[11],
-        error_kind=ErrorKind(row[12]) if row[12] else None,
-        stop_reason=row[13],
-        session_key=row[14],
-        attempt=row[15],
-        summary=row[16],
-        output_tail=row[17],
-        owner=row[18],
-        pid=row[19],
-        pid_start=row[20],
-        leftovers=None if row[21] is None else leftovers_from_json(orjson.loads(row[21])),
-    )
+RUNS: Table[Run] = Table(
+    "runs",
+    Run,
+    (
+        Column("run_id"),
+        Column("job_id"),
+        Column("job_name"),
+        enum_column("trigger", Trigger),
+        enum_column("status", RunStatus),
+        time_column("scheduled_for"),
+        time_column("queued_at"),
+        time_column("started_at"),
+        time_column("ended_at"),
+        Column("duration_ms"),
+        Column("exit_code"),
+        Column("error"),
+        enum_column("error_kind", ErrorKind),
+        enum_column("stop_reason", StopReason),
+        Column("session_key"),
+        Column("attempt"),
+        Column("summary"),
+        Column("output_tail"),
+        Column("owner"),
+        Column("pid"),
+        Column("pid_start"),
+        Column("leftovers", _leftovers_to_db, _leftovers_from_db),
+    ),
+)
+# What a transition changes: everything but what a run is born with.
+_RUN_CHANGES = (
+    "status",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+    "exit_code",
+    "error",
+    "error_kind",
+    "stop_reason",
+    "summary",
+    "output_tail",
+    "owner",
+    "pid",
+    "pid_start",
+    "leftovers",
+)
+SESSIONS: Table[Session] = Table(
+    "sessions",
+    Session,
+    (
+        Column("key"),
+        Column("session_id"),
+        Column("job_id"),
+        Column("run_id"),
+        enum_column("status", SessionStatus),
+        time_column("started_at"),
+        time_column("ended_at"),
+        Column("runtime_ms"),
+        Column("error"),
+        enum_column("error_kind", ErrorKind),
+        enum_column("stop_reason", StopReason),
+    ),
+)
+RUN_COLUMNS = RUNS.names
+run_from_row = RUNS.load
 
 
 def _job_from_row(row: Sequence[Any]) -> Job:
@@ -498,8 +501,8 @@ class SQLiteStore(Store):
             for run in runs:
                 try:
                     conn.execute(
-                        f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_RUN_PLACEHOLDERS})",
-                        _run_row(run),
+                        f"INSERT INTO runs ({RUNS.names}) VALUES ({RUNS.marks})",
+                        RUNS.values(run),
                     )
                 except sqlite3.IntegrityError:
                     key = slot_key(run)
@@ -538,13 +541,9 @@ class SQLiteStore(Store):
     ) -> Callable[[sqlite3.Connection], Run]:
         def op(conn: sqlite3.Connection) -> Run:
             run = change(self._load_run(conn, run_id))
-            row = _run_row(run)
             conn.execute(
-                "UPDATE runs SET status = ?, started_at = ?, ended_at = ?, duration_ms = ?, "
-                "exit_code = ?, error = ?, error_kind = ?, stop_reason = ?, summary = ?, "
-                "output_tail = ?, owner = ?, pid = ?, pid_start = ?, leftovers = ? "
-                "WHERE run_id = ?",
-                (row[4], *row[7:14], *row[16:22], run_id),
+                f"UPDATE runs SET {RUNS.assignments(_RUN_CHANGES)} WHERE run_id = ?",
+                (*RUNS.values_of(run, _RUN_CHANGES), run_id),
             )
             _publish(conn, publication)
             return run
@@ -701,14 +700,14 @@ class SQLiteStore(Store):
     async def get_session(self, key: str) -> Session | None:
         def op(conn: sqlite3.Connection) -> Session | None:
             row = conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE key = ?", (key,)
+                f"SELECT {SESSIONS.names} FROM sessions WHERE key = ?", (key,)
             ).fetchone()
-            return _session_from_row(row) if row else None
+            return SESSIONS.load(row) if row else None
 
         return await self._call(op)
 
     async def list_sessions(self, *, limit: int, before: str | None = None) -> list[Session]:
-        columns = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        columns = f"SELECT {SESSIONS.names} FROM sessions"
         # Started sessions by (started_at, key) descending, then those without a start.
         started = f"{columns} WHERE started_at IS NOT NULL ORDER BY started_at DESC, key DESC"
         unstarted = f"{columns} WHERE started_at IS NULL ORDER BY key DESC"
@@ -717,7 +716,7 @@ class SQLiteStore(Store):
             if before is None:
                 rows = conn.execute(f"{started} LIMIT ?", (limit,)).fetchall()
                 rows += conn.execute(f"{unstarted} LIMIT ?", (limit - len(rows),)).fetchall()
-                return [_session_from_row(r) for r in rows]
+                return [SESSIONS.load(r) for r in rows]
             cursor = conn.execute(
                 "SELECT started_at, key FROM sessions WHERE key = ?", (before,)
             ).fetchone()
@@ -736,7 +735,7 @@ class SQLiteStore(Store):
                     f"{columns} WHERE started_at IS NULL AND key < ? ORDER BY key DESC LIMIT ?",
                     (before, limit),
                 ).fetchall()
-            return [_session_from_row(r) for r in rows]
+            return [SESSIONS.load(r) for r in rows]
 
         return await self._call(op)
 
@@ -781,72 +780,27 @@ class SQLiteStore(Store):
         return await self._write(op, durable=False, label="pruning events")
 
 
-_SESSION_COLUMNS = (
-    "key, session_id, job_id, run_id, status, started_at, ended_at, runtime_ms, error, "
-    "error_kind, stop_reason"
+# An ending keeps the start its row has; its runtime is derived from it.
+_SESSION_ENDING = (
+    "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
+    "job_id = excluded.job_id, run_id = excluded.run_id, "
+    "status = excluded.status, ended_at = excluded.ended_at, "
+    "runtime_ms = CASE WHEN sessions.started_at IS NULL THEN NULL "
+    "ELSE max(0, (excluded.ended_at - sessions.started_at + 500) / 1000) END, "
+    "error = excluded.error, error_kind = excluded.error_kind, "
+    "stop_reason = excluded.stop_reason"
 )
-
-
-def _session_from_row(row: Sequence[Any]) -> Session:
-    return Session(
-        key=row[0],
-        session_id=row[1],
-        job_id=row[2],
-        run_id=row[3],
-        status=SessionStatus(row[4]),
-        started_at=from_us(row[5]),
-        ended_at=from_us(row[6]),
-        runtime_ms=row[7],
-        error=row[8],
-        error_kind=ErrorKind(row[9]) if row[9] else None,
-        stop_reason=row[10],
-    )
 
 
 def _publish(conn: sqlite3.Connection, publication: Publication) -> None:
     """Write ``publication`` inside the caller's transaction (see ``Store.publish``)."""
     for session in publication.rows():
+        insert = f"INSERT INTO sessions ({SESSIONS.names}) VALUES ({SESSIONS.marks})"
         if publication.replaces(session):
-            conn.execute(
-                f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    session.key,
-                    session.session_id,
-                    session.job_id,
-                    session.run_id,
-                    session.status.value,
-                    to_us(session.started_at),
-                    to_us(session.ended_at),
-                    session.runtime_ms,
-                    session.error,
-                    session.error_kind.value if session.error_kind else None,
-                    session.stop_reason,
-                ),
-            )
+            conn.execute(insert.replace("INSERT", "INSERT OR REPLACE", 1), SESSIONS.values(session))
         else:
-            conn.execute(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET session_id = excluded.session_id, "
-                "job_id = excluded.job_id, run_id = excluded.run_id, "
-                "status = excluded.status, ended_at = excluded.ended_at, "
-                "runtime_ms = CASE WHEN sessions.started_at IS NULL THEN NULL "
-                "ELSE max(0, (excluded.ended_at - sessions.started_at + 500) / 1000) END, "
-                "error = excluded.error, error_kind = excluded.error_kind, "
-                "stop_reason = excluded.stop_reason",
-                (
-                    session.key,
-                    session.session_id,
-                    session.job_id,
-                    session.run_id,
-                    session.status.value,
-                    to_us(session.ended_at),
-                    session.error,
-                    session.error_kind.value if session.error_kind else None,
-                    session.stop_reason,
-                ),
-            )
+            ending = dataclasses.replace(session, started_at=None, runtime_ms=None)
+            conn.execute(f"{insert} {_SESSION_ENDING}", SESSIONS.values(ending))
     if publication.events:
         try:
             conn.executemany(

@@ -1,6 +1,8 @@
-"""The JSON shapes of DESIGN.md for jobs, schedules, payloads and runs.
+"""The one place where values become JSON: the shapes of DESIGN.md.
 
-These are the contracts scripts rely on: keys are never removed or renamed.
+Jobs, schedules, payloads, runs, sessions, the status and the answers of the
+operations, for the RPC (and the store, which keeps a job's spec in the same
+shape). These are the contracts scripts rely on: keys are never removed or renamed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from gatewayd.api.values import (
+    JobState,
+    LagProbe,
+    RunRequest,
+    SessionState,
+    Status,
+    StoreHealthReport,
+    StreamEnd,
+)
 from gatewayd.durations import format_time, parse_time
 from gatewayd.model import (
     DEFAULT_AGENT,
@@ -27,6 +38,7 @@ from gatewayd.model import (
     Run,
     Schedule,
     ScheduleKind,
+    Session,
     SessionTarget,
     SystemEventPayload,
 )
@@ -84,8 +96,9 @@ def spec_to_json(job: Job) -> JsonObject:
     }
 
 
-def job_to_json(job: Job, *, running_run_id: str | None, last_run: Run | None) -> JsonObject:
+def job_to_json(state: JobState) -> JsonObject:
     """A job in the shape of DESIGN.md, with its derived fields."""
+    job, running_run_id, last_run = state.job, state.running_run_id, state.last_run
     body: JsonObject = {"id": job.id}
     body.update(spec_to_json(job))
     body.update(
@@ -170,9 +183,7 @@ def job_from_stored(
     retry = {k: v for k, v in (body.get("retry") or {}).items() if v is not None}
     # Only what the spec holds: a field it lacks takes the Job's own default.
     policies = {
-        key: convert(body[key])
-        for key, convert in _STORED_POLICIES
-        if body.get(key) is not None
+        key: convert(body[key]) for key, convert in _STORED_POLICIES if body.get(key) is not None
     }
     return Job(
         id=job_id,
@@ -226,3 +237,114 @@ def payload_from_stored(body: JsonObject) -> Payload:
     if kind == "agent_turn":
         return AgentTurnPayload(message=body["message"], agent=body.get("agent") or DEFAULT_AGENT)
     return SystemEventPayload(text=body["text"])
+
+
+def session_to_json(session: Session) -> JsonObject:
+    return {
+        "key": session.key,
+        "session_id": session.session_id,
+        "job_id": session.job_id,
+        "run_id": session.run_id,
+        "status": session.status.value,
+        "started_at": format_time(session.started_at),
+        "ended_at": format_time(session.ended_at),
+        "runtime_ms": session.runtime_ms,
+        "error": session.error,
+        "error_kind": session.error_kind.value if session.error_kind else None,
+        "stop_reason": session.stop_reason,
+    }
+
+
+def session_state_to_json(state: SessionState) -> JsonObject:
+    """A session with the tails of its transcript (and, for ``main``, of its inbox)."""
+    session = state.session
+    body: JsonObject = (
+        session_to_json(session)
+        if session is not None
+        else {"key": state.key, "session_id": None, "status": None}
+    )
+    body["transcript_tail"] = state.transcript_tail
+    if state.inbox_tail is not None:
+        body["inbox_tail"] = state.inbox_tail
+    return body
+
+
+def run_request_to_json(request: RunRequest) -> JsonObject:
+    """``{"ok", "ran", "run_id"}``, or why not: ``already-running`` (with the live run) or
+    ``not-due``."""
+    if request.ran:
+        assert request.run is not None
+        return {"ok": True, "ran": True, "run_id": request.run.run_id}
+    body: JsonObject = {
+        "ok": True,
+        "ran": False,
+        "reason": None if request.reason is None else request.reason.value,
+    }
+    live = request.run
+    if live is not None:
+        body["run_id"] = live.run_id
+        body["running_since"] = format_time(live.started_at or live.queued_at)
+    return body
+
+
+def store_health_to_json(report: StoreHealthReport) -> JsonObject:
+    fault = report.fault
+    return {
+        **report.counters,
+        "writable": fault is None,
+        "fault": None
+        if fault is None
+        else {"kind": fault.kind, "message": fault.message, "since": format_time(report.since)},
+        "held_writes": report.held_writes,
+    }
+
+
+def status_to_json(status: Status) -> JsonObject:
+    ident = status.identity
+    runs = status.runs
+    return {
+        "version": status.version,
+        "instance_id": ident.instance_id,
+        "pid": ident.pid,
+        "host": ident.host,
+        "state_dir": str(ident.state_dir),
+        "socket": str(ident.socket_path),
+        "started_at": format_time(ident.started_at),
+        "now": format_time(status.now),
+        "jobs": {"total": status.jobs_total, "enabled": status.jobs_enabled},
+        "runs": {
+            "total": runs.total,
+            "by_status": {s.value: n for s, n in runs.by_status},
+            "active": status.active_runs,
+        },
+        "next_wake_at": format_time(status.next_wake_at),
+        "event_subscribers": status.event_subscribers,
+        "store": store_health_to_json(status.store),
+        "log_lines_dropped": status.log_lines_dropped,
+    }
+
+
+def lag_probe_to_json(probe: LagProbe) -> JsonObject:
+    if not probe.samples:
+        return {"samples": 0}
+    return {
+        "samples": probe.samples,
+        "p50_ms": probe.p50_ms,
+        "p99_ms": probe.p99_ms,
+        "max_ms": probe.max_ms,
+    }
+
+
+def jobs_added_to_json(jobs: list[Job]) -> JsonObject:
+    return {"ok": True, "added": [{"id": j.id, "name": j.name} for j in jobs]}
+
+
+def job_removed_to_json(job: Job) -> JsonObject:
+    return {"ok": True, "removed": job.id, "name": job.name}
+
+
+def stream_end_to_json(end: StreamEnd) -> JsonObject:
+    body: JsonObject = {"last_seq": end.last_seq, "follow": end.follow}
+    if end.follow:
+        body["dropped"] = end.dropped
+    return body

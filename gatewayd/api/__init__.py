@@ -1,0 +1,1 @@
+"""The operations behind every face: ``gateway`` holds them, ``values`` what they answer."""

@@ -1,0 +1,235 @@
+"""Changing jobs: add, add many, edit, enable and disable, remove, and reconcile the config's.
+
+Every change is checked in full first, then written to the store, then told to
+the timer. A change a user asked for is refused at once while the store takes
+no writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from gatewayd.api.reads import Reads
+from gatewayd.clock import Clock
+from gatewayd.errors import InvalidInput, NameTaken
+from gatewayd.ids import new_job_id
+from gatewayd.jobspec import job_from_spec, patched_spec
+from gatewayd.model import AgentTurnPayload, Job, JobSource, Run, ScheduleKind, StopReason
+from gatewayd.planning import first_slot
+from gatewayd.runs import RunPipeline
+from gatewayd.scheduler import Scheduler
+from gatewayd.store.base import Store
+from gatewayd.views import JsonObject, spec_to_json
+
+log = structlog.get_logger("gatewayd.api")
+
+MAX_BATCH_JOBS = 10_000
+
+
+class Jobs:
+    """The operations that change jobs."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        pipeline: RunPipeline,
+        scheduler: Scheduler,
+        reads: Reads,
+        agents: frozenset[str] | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._pipeline = pipeline
+        self._scheduler = scheduler
+        self._reads = reads
+        self._agents = agents
+        pipeline.add_finished_listener(self._after_run)
+
+    def _check_agent(self, job: Job) -> None:
+        payload = job.payload
+        agents = self._agents
+        if (
+            isinstance(payload, AgentTurnPayload)
+            and agents is not None
+            and payload.agent not in agents
+        ):
+            known = ", ".join(sorted(agents)) or "none"
+            raise InvalidInput(
+                f"payload.agent: no agent {payload.agent!r} is configured "
+                f"(configured: {known}); add [agents.{payload.agent}] to the config"
+            )
+
+    def _new(self, spec: Any, source: JobSource) -> Job:
+        """A new job from ``spec``, checked, with its first slot."""
+        now = self._clock.now()
+        job = job_from_spec(
+            spec, job_id=new_job_id(), source=source, now=now, created_at=now, updated_at=now
+        )
+        self._check_agent(job)
+        return dataclasses.replace(job, next_slot=first_slot(job, now))
+
+    async def add(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
+        self._store.check_writable()
+        job = self._new(spec, source)
+        await self._store.add_job(job)
+        self._scheduler.job_changed(job)
+        log.info("job added", job_id=job.id, name=job.name, source=source.value)
+        return job
+
+    async def add_many(self, specs: Any) -> list[Job]:
+        """Add many jobs at once: every spec is checked first, then all are stored in one
+        transaction; any problem refuses them all, naming the spec's index."""
+        if not isinstance(specs, list) or not specs:
+            raise InvalidInput("jobs: expected a non-empty list of job specs")
+        if len(specs) > MAX_BATCH_JOBS:
+            raise InvalidInput(f"jobs: at most {MAX_BATCH_JOBS} jobs at once, got {len(specs)}")
+        self._store.check_writable()
+        jobs: list[Job] = []
+        names: dict[str, int] = {}
+        for index, spec in enumerate(specs):
+            try:
+                job = self._new(spec, JobSource.API)
+            except InvalidInput as exc:
+                raise InvalidInput(f"jobs[{index}]: {exc.message}") from None
+            if job.name in names:
+                raise InvalidInput(f"jobs[{index}]: the name {job.name!r} is given twice")
+            names[job.name] = index
+            jobs.append(job)
+        try:
+            await self._store.add_jobs(jobs)
+        except NameTaken as exc:
+            taken = names.get(exc.data.get("name", ""))
+            prefix = "" if taken is None else f"jobs[{taken}]: "
+            raise NameTaken(f"{prefix}{exc.message}; no job was added", data=exc.data) from None
+        for job in jobs:
+            self._scheduler.job_changed(job)
+        log.info("jobs added", count=len(jobs))
+        return jobs
+
+    async def update(self, ref: str, patch: Any, *, source: JobSource | None = None) -> Job:
+        self._store.check_writable()
+        current = await self._reads.job(ref)
+        if source is None and current.source is JobSource.CONFIG:
+            raise InvalidInput(
+                f"job {current.name!r} is declared in the config file; change it there"
+            )
+        async with self._pipeline.job_lock(current.id):
+            current = await self._reads.job(current.id)
+            spec = patched_spec(current, patch)
+            schedule_changed = isinstance(patch, dict) and "schedule" in patch
+            now = self._clock.now()
+            job = job_from_spec(
+                spec,
+                job_id=current.id,
+                source=source or current.source,
+                now=now,
+                created_at=current.created_at,
+                updated_at=now,
+                next_slot_value=current.next_slot,
+                keep_schedule=None if schedule_changed else current.schedule,
+            )
+            self._check_agent(job)
+            if (
+                schedule_changed
+                or (job.enabled and not current.enabled)
+                or (job.stagger_s != current.stagger_s and job.next_slot is not None)
+            ):
+                job = dataclasses.replace(job, next_slot=first_slot(job, now))
+            await self._store.update_job(job)
+        self._scheduler.job_changed(job)
+        log.info("job updated", job_id=job.id, name=job.name)
+        return job
+
+    async def set_enabled(self, ref: str, enabled: bool) -> Job:
+        job = await self._reads.job(ref)
+        if job.enabled == enabled:
+            return job
+        return await self.update(job.id, {"enabled": enabled}, source=job.source)
+
+    async def remove(self, ref: str, *, allow_config: bool = False) -> Job:
+        self._store.check_writable()
+        job = await self._reads.job(ref)
+        if job.source is JobSource.CONFIG and not allow_config:
+            raise InvalidInput(f"job {job.name!r} is declared in the config file; remove it there")
+        async with self._pipeline.job_lock(job.id):
+            await self._store.delete_job(job.id)
+        self._scheduler.job_removed(job.id)
+        for run in await self._store.live_runs(job.id):
+            await self._pipeline.cancel(run.run_id, reason=StopReason.JOB_REMOVED)
+        log.info("job removed", job_id=job.id, name=job.name)
+        return job
+
+    async def reconcile(self, declared: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+        """Make the jobs from the config file match the ``declared`` specs, by name.
+
+        Jobs added through the API are never touched. A declared job whose
+        normalised spec is unchanged keeps its schedule anchor and next slot;
+        ``enabled`` is only reconciled when the config sets it. Returns the
+        names added, changed and removed.
+        """
+        by_name = {j.name: j for j in await self._store.list_jobs(source=JobSource.CONFIG)}
+        names = {spec.get("name") for spec in declared}
+        result: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        for spec in declared:
+            name = spec.get("name")
+            existing = by_name.get(name) if isinstance(name, str) else None
+            if existing is None:
+                try:
+                    await self.add(spec, source=JobSource.CONFIG)
+                except NameTaken:
+                    raise InvalidInput(
+                        f"jobs: {name!r} is declared in the config file, but a job added "
+                        "through the API has that name"
+                    ) from None
+                result["added"].append(str(name))
+                continue
+            patch = self._declared_patch(existing, spec)
+            if patch:
+                await self.update(existing.id, patch, source=JobSource.CONFIG)
+                result["changed"].append(existing.name)
+        for job in by_name.values():
+            if job.name not in names:
+                await self.remove(job.id, allow_config=True)
+                result["removed"].append(job.name)
+        return result
+
+    def _declared_patch(self, job: Job, spec: Mapping[str, Any]) -> JsonObject:
+        """The patch that turns ``job`` into its declaration; empty if they agree."""
+        now = self._clock.now()
+        wanted = spec_to_json(
+            job_from_spec(
+                spec,
+                job_id=job.id,
+                source=JobSource.CONFIG,
+                now=now,
+                created_at=now,
+                updated_at=now,
+                trusted=True,
+            )
+        )
+        current = spec_to_json(job)
+        if "enabled" not in spec:
+            wanted["enabled"] = current["enabled"]
+        for body in (wanted, current):
+            body["schedule"].pop("anchor")
+        patch = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if "schedule" in patch:
+            patch["schedule"] = dict(spec["schedule"])
+        return patch
+
+    async def _after_run(self, run: Run, job: Job | None) -> None:
+        """A one-shot job set to be deleted after its run goes, once none of its runs is live."""
+        if (
+            job is not None
+            and job.delete_after_run
+            and job.schedule.kind is ScheduleKind.AT
+            and await self._store.delete_idle_job(job.id)
+        ):
+            self._scheduler.job_removed(job.id)
+            log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)

@@ -1,0 +1,106 @@
+"""What the operations answer: domain values, turned into JSON by :mod:`gatewayd.views` only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gatewayd.errors import StoreError
+from gatewayd.model import Job, Run, RunCounts, Session
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Facts about this daemon shown by ``gateway.status``."""
+
+    instance_id: str
+    pid: int
+    host: str
+    state_dir: Path
+    socket_path: Path
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobState:
+    """A job with what is derived from its runs: the one that runs now, the latest."""
+
+    job: Job
+    running_run_id: str | None
+    last_run: Run | None
+
+
+class NotRun(StrEnum):
+    """Why ``cron run`` started no run."""
+
+    ALREADY_RUNNING = "already-running"  # the job's overlap policy refused; a run is live
+    NOT_DUE = "not-due"  # with ``due``: no slot of the job is due
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRequest:
+    """The answer to ``cron run``: the run started, or why none was (``run`` is then
+    the live one, if any)."""
+
+    ran: bool
+    run: Run | None = None
+    reason: NotRun | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreHealthReport:
+    """The store's health as ``status`` shows it: since when a fault lasts."""
+
+    fault: StoreError | None
+    since: datetime | None
+    held_writes: int
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """``gateway.status``: this daemon, its jobs and runs, its store."""
+
+    version: str
+    identity: Identity
+    now: datetime
+    jobs_total: int
+    jobs_enabled: int
+    runs: RunCounts
+    active_runs: int
+    next_wake_at: datetime | None
+    event_subscribers: int
+    store: StoreHealthReport
+    log_lines_dropped: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionState:
+    """A session (``None`` for a ``main`` that has none yet) with the tails of its files."""
+
+    key: str
+    session: Session | None
+    transcript_tail: list[Any]
+    inbox_tail: list[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LagProbe:
+    """How late 1 ms timers fired on the event loop, in milliseconds."""
+
+    samples: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnd:
+    """How an event stream ended: the last seq sent, and whether its reader was dropped."""
+
+    last_seq: int
+    follow: bool
+    dropped: bool = False
