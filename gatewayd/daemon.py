@@ -185,7 +185,6 @@ class Daemon:
             inherited_env=run_environment(self.env, gw.pass_env),
         )
         waiters = WaiterSettings(
-            tail_bytes=settings.tail_bytes,
             kill_grace_s=gw.kill_grace_s,
             max_output=gw.max_output,
             umask=run_umask,

@@ -25,6 +25,7 @@ import structlog
 from gatewayd.clock import Clock
 from gatewayd.model import Job, Run
 from gatewayd.planning import next_run_at, timing_due_at
+from gatewayd.racing import first_of
 from gatewayd.runs import RunPipeline
 from gatewayd.store.base import Store
 
@@ -156,15 +157,7 @@ class Scheduler:
             self._asleep = False
 
     async def _sleep_or_change(self, until: datetime | None, changed: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def on_change() -> None:
-                await changed.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(on_change)
-            if until is None:
-                await anyio.sleep_forever()
-            else:
-                await self._clock.sleep_until(until)
-            tg.cancel_scope.cancel()
+        if until is None:
+            await changed.wait()
+            return
+        await first_of(changed.wait, lambda: self._clock.sleep_until(until))
