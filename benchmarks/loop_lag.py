@@ -56,6 +56,7 @@ async def measure(runs: int, state_dir: Path, *, stuck: bool) -> tuple[list[floa
                 instance_id="bench",
                 pid=0,
                 host="bench",
+                host_id="bench",
                 state_dir=state_dir,
                 socket_path=state_dir / "s.sock",
                 started_at=clock.now(),

@@ -10,21 +10,25 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
+
 from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import Identity
+from gatewayd.broker import Broker, LocalBroker
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.model import PayloadKind
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
 from gatewayd.scheduler import Scheduler
-from gatewayd.settings import GATEWAY
+from gatewayd.settings import CLUSTER, GATEWAY
 from gatewayd.store.base import Store
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Core:
     bus: Bus
+    broker: Broker
     pipeline: RunPipeline
     scheduler: Scheduler
     gateway: Gateway
@@ -38,19 +42,40 @@ async def open_core(
     runners: Mapping[PayloadKind, Runner],
     settings: PipelineSettings,
     identity: Identity,
+    broker: Broker | None = None,
     event_queue: int = GATEWAY.event_queue,
+    backstop_s: float = CLUSTER.backstop_s,
     agents: frozenset[str] | None = None,
 ) -> AsyncIterator[Core]:
     """The core on an open ``store``; leaving the context ends its runs' tasks.
 
-    The timer is built but not started: the caller loads it and runs it.
+    Its followers run inside the context: the bus reads what other instances
+    append, and the pipeline carries out the stops asked of its runs. The timer
+    is built but not started: the caller loads it and runs it.
     """
-    bus = Bus(store, queue_size=event_queue)
+    broker = broker or LocalBroker()
+    bus = Bus(store, broker=broker, queue_size=event_queue, backstop_s=backstop_s)
+    await bus.open()
     try:
-        async with open_pipeline(
-            store=store, clock=clock, runners=runners, settings=settings, bus=bus
-        ) as pipeline:
-            scheduler = Scheduler(store=store, clock=clock, pipeline=pipeline)
+        async with (
+            open_pipeline(
+                store=store,
+                clock=clock,
+                runners=runners,
+                settings=settings,
+                bus=bus,
+                broker=broker,
+                backstop_s=backstop_s,
+            ) as pipeline,
+            anyio.create_task_group() as followers,
+        ):
+            scheduler = Scheduler(
+                store=store,
+                clock=clock,
+                pipeline=pipeline,
+                bus=bus,
+                instance_id=identity.instance_id,
+            )
             gateway = Gateway(
                 store=store,
                 clock=clock,
@@ -60,6 +85,12 @@ async def open_core(
                 bus=bus,
                 agents=agents,
             )
-            yield Core(bus=bus, pipeline=pipeline, scheduler=scheduler, gateway=gateway)
+            await followers.start(bus.follow)
+            await followers.start(pipeline.carry_out_cancels)
+            await followers.start(scheduler.follow_jobs)
+            yield Core(
+                bus=bus, broker=broker, pipeline=pipeline, scheduler=scheduler, gateway=gateway
+            )
+            followers.cancel_scope.cancel()
     finally:
         bus.close_subscriptions()

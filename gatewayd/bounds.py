@@ -114,6 +114,9 @@ EVENTS_KEEP = Count(low=100, high=100_000_000)
 EVENT_QUEUE = Count(low=10, high=1_000_000)
 CATCHUP_MAX_RUNS = Count(low=1, high=1000)
 MAX_CONNECTIONS = Count(low=1, high=100_000)
+LEASE = Span(low=0.1, high=HOUR)
+ORPHAN_GRACE = Span(low=0.0, high=7 * DAY)
+BACKSTOP = Span(low=0.01, high=HOUR)
 
 # --- RPC parameters ------------------------------------------------------------------
 

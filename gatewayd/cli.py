@@ -359,10 +359,12 @@ def _print_not_ran(result: dict[str, Any]) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    import anyio
+
     from gatewayd.doctor import examine, report, violations_of
 
     state_dir = resolve_state_dir(getattr(args, "state_dir", None), os.environ)
-    found = examine(state_dir)
+    found = anyio.run(examine, state_dir)
     print(report(found, as_json=getattr(args, "json", False)))
     return EXIT_RUN_FAILED if violations_of(found) else EXIT_OK
 

@@ -23,7 +23,7 @@ from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
 from gatewayd.model import DEFAULT_AGENT, AgentSpec, JobSource
-from gatewayd.settings import GatewaySettings, SchedulerSettings
+from gatewayd.settings import ClusterSettings, GatewaySettings, SchedulerSettings
 
 ENV_PREFIX = "GATEWAYD_"
 GATEWAY_KEYS = frozenset(
@@ -49,6 +49,7 @@ GATEWAY_KEYS = frozenset(
     }
 )
 SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs"})
+CLUSTER_KEYS = frozenset({"lease", "host_id", "orphan_grace", "backstop"})
 AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
@@ -58,6 +59,7 @@ E = TypeVar("E", bound=enum.Enum)
 class Config:
     gateway: GatewaySettings = GatewaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    cluster: ClusterSettings = ClusterSettings()
     agents: tuple[AgentSpec, ...] = ()
     jobs: tuple[Mapping[str, Any], ...] = ()
     path: Path | None = None
@@ -211,6 +213,23 @@ def _scheduler(
     )
 
 
+def _cluster(path: Path | None, text: str, body: Any, env: Mapping[str, str]) -> ClusterSettings:
+    r = _Reader(path, text, "cluster", body, env)
+    d = ClusterSettings()
+    r.check_keys(CLUSTER_KEYS)
+    lease = r.duration("lease", d.lease_s, bounds.LEASE)
+    backstop = r.duration("backstop", d.backstop_s, bounds.BACKSTOP)
+    host_id = r.string("host_id", d.host_id)
+    if host_id is not None and (not host_id.strip() or "\0" in host_id):
+        raise r.error("host_id", "expected a name for this machine, or no key (its machine id)")
+    return ClusterSettings(
+        lease_s=lease,
+        host_id=host_id,
+        orphan_grace_s=r.duration("orphan_grace", d.orphan_grace_s, bounds.ORPHAN_GRACE),
+        backstop_s=backstop,
+    )
+
+
 def _agents(path: Path | None, text: str, body: Any) -> tuple[AgentSpec, ...]:
     where = str(path) if path else "config"
     if not isinstance(body, dict):
@@ -292,7 +311,7 @@ def parse_config(
     """A :class:`Config` from TOML text; ``now`` resolves relative one-shot times.
 
     ``$GATEWAYD_<KEY>`` in ``env`` overrides the key of the same name in
-    ``[gateway]`` or ``[scheduler]``: ``GATEWAYD_MAX_CONCURRENT_RUNS=4``.
+    ``[gateway]``, ``[scheduler]`` or ``[cluster]``: ``GATEWAYD_MAX_CONCURRENT_RUNS=4``.
     """
     env = env or {}
     where = str(path) if path else "config"
@@ -300,17 +319,18 @@ def parse_config(
         body = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    unknown = sorted(set(body) - {"gateway", "scheduler", "jobs", "agents"})
+    unknown = sorted(set(body) - {"gateway", "scheduler", "cluster", "jobs", "agents"})
     if unknown:
         raise ConfigError(
             f"{where}: unknown table or key {unknown[0]!r}; "
-            "known are gateway, scheduler, agents, jobs"
+            "known are gateway, scheduler, cluster, agents, jobs"
         )
     agents = _agents(path, text, body.get("agents", {}))
     names = frozenset(a.name for a in agents)
     return Config(
         gateway=_gateway(path, text, body.get("gateway", {}), env),
         scheduler=_scheduler(path, text, body.get("scheduler", {}), env),
+        cluster=_cluster(path, text, body.get("cluster", {}), env),
         agents=agents,
         jobs=_jobs(path, text, body.get("jobs", []), now, names),
         path=path,

@@ -22,19 +22,22 @@ import anyio
 import anyio.abc
 import structlog
 
-from gatewayd.api.gateway import Gateway, host_name
+from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import Identity, Status
 from gatewayd.assembly import Core, open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
 from gatewayd.environ import run_environment
-from gatewayd.errors import EXIT_OK, GatewaydError
+from gatewayd.errors import EXIT_OK, GatewaydError, LeaseLost
 from gatewayd.fdlimit import reserve_descriptors
+from gatewayd.hosts import host_name, machine_id
 from gatewayd.ids import new_instance_id
+from gatewayd.leases import LeaseKeeper
 from gatewayd.model import Instance, PayloadKind, StopReason
 from gatewayd.notify import Notifier
 from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir, state_dir_socket
 from gatewayd.planning import CatchupLimits
+from gatewayd.racing import first_of
 from gatewayd.recovery import Recovery, Retention
 from gatewayd.rpc.methods import HEAVY, build_methods, build_streams
 from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
@@ -75,7 +78,9 @@ class Daemon:
             socket_flag, self.env, self.state_dir, config.gateway.socket
         )
         self.instance_id = new_instance_id()
+        self.host_id = config.cluster.host_id or machine_id()
         self.notifier = Notifier(self.env)
+        self._lease_lost = anyio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: anyio.abc.TaskGroup | None = None
         self._store: SQLiteStore | None = None
@@ -100,7 +105,7 @@ class Daemon:
                     with anyio.CancelScope(shield=True):
                         await self.shutdown()
         log.info("gatewayd stopped", instance_id=self.instance_id)
-        return EXIT_OK
+        return LeaseLost.exit_code if self._lease_lost.is_set() else EXIT_OK
 
     async def startup(self) -> None:
         """Lock the state directory, open the store, settle, reconcile, listen, report ready.
@@ -152,15 +157,16 @@ class Daemon:
         await store.open()
         self._stack.push_async_callback(store.close)
         store.watch_health(self._store_health_changed)
-        now = self.clock.now()
         await store.register_instance(
             Instance(
                 instance_id=self.instance_id,
                 pid=os.getpid(),
                 host=host_name(),
-                started_at=now,
-                heartbeat_at=now,
-            )
+                host_id=self.host_id,
+                state_dir=str(self.state_dir),
+                started_at=self.clock.now(),
+            ),
+            lease_s=self.config.cluster.lease_s,
         )
         return store
 
@@ -214,11 +220,13 @@ class Daemon:
                     instance_id=self.instance_id,
                     pid=os.getpid(),
                     host=host_name(),
+                    host_id=self.host_id,
                     state_dir=self.state_dir,
                     socket_path=self.socket_path,
                     started_at=self.clock.now(),
                 ),
                 event_queue=gw.event_queue,
+                backstop_s=config.cluster.backstop_s,
                 agents=frozenset(a.name for a in config.agents),
             )
         )
@@ -231,6 +239,8 @@ class Daemon:
             agent_runner=agent_runner,
             instance_id=self.instance_id,
             state_dir=self.state_dir,
+            host_id=self.host_id,
+            orphan_grace_s=config.cluster.orphan_grace_s,
         )
         return core, recovery
 
@@ -249,6 +259,16 @@ class Daemon:
             link_socket(link, self.socket_path)
             stack.callback(self._remove_link, link)
         await self._tasks.start(core.scheduler.run)
+        assert self._store is not None
+        lease = LeaseKeeper(
+            store=self._store,
+            clock=self.clock,
+            instance_id=self.instance_id,
+            lease_s=self.config.cluster.lease_s,
+            others_lapsed=recovery.settle,
+            lost=self._lease_lost.set,
+        )
+        await self._tasks.start(lease.keep)
         await self._tasks.start(
             partial(
                 recovery.sweep,
@@ -286,13 +306,19 @@ class Daemon:
             )
 
     async def main_loop(self, signals: AsyncIterator[int]) -> None:
-        """Serve until SIGTERM or SIGINT; reload the config on SIGHUP."""
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                await self.reload()
-                continue
-            log.info("stopping", signal=signal.Signals(signum).name)
-            return
+        """Serve until SIGTERM or SIGINT, or until the lease is lost; reload on SIGHUP."""
+
+        async def on_signals() -> None:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("stopping", signal=signal.Signals(signum).name)
+                return
+
+        first, _ = await first_of(on_signals, self._lease_lost.wait)
+        if first == 1:
+            log.error("stopping: another instance owns this instance's runs now")
 
     async def reload(self) -> None:
         """Read the config file again; keep the old one if the new one is bad."""
@@ -328,8 +354,19 @@ class Daemon:
         pipeline = self._pipeline
         if pipeline is None:
             return
+        await self._end_runs(pipeline)
+        store = self._store
+        if store is not None and store.health.writable and not self._lease_lost.is_set():
+            with contextlib.suppress(GatewaydError):
+                await store.stop_instance(self.instance_id)
+
+    async def _end_runs(self, pipeline: RunPipeline) -> None:
+        """Stop this instance's runs, or leave them to the next instance, as configured.
+
+        An instance whose lease was taken over leaves them: they have a new owner.
+        """
         gateway = self.config.gateway
-        if gateway.on_shutdown is OnShutdown.DETACH:
+        if gateway.on_shutdown is OnShutdown.DETACH or self._lease_lost.is_set():
             if pipeline.active_count:
                 log.info("leaving runs to the next instance", runs=pipeline.active_count)
             await pipeline.detach_all()

@@ -1,12 +1,14 @@
 """``gatewayd doctor``: check a store's run records against the invariants, offline.
 
-It opens the store read-only, next to a running daemon or without one, and
-reports every violation of:
+It reads the store through the :class:`~gatewayd.store.base.Store` interface
+(the SQLite store opened read-only), next to running daemons or without one,
+and reports every violation of:
 
 * ``running-without-process``: a run is ``running`` but its process is gone
-  (or, with no daemon serving the state directory, a run is live with no process).
-  A run whose process ended while no daemon ran, after writing its exit status,
-  is not a violation but ``pending``: the next start records that status;
+  (or its owner's lease has lapsed and a live run has no process). Processes
+  are looked at only on this host; another host's run is judged by its owner's
+  lease. A run whose process ended while its owner was not alive, after writing
+  its exit status, is not a violation but ``pending``: the next start records it;
 * ``slot-used-twice``: two runs claim one ``(job_id, scheduled_for)`` slot;
 * ``overlap-skip``: a job whose overlap is ``skip`` has more than one live run
   (queued catch-up runs, which wait their turn in line, do not count);
@@ -20,24 +22,26 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import anyio
 import orjson
 
 from gatewayd import runfiles
 from gatewayd.durations import format_time
-from gatewayd.errors import InvalidInput, StoreCorrupt, StoreError
+from gatewayd.errors import InvalidInput
+from gatewayd.hosts import machine_id
 from gatewayd.jobspec import job_from_spec
-from gatewayd.model import JobSource, Run, RunStatus, Trigger
+from gatewayd.model import Instance, InstanceState, Job, Overlap, Run, RunStatus, Trigger
 from gatewayd.paths import DB_NAME, LOCK_NAME
 from gatewayd.runfiles import read_exit_status
 from gatewayd.runners.processes import is_running
-from gatewayd.store.sqlite import RUN_COLUMNS, run_from_row
-from gatewayd.store.sqlrows import from_us
+from gatewayd.store.base import Audit, Store
+from gatewayd.store.sqlite import SQLiteStore
+from gatewayd.views import spec_to_json
 
 # A daemon may be recording a run's ending while we look: look again this much later.
 RECHECK_AFTER_S = 1.0
@@ -74,91 +78,108 @@ def daemon_serves(state_dir: Path) -> bool:
     return False
 
 
-def _connect(state_dir: Path) -> sqlite3.Connection:
-    path = state_dir / DB_NAME
-    if not path.exists():
-        raise StoreError(f"there is no store at {path}")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-        conn.execute("SELECT count(*) FROM runs").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise StoreCorrupt(f"cannot read the store {path}: {exc}") from None
-    return conn
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Owners:
+    """Who owns the live runs, as the store's clock judges their leases."""
+
+    instances: dict[str, Instance]
+    now: datetime
+    host_id: str
+    state_dir: Path
+    serving: bool  # a daemon holds ``state_dir``'s lock
+
+    def live(self, instance_id: str | None) -> bool:
+        owner = self.instances.get(instance_id or "")
+        if owner is None:
+            return self.serving
+        lease = owner.lease_until
+        return owner.state is InstanceState.LIVE and (lease is None or lease > self.now)
+
+    def here(self, run: Run) -> bool:
+        owner = self.instances.get(run.owner or "")
+        return owner is None or owner.on_host(self.host_id)
+
+    def files_of(self, run: Run) -> Path:
+        owner = self.instances.get(run.owner or "")
+        return Path(owner.state_dir) if owner and owner.state_dir else self.state_dir
 
 
-def _runs(conn: sqlite3.Connection, where: str, params: tuple[object, ...] = ()) -> list[Run]:
-    rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE {where}", params).fetchall()
-    return [run_from_row(r) for r in rows]
-
-
-def _process_gone(run: Run, *, serving: bool) -> bool:
-    if run.pid is not None:
+def _process_gone(run: Run, owners: _Owners) -> bool:
+    """Whether nothing carries the run on: no process where we can look, and no live owner."""
+    if run.pid is not None and owners.here(run):
         return not is_running(run.pid, run.pid_start)
-    return not serving
+    return not owners.live(run.owner)
 
 
-def _running_without_process(
-    conn: sqlite3.Connection, state_dir: Path, *, serving: bool
-) -> Iterator[Violation]:
+async def _running_without_process(store: Store, owners: _Owners) -> list[Violation]:
     suspects = [
         r
-        for r in _runs(conn, "status IN ('queued', 'running')")
-        if (r.status is RunStatus.RUNNING or not serving) and _process_gone(r, serving=serving)
+        for r in await store.live_runs()
+        if (r.status is RunStatus.RUNNING or not owners.live(r.owner)) and _process_gone(r, owners)
     ]
-    if suspects and serving:
-        time.sleep(RECHECK_AFTER_S)
+    if suspects and any(owners.live(r.owner) for r in suspects):
+        await anyio.sleep(RECHECK_AFTER_S)  # a wait for the owner to record, not a synchronisation
+    found: list[Violation] = []
     for run in suspects:
-        again = _runs(conn, "run_id = ?", (run.run_id,))
-        if not again or again[0].status.is_terminal:
+        again = await store.get_run(run.run_id)
+        if again is None or again.status.is_terminal or not _process_gone(again, owners):
             continue
-        if not _process_gone(again[0], serving=serving):
-            continue
-        detail = f"pid {run.pid} is not running" if run.pid else "it has no process"
-        if not serving:
-            detail += " and no daemon serves the state directory"
-        written = read_exit_status(runfiles.exit_path(state_dir, run.job_id, run.run_id))
-        if written is not None and not serving:
-            yield Violation(
-                rule="pending",
-                run_id=run.run_id,
-                job_id=run.job_id,
-                message=f"run {run.run_id} ended with status {written.status} at "
-                f"{format_time(written.written_at)} while no daemon ran; the next start records it",
-            )
-            continue
-        yield Violation(
-            rule="running-without-process",
+        found.append(_without_process(again, owners))
+    return found
+
+
+def _without_process(run: Run, owners: _Owners) -> Violation:
+    live_owner = owners.live(run.owner)
+    if run.pid is None:
+        detail = "it has no process"
+    elif owners.here(run):
+        detail = f"pid {run.pid} is not running"
+    else:
+        detail = f"its process is on host {owners.instances[run.owner or ''].host_id}"
+    if not live_owner:
+        detail += f" and its owner {run.owner} is not alive"
+    written = read_exit_status(runfiles.exit_path(owners.files_of(run), run.job_id, run.run_id))
+    if written is not None and not live_owner:
+        return Violation(
+            rule="pending",
             run_id=run.run_id,
             job_id=run.job_id,
-            message=f"run {run.run_id} is {run.status.value}, but {detail}",
+            message=f"run {run.run_id} ended with status {written.status} at "
+            f"{format_time(written.written_at)} while no daemon ran; the next start records it",
         )
+    return Violation(
+        rule="running-without-process",
+        run_id=run.run_id,
+        job_id=run.job_id,
+        message=f"run {run.run_id} is {run.status.value}, but {detail}",
+    )
 
 
-def _slots_used_twice(conn: sqlite3.Connection) -> Iterator[Violation]:
-    rows = conn.execute(
-        "SELECT job_id, scheduled_for, count(*) FROM runs WHERE scheduled_for IS NOT NULL "
-        "AND trigger != 'retry' GROUP BY job_id, scheduled_for HAVING count(*) > 1"
-    ).fetchall()
-    for job_id, slot, count in rows:
+def _recorded(audit: Audit) -> Iterator[Violation]:
+    for slot in audit.slots_used_twice:
         yield Violation(
             rule="slot-used-twice",
-            job_id=job_id,
-            message=f"job {job_id} has {count} runs for the slot {from_us(slot)}",
+            job_id=slot.job_id,
+            message=f"job {slot.job_id} has {slot.runs} runs for the slot "
+            f"{format_time(slot.scheduled_for)}",
+        )
+    for bad in audit.bad_endings:
+        yield Violation(
+            rule="one-ending",
+            run_id=bad.run_id,
+            job_id=bad.job_id,
+            message=f"run {bad.run_id} ({bad.status}) {bad.problem}",
         )
 
 
-def _overlap_skip(conn: sqlite3.Connection) -> Iterator[Violation]:
-    skip_jobs = {
-        job_id
-        for job_id, spec in conn.execute("SELECT id, spec FROM jobs")
-        if orjson.loads(spec).get("overlap", "skip") == "skip"
-    }
-    live: dict[str, list[Run]] = {}
-    for run in _runs(conn, "status IN ('queued', 'running')"):
+def _overlap_skip(jobs: list[Job], live: list[Run]) -> Iterator[Violation]:
+    skip_jobs = {job.id for job in jobs if job.overlap is Overlap.SKIP}
+    holding: dict[str, list[Run]] = {}
+    for run in live:
         waiting_catchup = run.status is RunStatus.QUEUED and run.trigger is Trigger.CATCHUP
         if run.job_id in skip_jobs and not waiting_catchup:
-            live.setdefault(run.job_id, []).append(run)
-    for job_id, runs in live.items():
+            holding.setdefault(run.job_id, []).append(run)
+    for job_id, runs in holding.items():
         if len(runs) > 1:
             yield Violation(
                 rule="overlap-skip",
@@ -168,69 +189,54 @@ def _overlap_skip(conn: sqlite3.Connection) -> Iterator[Violation]:
             )
 
 
-def _one_ending(conn: sqlite3.Connection) -> Iterator[Violation]:
-    checks = (
-        ("status IN ('queued', 'running') AND ended_at IS NOT NULL", "is live but has ended_at"),
-        ("status = 'running' AND started_at IS NULL", "is running but never started"),
-        ("status = 'queued' AND started_at IS NOT NULL", "is queued but has started"),
-        ("status NOT IN ('queued', 'running') AND ended_at IS NULL", "has ended without ended_at"),
-        ("ended_at < started_at", "ended before it started"),
-        (
-            "status NOT IN ('queued', 'running', 'succeeded', 'failed', 'timed_out', "
-            "'cancelled', 'skipped', 'interrupted')",
-            "has an unknown status",
-        ),
-    )
-    for where, problem in checks:
-        for run_id, job_id, status in conn.execute(
-            f"SELECT run_id, job_id, status FROM runs WHERE {where}"
-        ):
-            yield Violation(
-                rule="one-ending",
-                run_id=run_id,
-                job_id=job_id,
-                message=f"run {run_id} ({status}) {problem}",
-            )
-
-
-def _jobs_out_of_range(conn: sqlite3.Connection) -> Iterator[Violation]:
-    for job_id, source, spec, created in conn.execute(
-        "SELECT id, source, spec, created_at FROM jobs"
-    ):
-        at = from_us(created)
-        assert at is not None
+def _jobs_out_of_range(jobs: list[Job]) -> Iterator[Violation]:
+    for job in jobs:
         try:
             job_from_spec(
-                orjson.loads(spec),
-                job_id=job_id,
-                source=JobSource(source),
+                spec_to_json(job),
+                job_id=job.id,
+                source=job.source,
                 now=None,
-                created_at=at,
-                updated_at=at,
+                created_at=job.created_at,
+                updated_at=job.updated_at,
                 allow_past_at=True,
             )
         except InvalidInput as exc:
             yield Violation(
                 rule="job-out-of-range",
-                job_id=job_id,
-                message=f"job {job_id}: {exc.message}; change it with `gatewayd cron edit`",
+                job_id=job.id,
+                message=f"job {job.id}: {exc.message}; change it with `gatewayd cron edit`",
             )
 
 
-def examine(state_dir: Path) -> list[Violation]:
-    """Every violation (and every ``pending`` ending) found in the store of ``state_dir``."""
-    serving = daemon_serves(state_dir)
-    conn = _connect(state_dir)
+async def examine_store(store: Store, state_dir: Path, *, host_id: str) -> list[Violation]:
+    """Every violation (and every ``pending`` ending) in ``store``, seen from ``host_id``,
+    whose daemon (if any) keeps its files in ``state_dir``."""
+    owners = _Owners(
+        instances={i.instance_id: i for i in await store.instances()},
+        now=await store.now(),
+        host_id=host_id,
+        state_dir=state_dir,
+        serving=daemon_serves(state_dir),
+    )
+    jobs = await store.list_jobs()
+    without_process = await _running_without_process(store, owners)
+    return [
+        *without_process,
+        *_recorded(await store.audit()),
+        *_overlap_skip(jobs, await store.live_runs()),
+        *_jobs_out_of_range(jobs),
+    ]
+
+
+async def examine(state_dir: Path) -> list[Violation]:
+    """:func:`examine_store` over the SQLite store of ``state_dir``, opened read-only."""
+    store = SQLiteStore(state_dir / DB_NAME, read_only=True)
+    await store.open()
     try:
-        return [
-            *_running_without_process(conn, state_dir, serving=serving),
-            *_slots_used_twice(conn),
-            *_overlap_skip(conn),
-            *_one_ending(conn),
-            *_jobs_out_of_range(conn),
-        ]
+        return await examine_store(store, state_dir, host_id=machine_id())
     finally:
-        conn.close()
+        await store.close()
 
 
 def violations_of(found: list[Violation]) -> list[Violation]:

@@ -130,6 +130,19 @@ class RunAlreadyEnded(Conflict):
     """The run has reached its terminal status and cannot change any more."""
 
 
+class StaleDecision(Conflict):
+    """A decision about a job's runs was made on state that has changed since.
+
+    The store refuses the write (nothing of it is kept): the job's live runs or
+    its next slot are not what the decision saw, because another instance (or
+    task) decided first. The decider reads again and decides again.
+    """
+
+
+class LeaseLost(Conflict):
+    """This instance's lease lapsed and another instance took over its runs."""
+
+
 class StateDirLocked(Conflict):
     """Another gatewayd process holds the lock of this state directory."""
 

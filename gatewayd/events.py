@@ -1,20 +1,21 @@
-"""Lifecycle and run events: frozen, past-tense facts published on the bus.
+"""Lifecycle, run and job events: frozen, past-tense facts published on the bus.
 
-Their JSON (with the ``seq`` the bus gives them) is the contract of DESIGN.md:
-lifecycle events carry every key, ``null`` where it does not apply.
+Their JSON (:func:`gatewayd.views.event_to_json`, with the ``seq`` the store
+gives them) is the contract of DESIGN.md: lifecycle events carry every key,
+``null`` where it does not apply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from gatewayd.durations import format_time
-from gatewayd.model import ErrorKind, Run, RunStatus, StopReason
+from gatewayd.model import ErrorKind, Job, JobSource, Run, RunStatus, StopReason
 
 LIFECYCLE = "lifecycle"
 RUN = "run"
+JOB = "job"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,9 +25,6 @@ class Event:
     stream: ClassVar[str]
     phase: ClassVar[str]
     ts: datetime
-
-    def body(self) -> dict[str, Any]:
-        return {"ts": format_time(self.ts), "stream": self.stream, "phase": self.phase}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,18 +37,6 @@ class LifecycleEvent(Event):
     error: str | None = None
     error_kind: ErrorKind | None = None
     stop_reason: StopReason | None = None
-
-    def body(self) -> dict[str, Any]:
-        return {
-            **Event.body(self),
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "session_key": self.session_key,
-            "session_id": self.session_id,
-            "error": self.error,
-            "error_kind": self.error_kind.value if self.error_kind else None,
-            "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
-        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,16 +74,6 @@ class RunEvent(Event):
             trigger=run.trigger.value,
         )
 
-    def body(self) -> dict[str, Any]:
-        return {
-            **Event.body(self),
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "job_name": self.job_name,
-            "status": self.status.value,
-            "trigger": self.trigger,
-        }
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunQueued(RunEvent):
@@ -112,3 +88,44 @@ class RunStarted(RunEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(RunEvent):
     phase: ClassVar[str] = "finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEvent(Event):
+    """A change of a job, by ``source`` (a user through the API, or the config file),
+    made by instance ``instance``: what tells other instances' timers."""
+
+    stream: ClassVar[str] = JOB
+    job_id: str
+    name: str
+    source: JobSource
+    instance: str
+
+    @classmethod
+    def of(cls, job: Job, ts: datetime, *, source: JobSource, instance: str) -> JobEvent:
+        return cls(ts=ts, job_id=job.id, name=job.name, source=source, instance=instance)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobAdded(JobEvent):
+    phase: ClassVar[str] = "added"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobUpdated(JobEvent):
+    phase: ClassVar[str] = "updated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEnabled(JobEvent):
+    phase: ClassVar[str] = "enabled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobDisabled(JobEvent):
+    phase: ClassVar[str] = "disabled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRemoved(JobEvent):
+    phase: ClassVar[str] = "removed"

@@ -283,6 +283,8 @@ class Run:
     pid: int | None = None
     pid_start: int | None = None
     leftovers: Leftovers | None = None
+    # A stop asked of the run's owner (by any instance), until the owner carries it out.
+    cancel_requested: StopReason | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,15 +342,38 @@ class Session:
     stop_reason: StopReason | None = None
 
 
+class InstanceState(enum.StrEnum):
+    """Whether an instance may own runs: ``live`` while its lease is renewed."""
+
+    LIVE = "live"
+    STOPPED = "stopped"  # it stopped by itself; runs it left are anyone's on its host to settle
+    GONE = "gone"  # its lease lapsed (or a successor proved it dead) and it was taken over
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Instance:
-    """One lifetime of a gatewayd process."""
+    """One lifetime of a gatewayd process, and its lease on the runs it owns.
+
+    ``host_id`` names the machine its runs' processes live on; ``state_dir``
+    where their files are. ``heartbeat_at`` and ``lease_until`` are the store's
+    clock: the instance is dead to every other once ``lease_until`` has passed.
+    """
 
     instance_id: str
     pid: int
     host: str
+    host_id: str | None = None  # None: recorded before hosts were (a single-host store)
+    state_dir: str | None = None
     started_at: datetime
-    heartbeat_at: datetime
+    heartbeat_at: datetime | None = None
+    lease_until: datetime | None = None
+    state: InstanceState = InstanceState.LIVE
+    taken_by: str | None = None
+
+    def on_host(self, host_id: str) -> bool:
+        """Whether its runs' processes live on ``host_id`` (one recorded without a host
+        is taken to be on every host: it comes from a store only one host used)."""
+        return self.host_id is None or self.host_id == host_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

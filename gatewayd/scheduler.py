@@ -4,7 +4,9 @@ There is no polling tick. The scheduler keeps a heap of ``(due_at, job_id)``
 built from the jobs' stored ``next_slot``; it sleeps until the top entry is due
 and wakes early when a job changes. Stale heap entries are dropped lazily.
 The slot itself is only ever advanced by the pipeline, in the transaction that
-records the slot's run (I7).
+records the slot's run (I7), and only if no other timer advanced it first: any
+number of instances may time one store's jobs. Each hears of the job changes
+the others make from their ``job`` events on the bus.
 
 While the store takes no writes (a full disk, say), the timer fires nothing: its
 slots stay in the heap, and once the store is writable again they are handled
@@ -22,7 +24,9 @@ import anyio
 import anyio.abc
 import structlog
 
+from gatewayd.bus import Bus
 from gatewayd.clock import Clock
+from gatewayd.events import JOB
 from gatewayd.model import Job, Run
 from gatewayd.planning import next_run_at, timing_due_at
 from gatewayd.racing import first_of
@@ -35,15 +39,22 @@ log = structlog.get_logger("gatewayd.scheduler")
 RETRY_AFTER_ERROR_S = 5.0
 # The most jobs whose due slots are being recorded at once.
 MAX_FIRING = 64
+# The most job changes of other instances the timer may lag behind before it
+# reads every job again.
+JOB_EVENTS_BEHIND = 10_000
 
 
 class Scheduler:
     """Fires due slots; see the module docstring."""
 
-    def __init__(self, *, store: Store, clock: Clock, pipeline: RunPipeline) -> None:
+    def __init__(
+        self, *, store: Store, clock: Clock, pipeline: RunPipeline, bus: Bus, instance_id: str
+    ) -> None:
         self._store = store
         self._clock = clock
         self._pipeline = pipeline
+        self._bus = bus
+        self._instance_id = instance_id
         self._due: dict[str, datetime] = {}
         self._heap: list[tuple[datetime, int, str]] = []
         self._order = itertools.count()
@@ -56,12 +67,53 @@ class Scheduler:
         """Read every job's next slot from the store."""
         for timing in await self._store.job_timings():
             self._track_due(timing.job_id, timing_due_at(timing))
+        self._changed.set()
+
+    async def follow_jobs(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Take note of the job changes other instances make; until cancelled.
+
+        Every job is read again after the follower fell behind (its subscription
+        was dropped), so that no change is missed.
+        """
+        behind = False
+        while True:
+            with self._bus.subscribe(queue_size=JOB_EVENTS_BEHIND, internal=True) as subscription:
+                if behind:
+                    log.warning("the timer fell behind the job changes; reading every job")
+                    await self.load()
+                else:
+                    task_status.started()
+                async for envelope in subscription:
+                    if (
+                        envelope.get("stream") == JOB
+                        and envelope.get("instance") != self._instance_id
+                    ):
+                        await self._reread(envelope["job_id"])
+            behind = True
+
+    async def _reread(self, job_id: str) -> None:
+        try:
+            job = await self._store.get_job(job_id)
+        except Exception:
+            log.exception("could not read a job another instance changed", job_id=job_id)
+            return
+        if job is None:
+            self.job_removed(job_id)
+        else:
+            self.job_changed(job)
 
     @property
     def next_wake_at(self) -> datetime | None:
         """When the scheduler will next fire a slot, or ``None`` if nothing is scheduled."""
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
+
+    @property
+    def tracked(self) -> int:
+        """How many jobs the timer times."""
+        return len(self._due)
 
     @property
     def naps(self) -> tuple[int, bool]:

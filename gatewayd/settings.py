@@ -78,12 +78,15 @@ class ClusterSettings:
     clock. ``host_id``: the machine a run's processes live on (``None``: the
     machine id). ``orphan_grace_s``: how long runs of a host with no live
     instance wait for one before they are recorded ``interrupted``
-    (``host-lost``).
+    (``host-lost``). ``backstop_s``: how often an instance looks at the store for
+    what other instances did (events, job changes, stops asked of its runs)
+    without a hint (see :mod:`gatewayd.broker`).
     """
 
     lease_s: float = 10.0
     host_id: str | None = None
     orphan_grace_s: float = 300.0
+    backstop_s: float = 2.0
 
 
 GATEWAY = GatewaySettings()

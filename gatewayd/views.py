@@ -21,6 +21,7 @@ from gatewayd.api.values import (
     StreamEnd,
 )
 from gatewayd.durations import format_time, parse_time
+from gatewayd.events import Event, JobEvent, LifecycleEvent, RunEvent
 from gatewayd.model import (
     DEFAULT_AGENT,
     UTC_ZONE,
@@ -307,6 +308,7 @@ def status_to_json(status: Status) -> JsonObject:
         "instance_id": ident.instance_id,
         "pid": ident.pid,
         "host": ident.host,
+        "host_id": ident.host_id,
         "state_dir": str(ident.state_dir),
         "socket": str(ident.socket_path),
         "started_at": format_time(ident.started_at),
@@ -347,4 +349,35 @@ def stream_end_to_json(end: StreamEnd) -> JsonObject:
     body: JsonObject = {"last_seq": end.last_seq, "follow": end.follow}
     if end.follow:
         body["dropped"] = end.dropped
+    return body
+
+
+def event_to_json(event: Event) -> JsonObject:
+    """An event's body, as stored and sent (the store adds its ``seq``)."""
+    body: JsonObject = {"ts": format_time(event.ts), "stream": event.stream, "phase": event.phase}
+    if isinstance(event, LifecycleEvent):
+        body.update(
+            run_id=event.run_id,
+            job_id=event.job_id,
+            session_key=event.session_key,
+            session_id=event.session_id,
+            error=event.error,
+            error_kind=None if event.error_kind is None else event.error_kind.value,
+            stop_reason=None if event.stop_reason is None else event.stop_reason.value,
+        )
+    elif isinstance(event, RunEvent):
+        body.update(
+            run_id=event.run_id,
+            job_id=event.job_id,
+            job_name=event.job_name,
+            status=event.status.value,
+            trigger=event.trigger,
+        )
+    elif isinstance(event, JobEvent):
+        body.update(
+            job_id=event.job_id,
+            name=event.name,
+            source=event.source.value,
+            instance=event.instance,
+        )
     return body

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar
@@ -110,6 +111,7 @@ class WorkerPool(Generic[R]):
                 try:
                     result, error = operation(resource), None
                 except Exception as exc:
+                    forget_frames(exc)
                     result, error = None, exc
                 answer(loop, future, result, error)
         finally:
@@ -126,3 +128,18 @@ async def open_workers(name: str, *, size: int) -> AsyncIterator[WorkerPool[None
         yield pool
     finally:
         await anyio.to_thread.run_sync(pool.stop)
+
+
+def forget_frames(exc: BaseException) -> None:
+    """Drop the locals of the frames ``exc`` passed through, keeping its traceback's lines.
+
+    An error carried to a caller would otherwise keep what the operation held
+    alive: a SQLite cursor, say, and with it a read of its connection's old
+    snapshot. That connection's next ``BEGIN IMMEDIATE`` then fails at once
+    with SQLITE_BUSY whenever another connection has written since, and a
+    reader would go on reading the old snapshot.
+    """
+    traceback.clear_frames(exc.__traceback__)
+    for linked in (exc.__cause__, exc.__context__):
+        if linked is not None and linked is not exc:
+            traceback.clear_frames(linked.__traceback__)

@@ -18,9 +18,10 @@ from gatewayd import views
 from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import Identity
 from gatewayd.assembly import open_core
+from gatewayd.broker import Broker
 from gatewayd.bus import Bus
 from gatewayd.clock import FakeClock
-from gatewayd.model import PayloadKind, Run, RunStatus
+from gatewayd.model import Instance, PayloadKind, Run, RunStatus
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.scheduler import Scheduler
@@ -29,6 +30,9 @@ from gatewayd.testing import FakeRunner
 
 T = TypeVar("T")
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+# The harness instance never loses its lease, however far a test moves the fake clock.
+HARNESS_LEASE_S = 10 * 365 * 86400.0
+HARNESS_HOST_ID = "test-host"
 
 
 @dataclass(kw_only=True)
@@ -40,6 +44,8 @@ class Harness:
     pipeline: RunPipeline
     scheduler: Scheduler
     gateway: Gateway
+    instance_id: str
+    state_dir: Path
 
     async def add(self, **flat: Any) -> str:
         from gatewayd.flatspec import spec_from_flat
@@ -109,20 +115,38 @@ async def open_harness(
     *,
     start: datetime = START,
     system_events: Runner | None = None,
+    exec_runner: Runner | None = None,
     store: Store | None = None,
+    clock: FakeClock | None = None,
+    broker: Broker | None = None,
+    instance_id: str = "test-instance",
+    lease_s: float = HARNESS_LEASE_S,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """A core on a memory store and a fake clock; every payload runs on one ``FakeRunner``.
 
-    ``system_events`` replaces the fake for ``system_event`` payloads, and
-    ``store`` the memory store (opened here).
+    ``system_events`` and ``exec_runner`` replace the fake for their payloads,
+    and ``store`` the memory store (opened here). Instances that share a store
+    (several harnesses in one test) share its ``clock`` and ``broker`` too, and
+    each has its own ``instance_id`` and ``tmp_path`` for its state directory.
     """
-    clock = FakeClock(start)
-    store = store or MemoryStore()
+    clock = clock or FakeClock(start)
+    store = store or MemoryStore(clock=clock)
     await store.open()
+    await store.register_instance(
+        Instance(
+            instance_id=instance_id,
+            pid=1,
+            host="test",
+            host_id=HARNESS_HOST_ID,
+            state_dir=str(tmp_path),
+            started_at=start,
+        ),
+        lease_s=lease_s,
+    )
     runner = FakeRunner()
     options: dict[str, Any] = {
-        "instance_id": "test-instance",
+        "instance_id": instance_id,
         "state_dir": tmp_path,
         "socket_path": tmp_path / "gatewayd.sock",
     }
@@ -130,16 +154,18 @@ async def open_harness(
     async with open_core(
         store=store,
         clock=clock,
+        broker=broker,
         runners={
-            PayloadKind.EXEC: runner,
+            PayloadKind.EXEC: exec_runner or runner,
             PayloadKind.SYSTEM_EVENT: system_events or runner,
             PayloadKind.AGENT_TURN: runner,
         },
         settings=PipelineSettings(**options),
         identity=Identity(
-            instance_id="test-instance",
+            instance_id=instance_id,
             pid=1,
             host="test",
+            host_id=HARNESS_HOST_ID,
             state_dir=tmp_path,
             socket_path=tmp_path / "gatewayd.sock",
             started_at=start,
@@ -156,5 +182,7 @@ async def open_harness(
                 pipeline=core.pipeline,
                 scheduler=core.scheduler,
                 gateway=core.gateway,
+                instance_id=instance_id,
+                state_dir=tmp_path,
             )
             tg.cancel_scope.cancel()

@@ -7,12 +7,13 @@ from typing import Any
 
 import anyio
 import pytest
+from gatewayd.broker import LocalBroker
 from gatewayd.bus import Bus
 from gatewayd.errors import Conflict
 from gatewayd.events import RunQueued, SessionFailed, SessionStarted
 from gatewayd.model import ErrorKind, RunStatus, SessionStatus, StopReason
 from gatewayd.store import MemoryStore
-from gatewayd.store.base import Publication
+from gatewayd.store.base import Envelope, Publication
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -23,19 +24,40 @@ def queued(n: int) -> RunQueued:
     )
 
 
+async def open_bus(
+    store: MemoryStore | None = None, *, broker: LocalBroker | None = None, **kw: Any
+) -> Bus:
+    bus = Bus(store or MemoryStore(), broker=broker or LocalBroker(), **kw)
+    await bus.open()
+    return bus
+
+
+async def read_until(subscription: Any, count: int) -> list[Envelope]:
+    got: list[Envelope] = []
+    with anyio.fail_after(5):
+        async for envelope in subscription:
+            got.append(envelope)
+            if len(got) == count:
+                break
+    return got
+
+
 class TestBus:
-    async def test_events_are_durable_before_publish_returns(self) -> None:
-        """publish returns the envelopes once the events are stored under their seqs."""
+    async def test_events_are_durable_and_numbered_by_the_store(self) -> None:
+        """I7: once publish returns, the events are stored under the seqs the store gave."""
         store = MemoryStore()
-        bus = Bus(store)
-        envelopes = await bus.publish(queued(1), queued(2))
-        assert [e["seq"] for e in envelopes] == [1, 2]
-        assert await store.latest_events(limit=5) == envelopes
+        bus = await open_bus(store)
+        with bus.subscribe() as subscription:
+            await bus.publish(queued(1), queued(2))
+            subscription.close()
+            offered = [e async for e in subscription]
+        assert [e["seq"] for e in offered] == [1, 2]
+        assert await store.latest_events(limit=5) == offered
 
     async def test_a_refused_change_publishes_none_of_its_events(self) -> None:
         """publish_with: events are offered only if the change they go with was written."""
         store = MemoryStore()
-        bus = Bus(store)
+        bus = await open_bus(store)
 
         async def refused(publication: Publication) -> None:
             raise Conflict("refused")
@@ -52,7 +74,7 @@ class TestBus:
     async def test_a_cancelled_publisher_still_sees_its_write_through(self) -> None:
         """A write once handed to the store is waited for: its events are stored and offered."""
         store = MemoryStore()
-        bus = Bus(store)
+        bus = await open_bus(store)
         with bus.subscribe() as subscription:
             with anyio.CancelScope() as scope:
                 scope.cancel()
@@ -63,19 +85,19 @@ class TestBus:
         assert [e["run_id"] for e in await store.latest_events(limit=5)] == ["r1"]
 
     async def test_seqs_increase_under_concurrent_publishers(self) -> None:
-        store = MemoryStore()
-        bus = Bus(store)
+        """I7: concurrent publishers' events are offered once each, in seq order."""
+        bus = await open_bus()
         with bus.subscribe() as subscription:
             async with anyio.create_task_group() as tg:
                 for n in range(50):
                     tg.start_soon(bus.publish, queued(n))
             subscription.close()
             seqs = [e["seq"] async for e in subscription]
-        assert seqs == sorted(seqs) and len(set(seqs)) == 50
+        assert seqs == list(range(1, 51))
 
     async def test_a_reader_that_never_reads_is_dropped_with_a_gap_marker(self) -> None:
         """publish never waits for a slow reader: it is dropped, and told from where."""
-        bus = Bus(MemoryStore(), queue_size=10)
+        bus = await open_bus(queue_size=10)
         with bus.subscribe() as stuck:
             with anyio.fail_after(5):
                 for n in range(500):
@@ -89,7 +111,7 @@ class TestBus:
         assert len(received) == 11
 
     async def test_live_subscription_gets_events_as_they_come(self) -> None:
-        bus = Bus(MemoryStore())
+        bus = await open_bus()
         got: list[int] = []
         async with anyio.create_task_group() as tg:
             with bus.subscribe() as subscription:
@@ -106,11 +128,43 @@ class TestBus:
         assert got == [1, 2, 3]
 
 
+class TestTwoBusesOnOneStore:
+    """I7 across instances: each bus offers every event of the store, in seq order, once."""
+
+    async def test_a_follower_offers_the_other_instances_events_in_order(self) -> None:
+        """Events another bus appended are read from the store on its hint, none missed."""
+        store, broker = MemoryStore(), LocalBroker()
+        mine, theirs = await open_bus(store, broker=broker), await open_bus(store, broker=broker)
+        async with anyio.create_task_group() as tg:
+            await tg.start(mine.follow)
+            with mine.subscribe() as subscription:
+                for n in range(30):
+                    await (mine if n % 3 == 0 else theirs).publish(queued(n))
+                got = await read_until(subscription, 30)
+            tg.cancel_scope.cancel()
+        assert [e["seq"] for e in got] == list(range(1, 31))
+        assert [e["run_id"] for e in got] == [f"r{n}" for n in range(30)]
+
+    async def test_without_a_hint_the_backstop_reads_them(self) -> None:
+        """A lost hint delays an event by at most the backstop; it never loses one."""
+        store = MemoryStore()
+        mine = await open_bus(store, broker=LocalBroker(), backstop_s=0.05)
+        theirs = await open_bus(store, broker=LocalBroker())  # hints that never reach ``mine``
+        async with anyio.create_task_group() as tg:
+            await tg.start(mine.follow)
+            with mine.subscribe() as subscription:
+                await theirs.publish(queued(1))
+                await mine.publish(queued(2))
+                got = await read_until(subscription, 2)
+            tg.cancel_scope.cancel()
+        assert [(e["seq"], e["run_id"]) for e in got] == [(1, "r1"), (2, "r2")]
+
+
 class TestSessionRows:
     async def test_start_then_error_makes_the_row_terminal(self) -> None:
         """I5: the row is written with start and terminal with error, as publish returns."""
         store = MemoryStore()
-        bus = Bus(store)
+        bus = await open_bus(store)
         common: dict[str, Any] = {
             "run_id": "r",
             "job_id": "j",

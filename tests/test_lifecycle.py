@@ -60,7 +60,7 @@ class TestOrder:
             [error] = [
                 e
                 for e in await h.store.events_after(0, limit=100)
-                if e["run_id"] == run_id and e["phase"] == "error"
+                if e.get("run_id") == run_id and e["phase"] == "error"
             ]
             assert error["error_kind"] == "timeout" and error["stop_reason"] == "timeout"
             assert error["session_key"] == run.session_key
@@ -132,7 +132,7 @@ class TestWorkOverAtItsStart:
             run = await h.gateway.runs.wait(run_id, timeout_s=5)
             assert run.status is RunStatus.SUCCEEDED
             assert store.transitions == [("start and end", run_id)]
-            events = [e for e in await store.events_after(0, limit=10) if e["run_id"] == run_id]
+            events = [e for e in await store.events_after(0, limit=10) if e.get("run_id") == run_id]
             assert [(e["stream"], e["phase"]) for e in events] == [
                 ("run", "queued"),
                 ("run", "started"),

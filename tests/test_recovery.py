@@ -24,6 +24,7 @@ def recovery(h: Harness, tmp_path: Path) -> Recovery:
         exec_runner=ExecRunner(),
         instance_id="test-instance",
         state_dir=tmp_path,
+        host_id="test-host",
     )
 
 

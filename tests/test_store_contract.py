@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 import pytest_asyncio
@@ -17,6 +18,7 @@ from gatewayd.errors import (
     NotFound,
     RunAlreadyEnded,
     SlotTaken,
+    StaleDecision,
     StoreCorrupt,
     StoreError,
 )
@@ -24,6 +26,7 @@ from gatewayd.model import (
     ErrorKind,
     ExecPayload,
     Instance,
+    InstanceState,
     Job,
     Run,
     RunOutcome,
@@ -38,6 +41,7 @@ from gatewayd.model import (
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Publication
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from gatewayd.store.transitions import Expected
 from gatewayd.views import spec_to_json
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -408,18 +412,29 @@ class TestSessionsAndEvents:
         )
 
     async def test_event_sequence(self, store: Store) -> None:
+        """I7: the store numbers events 1, 2, 3… in commit order, and never reuses a seq."""
         assert await store.last_event_seq() == 0
-        seqs = [1, 2, 3, 4, 5]
-        for n, seq in enumerate(seqs):
-            await store.publish(Publication(events=((seq, {"n": n}),)))
-        with pytest.raises(Conflict):
-            await store.publish(Publication(events=((3, {"n": 99}),)))
-        assert [e["n"] for e in await store.events_after(seqs[1], limit=2)] == [2, 3]
-        assert [e["seq"] for e in await store.latest_events(limit=2)] == seqs[3:]
+        for n in range(5):
+            await store.publish(Publication(events=({"n": n},)))
+        assert [e["n"] for e in await store.events_after(2, limit=2)] == [2, 3]
+        assert [e["seq"] for e in await store.latest_events(limit=2)] == [4, 5]
         assert await store.prune_events(keep=2) == 3
         assert [e["n"] for e in await store.events_after(0, limit=10)] == [3, 4]
         assert await store.prune_events(keep=0) == 2
         assert await store.last_event_seq() == 5, "pruned seqs are never reused"
+        await store.publish(Publication(events=({"n": 5},)))
+        assert [e["seq"] for e in await store.events_after(0, limit=10)] == [6]
+
+    async def test_watchers_hear_each_commit_once_in_commit_order(self, store: Store) -> None:
+        """I7: what a store object commits is told to its watchers with the seqs it got."""
+        heard: list[tuple[int, int]] = []
+        store.watch_events(lambda envelopes: heard.extend((e["seq"], e["n"]) for e in envelopes))
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(store.publish, Publication(events=({"n": n}, {"n": n})))
+        assert [seq for seq, _ in heard] == list(range(1, 41)), "each once, in commit order"
+        assert all(heard[i][1] == heard[i + 1][1] for i in range(0, 40, 2)), "one write, adjacent"
+        assert [(e["seq"], e["n"]) for e in await store.events_after(0, limit=50)] == heard
 
 
 class TestChangesWithTheirEvents:
@@ -427,14 +442,14 @@ class TestChangesWithTheirEvents:
 
     async def test_a_transition_writes_its_events_and_session(self, store: Store) -> None:
         """The run's start, its events and its session row are all there together."""
-        await store.record_runs([run("r1")], publication=Publication(events=((1, {"n": 1}),)))
+        await store.record_runs([run("r1")], publication=Publication(events=({"n": 1},)))
         session = Session(key="cron:job0000001:run:r1", session_id="s1", run_id="r1", started_at=T0)
         await store.start_run(
             "r1",
             started_at=T0,
             owner="i",
             pid=None,
-            publication=Publication(events=((2, {"n": 2}),), sessions=(session,)),
+            publication=Publication(events=({"n": 2},), sessions=(session,)),
         )
         assert [e["n"] for e in await store.events_after(0, limit=10)] == [1, 2]
         assert await store.get_session(session.key) == session
@@ -465,30 +480,191 @@ class TestChangesWithTheirEvents:
             await store.finish_run(
                 "r1",
                 ended(),
-                publication=Publication(events=((1, {"n": 1}),), sessions=(session,)),
+                publication=Publication(events=({"n": 1},), sessions=(session,)),
             )
         assert await store.events_after(0, limit=10) == []
         assert await store.get_session("main") is None
         assert await store.last_event_seq() == 0
 
-    async def test_a_taken_seq_refuses_the_change(self, store: Store) -> None:
-        """A change whose event cannot be written is not made: the run is not recorded."""
-        await store.publish(Publication(events=((1, {"n": 1}),)))
-        with pytest.raises(Conflict):
-            await store.record_runs([run("r1")], publication=Publication(events=((1, {"n": 2}),)))
-        assert await store.get_run("r1") is None
-        assert [e["n"] for e in await store.events_after(0, limit=10)] == [1]
+
+async def until_lapsed(store: Store, instance_id: str, *, grace_s: float = 0.0) -> None:
+    """Wait, by the store's clock, until the instance's lease has lapsed ``grace_s`` ago."""
+    got = await store.get_instance(instance_id)
+    assert got is not None and got.lease_until is not None
+    deadline = got.lease_until + timedelta(seconds=grace_s)
+    with anyio.fail_after(5):
+        while await store.now() <= deadline:
+            await anyio.sleep(0.01)  # the store's clock moves by itself: a deadline wait
+
+
+def instance(instance_id: str, **kw: object) -> Instance:
+    fields: dict[str, object] = {
+        "instance_id": instance_id,
+        "pid": 10,
+        "host": "h",
+        "host_id": "host-a",
+        "state_dir": "/state/a",
+        "started_at": T0,
+    }
+    fields.update(kw)
+    return Instance(**fields)  # type: ignore[arg-type]
+
+
+class TestTheStoreDecides:
+    """I3, I4: decisions that keep the record true are checked inside the store's transaction."""
+
+    async def test_a_run_decided_on_stale_live_runs_is_refused(self, store: Store) -> None:
+        """Admission: a run is recorded only if the job's live runs are what it was decided on."""
+        await store.add_job(job())
+        await store.record_runs(
+            [run("r1", trigger=Trigger.MANUAL)], expected=Expected(live=frozenset())
+        )
+        with pytest.raises(StaleDecision):
+            await store.record_runs(
+                [run("r2", trigger=Trigger.MANUAL)],
+                expected=Expected(live=frozenset()),
+                publication=Publication(events=({"n": 1},)),
+            )
+        assert await store.get_run("r2") is None
+        assert await store.last_event_seq() == 0, "nothing of the refused write is kept"
+        await store.record_runs(
+            [run("r2", trigger=Trigger.MANUAL)], expected=Expected(live=frozenset({"r1"}))
+        )
+        assert {r.run_id for r in await store.live_runs("job0000001")} == {"r1", "r2"}
+
+    async def test_advancing_a_slot_is_compare_and_set(self, store: Store) -> None:
+        """I3: of two timers that saw one next slot, only the first fires it."""
+        first = T0 + timedelta(minutes=1)
+        await store.add_job(job(next_slot=first))
+        then = first + timedelta(minutes=1)
+        await store.record_runs(
+            [run("a", slot=first)],
+            advance_job="job0000001",
+            next_slot=then,
+            expected=Expected(next_slot=first),
+        )
+        with pytest.raises(StaleDecision):
+            await store.record_runs(
+                [run("b", slot=then)],
+                advance_job="job0000001",
+                next_slot=then + timedelta(minutes=1),
+                expected=Expected(next_slot=first),
+            )
+        got = await store.get_job("job0000001")
+        assert got is not None and got.next_slot == then
+        assert await store.get_run("b") is None
+
+    async def test_concurrent_decisions_on_one_view_admit_one(self, store: Store) -> None:
+        """I3: of many writers that saw no live run, exactly one records its run."""
+        await store.add_job(job())
+        won: list[str] = []
+
+        async def admit(n: int) -> None:
+            try:
+                await store.record_runs(
+                    [run(f"r{n}", trigger=Trigger.MANUAL)], expected=Expected(live=frozenset())
+                )
+            except StaleDecision:
+                return
+            won.append(f"r{n}")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(admit, n)
+        assert len(won) == 1
+        assert [r.run_id for r in await store.live_runs("job0000001")] == won
+
+    async def test_the_main_session_id_is_the_first_one_stored(self, store: Store) -> None:
+        """Every instance sharing the store gets the same main session id."""
+        assert await store.main_session_id("first") == "first"
+        assert await store.main_session_id("second") == "first"
 
 
 class TestInstances:
-    async def test_register_and_heartbeat(self, store: Store) -> None:
-        inst = Instance(instance_id="i1", pid=10, host="h", started_at=T0, heartbeat_at=T0)
-        await store.register_instance(inst)
-        later = T0 + timedelta(seconds=30)
-        await store.heartbeat("i1", later)
-        got = await store.get_instance("i1")
-        assert got is not None and got.heartbeat_at == later
+    """I4: ownership is a lease judged by the store's clock; a takeover has one winner."""
+
+    async def test_registration_and_renewal_set_the_lease_by_the_store_clock(
+        self, store: Store
+    ) -> None:
+        before = await store.now()
+        got = await store.register_instance(instance("i1"), lease_s=30)
+        assert got.state is InstanceState.LIVE and got.heartbeat_at is not None
+        assert got.lease_until is not None and got.lease_until >= before + timedelta(seconds=30)
+        assert got.host_id == "host-a" and got.state_dir == "/state/a"
+        assert await store.renew_lease("i1", lease_s=60)
+        renewed = await store.get_instance("i1")
+        assert renewed is not None and renewed.lease_until is not None
+        assert renewed.lease_until > got.lease_until
         assert await store.get_instance("i2") is None
+        with pytest.raises(Conflict):
+            await store.register_instance(instance("i1"), lease_s=30)
+
+    async def test_a_live_lease_cannot_be_taken_over(self, store: Store) -> None:
+        await store.register_instance(instance("i1"), lease_s=30)
+        assert not await store.take_over("i1", by="i2")
+        got = await store.get_instance("i1")
+        assert got is not None and got.state is InstanceState.LIVE
+
+    async def test_a_lapsed_lease_is_taken_over_by_exactly_one(self, store: Store) -> None:
+        await store.register_instance(instance("i1"), lease_s=0.05)
+        await until_lapsed(store, "i1")
+        results: list[bool] = [False] * 10
+
+        async def take(n: int) -> None:
+            results[n] = await store.take_over("i1", by=f"taker{n}")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(take, n)
+        assert results.count(True) == 1
+        got = await store.get_instance("i1")
+        assert got is not None and got.state is InstanceState.GONE
+        assert got.taken_by == f"taker{results.index(True)}"
+        assert not await store.renew_lease("i1", lease_s=30), "a taken instance owns nothing"
+
+    async def test_grace_is_counted_from_the_lapse(self, store: Store) -> None:
+        await store.register_instance(instance("i1"), lease_s=0.01)
+        await until_lapsed(store, "i1")
+        assert not await store.take_over("i1", by="i2", grace_s=60)
+        assert await store.take_over("i1", by="i2", grace_s=0.05) or await store.take_over(
+            "i1", by="i2", grace_s=0.0
+        )
+
+    async def test_a_successor_that_proves_death_needs_no_lapse(self, store: Store) -> None:
+        await store.register_instance(instance("i1"), lease_s=30)
+        assert await store.take_over("i1", by="i2", proven_dead=True)
+
+    async def test_a_stopped_instance_is_not_live_and_keeps_its_record(self, store: Store) -> None:
+        await store.register_instance(instance("i1"), lease_s=30)
+        await store.stop_instance("i1")
+        got = await store.get_instance("i1")
+        assert got is not None and got.state is InstanceState.STOPPED
+        assert got.lease_until is not None and got.lease_until <= await store.now()
+        assert not await store.renew_lease("i1", lease_s=30)
+        assert [i.instance_id for i in await store.instances()] == ["i1"]
+
+
+class TestCancelRequests:
+    """A stop asked of another instance's run is durable until its owner carries it out."""
+
+    async def test_a_request_is_kept_for_the_owner_and_the_first_reason_stays(
+        self, store: Store
+    ) -> None:
+        await store.record_runs([run("r1"), run("r2", trigger=Trigger.MANUAL)])
+        await store.start_run("r1", started_at=T0, owner="a", pid=None)
+        await store.start_run("r2", started_at=T0, owner="b", pid=None)
+        asked = await store.request_cancel("r1", StopReason.CANCELLED)
+        assert asked.cancel_requested is StopReason.CANCELLED
+        again = await store.request_cancel("r1", StopReason.TIMEOUT)
+        assert again.cancel_requested is StopReason.CANCELLED
+        assert [r.run_id for r in await store.cancel_requests("a")] == ["r1"]
+        assert await store.cancel_requests("b") == []
+        await store.finish_run("r1", ended(RunStatus.CANCELLED))
+        assert await store.cancel_requests("a") == [], "carried out: no longer asked"
+        with pytest.raises(RunAlreadyEnded):
+            await store.request_cancel("r1", StopReason.CANCELLED)
+        with pytest.raises(NotFound):
+            await store.request_cancel("nope", StopReason.CANCELLED)
 
 
 class TestSQLiteFile:

@@ -9,8 +9,6 @@ reads change nothing (I8).
 
 from __future__ import annotations
 
-import socket
-
 from gatewayd.api.jobs import Jobs
 from gatewayd.api.reads import Reads
 from gatewayd.api.runs import Runs
@@ -20,10 +18,6 @@ from gatewayd.clock import Clock
 from gatewayd.runs import RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.store.base import Store
-
-
-def host_name() -> str:
-    return socket.gethostname()
 
 
 class Gateway:
@@ -55,6 +49,7 @@ class Gateway:
             pipeline=pipeline,
             scheduler=scheduler,
             reads=self.reads,
+            bus=bus,
             agents=agents,
         )
         self.runs = Runs(store=store, pipeline=pipeline, scheduler=scheduler, reads=self.reads)

@@ -1,8 +1,9 @@
 """Changing jobs: add, add many, edit, enable and disable, remove, and reconcile the config's.
 
-Every change is checked in full first, then written to the store, then told to
-the timer. A change a user asked for is refused at once while the store takes
-no writes.
+Every change is checked in full first, then written to the store with its
+``job`` event (which tells the timers of other instances), then told to this
+instance's timer. A change a user asked for is refused at once while the store
+takes no writes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 import structlog
 
 from gatewayd.api.reads import Reads
+from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.errors import InvalidInput, NameTaken
+from gatewayd.events import JobAdded, JobDisabled, JobEnabled, JobEvent, JobRemoved, JobUpdated
 from gatewayd.ids import new_job_id
 from gatewayd.jobspec import job_from_spec, patched_spec
 from gatewayd.model import AgentTurnPayload, Job, JobSource, Run, ScheduleKind, StopReason
@@ -41,15 +44,20 @@ class Jobs:
         pipeline: RunPipeline,
         scheduler: Scheduler,
         reads: Reads,
+        bus: Bus,
         agents: frozenset[str] | None = None,
     ) -> None:
         self._store = store
+        self._bus = bus
         self._clock = clock
         self._pipeline = pipeline
         self._scheduler = scheduler
         self._reads = reads
         self._agents = agents
         pipeline.add_finished_listener(self._after_run)
+
+    def _event(self, kind: type[JobEvent], job: Job, by: JobSource) -> JobEvent:
+        return kind.of(job, self._clock.now(), source=by, instance=self._reads.identity.instance_id)
 
     def _check_agent(self, job: Job) -> None:
         payload = job.payload
@@ -77,7 +85,10 @@ class Jobs:
     async def add(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
         self._store.check_writable()
         job = self._new(spec, source)
-        await self._store.add_job(job)
+        await self._bus.publish_with(
+            lambda publication: self._store.add_job(job, publication=publication),
+            self._event(JobAdded, job, source),
+        )
         self._scheduler.job_changed(job)
         log.info("job added", job_id=job.id, name=job.name, source=source.value)
         return job
@@ -102,7 +113,10 @@ class Jobs:
             names[job.name] = index
             jobs.append(job)
         try:
-            await self._store.add_jobs(jobs)
+            await self._bus.publish_with(
+                lambda publication: self._store.add_jobs(jobs, publication=publication),
+                *(self._event(JobAdded, job, JobSource.API) for job in jobs),
+            )
         except NameTaken as exc:
             taken = names.get(exc.data.get("name", ""))
             prefix = "" if taken is None else f"jobs[{taken}]: "
@@ -112,7 +126,16 @@ class Jobs:
         log.info("jobs added", count=len(jobs))
         return jobs
 
-    async def update(self, ref: str, patch: Any, *, source: JobSource | None = None) -> Job:
+    async def update(
+        self,
+        ref: str,
+        patch: Any,
+        *,
+        source: JobSource | None = None,
+        by: JobSource = JobSource.API,
+    ) -> Job:
+        """Apply ``patch`` to the job; ``source`` changes whose job it is (the config's),
+        ``by`` says who changed it (the ``source`` of its event)."""
         self._store.check_writable()
         current = await self._reads.job(ref)
         if source is None and current.source is JobSource.CONFIG:
@@ -141,7 +164,13 @@ class Jobs:
                 or (job.stagger_s != current.stagger_s and job.next_slot is not None)
             ):
                 job = dataclasses.replace(job, next_slot=first_slot(job, now))
-            await self._store.update_job(job)
+            kind: type[JobEvent] = JobUpdated
+            if job.enabled != current.enabled:
+                kind = JobEnabled if job.enabled else JobDisabled
+            await self._bus.publish_with(
+                lambda publication: self._store.update_job(job, publication=publication),
+                self._event(kind, job, by),
+            )
         self._scheduler.job_changed(job)
         log.info("job updated", job_id=job.id, name=job.name)
         return job
@@ -152,13 +181,17 @@ class Jobs:
             return job
         return await self.update(job.id, {"enabled": enabled}, source=job.source)
 
-    async def remove(self, ref: str, *, allow_config: bool = False) -> Job:
+    async def remove(self, ref: str, *, by: JobSource = JobSource.API) -> Job:
+        """Remove the job (one declared in the config file only ``by`` the config)."""
         self._store.check_writable()
         job = await self._reads.job(ref)
-        if job.source is JobSource.CONFIG and not allow_config:
+        if job.source is JobSource.CONFIG and by is not JobSource.CONFIG:
             raise InvalidInput(f"job {job.name!r} is declared in the config file; remove it there")
         async with self._pipeline.job_lock(job.id):
-            await self._store.delete_job(job.id)
+            await self._bus.publish_with(
+                lambda publication: self._store.delete_job(job.id, publication=publication),
+                self._event(JobRemoved, job, by),
+            )
         self._scheduler.job_removed(job.id)
         for run in await self._store.live_runs(job.id):
             await self._pipeline.cancel(run.run_id, reason=StopReason.JOB_REMOVED)
@@ -191,11 +224,11 @@ class Jobs:
                 continue
             patch = self._declared_patch(existing, spec)
             if patch:
-                await self.update(existing.id, patch, source=JobSource.CONFIG)
+                await self.update(existing.id, patch, source=JobSource.CONFIG, by=JobSource.CONFIG)
                 result["changed"].append(existing.name)
         for job in by_name.values():
             if job.name not in names:
-                await self.remove(job.id, allow_config=True)
+                await self.remove(job.id, by=JobSource.CONFIG)
                 result["removed"].append(job.name)
         return result
 
@@ -229,7 +262,10 @@ class Jobs:
             job is not None
             and job.delete_after_run
             and job.schedule.kind is ScheduleKind.AT
-            and await self._store.delete_idle_job(job.id)
+            and await self._bus.publish_with(
+                lambda publication: self._store.delete_idle_job(job.id, publication=publication),
+                self._event(JobRemoved, job, job.source),
+            )
         ):
             self._scheduler.job_removed(job.id)
             log.info("one-shot job deleted after its run", job_id=job.id, run_id=run.run_id)

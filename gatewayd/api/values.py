@@ -19,6 +19,7 @@ class Identity:
     instance_id: str
     pid: int
     host: str
+    host_id: str
     state_dir: Path
     socket_path: Path
     started_at: datetime

@@ -2,20 +2,26 @@
 
 Every run is minted here and recorded ``queued`` (or ``skipped``) before
 anything else happens to it, with the slot it consumes. A manual run and the
-runs of a job's due slots are decided on the job's live runs, under the job's
-lock, and handed to the supervisor once recorded.
+runs of a job's due slots are decided on the job's live runs and its next
+slot, as read from the store; the store records them only if the job is still
+as the decision saw it (:class:`gatewayd.store.transitions.Expected`), so two
+instances sharing the store can never both admit a run that the overlap policy
+allows once, nor both fire one slot. A stale decision is made again on fresh
+state. The job's lock only spares this instance's own tasks that retry.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 import anyio
 
 from gatewayd.clock import Clock
+from gatewayd.errors import StaleDecision
 from gatewayd.ids import new_run_id
 from gatewayd.model import (
     ErrorKind,
@@ -40,6 +46,12 @@ from gatewayd.runs.recording import Recorder
 from gatewayd.runs.supervision import Supervisor
 from gatewayd.settings import SCHEDULER
 from gatewayd.store.base import Store
+from gatewayd.store.transitions import Expected
+
+T = TypeVar("T")
+# How many times a decision is made again on fresh state before the conflict is
+# reported (each time, another decider won: the job has moved on).
+MAX_DECISIONS = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +125,20 @@ def new_run(
     )
 
 
+def _seen(live: Sequence[Run]) -> frozenset[str]:
+    return frozenset(run.run_id for run in live)
+
+
+async def _until_fresh(decide: Callable[[], Awaitable[T]]) -> T:
+    """``decide()``, made again while the store finds it stale."""
+    for _ in range(MAX_DECISIONS - 1):
+        try:
+            return await decide()
+        except StaleDecision:
+            continue
+    return await decide()
+
+
 def _waits_for(action: OverlapAction, live: Sequence[Run]) -> tuple[str, ...]:
     if action in (OverlapAction.QUEUE, OverlapAction.REPLACE):
         return tuple(r.run_id for r in live)
@@ -161,19 +187,24 @@ class Admission:
     async def manual(self, job: Job) -> Submitted:
         """Queue a manual run of ``job`` now, as its overlap policy allows (I6)."""
         if not needs_live_runs(job.overlap):
-            return await self._submit(job, [], decide_overlap(job.overlap, []))
+            return await self._submit(job, [], OverlapAction.START, expected=None)
         async with self._locks.hold(job.id):
-            live = await self._store.live_runs(job.id)
-            action = decide_overlap(job.overlap, live)
-            if action is OverlapAction.SKIP:
-                running = [r for r in live if r.status is RunStatus.RUNNING]
-                return Submitted(run=(running or live)[0], ran=False)
-            return await self._submit(job, live, action)
+            return await _until_fresh(lambda: self._manual(job))
 
-    async def _submit(self, job: Job, live: Sequence[Run], action: OverlapAction) -> Submitted:
+    async def _manual(self, job: Job) -> Submitted:
+        live = await self._store.live_runs(job.id)
+        action = decide_overlap(job.overlap, live)
+        if action is OverlapAction.SKIP:
+            running = [r for r in live if r.status is RunStatus.RUNNING]
+            return Submitted(run=(running or live)[0], ran=False)
+        return await self._submit(job, live, action, expected=Expected(live=_seen(live)))
+
+    async def _submit(
+        self, job: Job, live: Sequence[Run], action: OverlapAction, *, expected: Expected | None
+    ) -> Submitted:
         now = self._clock.now()
         run = new_run(job, owner=self._instance_id, trigger=Trigger.MANUAL, now=now)
-        await self._recorder.record_new([run], now=now)
+        await self._recorder.record_new([run], now=now, expected=expected)
         self._supervisor.launch(run, job, after=_waits_for(action, live))
         self._replace(action, live)
         return Submitted(run=run, ran=True)
@@ -196,25 +227,29 @@ class Admission:
     async def fire_due(self, job_id: str) -> tuple[list[Run], Job | None]:
         """Record and start what the due slots of a job call for; return the runs and the job.
 
-        The slots and the job's new ``next_slot`` are recorded in one transaction.
-        Returns the job as it is afterwards (``None`` if it no longer exists).
+        The slots and the job's new ``next_slot`` are recorded in one transaction,
+        only if no other timer advanced the slot meanwhile. Returns the job as it
+        is afterwards (``None`` if it no longer exists).
         """
         async with self._locks.hold(job_id):
-            job = await self._store.get_job(job_id)
-            if job is None or not job.enabled:
-                return [], job
-            now = self._clock.now()
-            window = job.catchup_window_s
-            plan = plan_due(
-                job,
-                now,
-                window_s=self._catchup.window_s if window is None else window,
-                limits=self._catchup.limits,
-            )
-            if not plan.decisions:
-                return [], job
-            runs = await self._record_plan(job, plan, now)
-            return runs, replace(job, next_slot=plan.next_slot)
+            return await _until_fresh(lambda: self._fire_due(job_id))
+
+    async def _fire_due(self, job_id: str) -> tuple[list[Run], Job | None]:
+        job = await self._store.get_job(job_id)
+        if job is None or not job.enabled:
+            return [], job
+        now = self._clock.now()
+        window = job.catchup_window_s
+        plan = plan_due(
+            job,
+            now,
+            window_s=self._catchup.window_s if window is None else window,
+            limits=self._catchup.limits,
+        )
+        if not plan.decisions:
+            return [], job
+        runs = await self._record_plan(job, plan, now)
+        return runs, replace(job, next_slot=plan.next_slot)
 
     async def _record_plan(self, job: Job, plan: DuePlan, now: datetime) -> list[Run]:
         """Record the plan's runs; each ordinary slot meets the overlap policy.
@@ -224,7 +259,9 @@ class Admission:
         fired on time (one that starts counts as running). Catch-up runs wait in
         line, one after another.
         """
-        live = await self._store.live_runs(job.id) if needs_live_runs(job.overlap) else []
+        looks = needs_live_runs(job.overlap)
+        live = await self._store.live_runs(job.id) if looks else []
+        expected = Expected(live=_seen(live) if looks else None, next_slot=job.next_slot)
         ahead = list(live)
         runs: list[Run] = []
         launches: list[tuple[Run, tuple[str, ...]]] = []
@@ -252,7 +289,9 @@ class Admission:
             launches.append((run, after))
             ahead.append(run if after else replace(run, status=RunStatus.RUNNING))
             previous = run
-        await self._recorder.record_new(runs, now=now, advance_job=job.id, next_slot=plan.next_slot)
+        await self._recorder.record_new(
+            runs, now=now, advance_job=job.id, next_slot=plan.next_slot, expected=expected
+        )
         for run, after in launches:
             self._supervisor.launch(run, job, after=after)
         if replacing:

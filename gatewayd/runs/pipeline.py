@@ -23,20 +23,22 @@ import anyio
 import anyio.abc
 import structlog
 
+from gatewayd.broker import Broker, Hint
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
-from gatewayd.errors import Conflict, NotFound
-from gatewayd.model import Job, PayloadKind, Run, RunOutcome, RunStatus, StopReason
+from gatewayd.errors import NotFound
+from gatewayd.model import InstanceState, Job, PayloadKind, Run, RunOutcome, RunStatus, StopReason
 from gatewayd.planning import CatchupLimits
 from gatewayd.runners.base import Execution, Runner
 from gatewayd.runs.admission import Admission, Catchup, JobLocks, Submitted
+from gatewayd.runs.endings import ending_of
 from gatewayd.runs.environment import RunEnvironment
 from gatewayd.runs.handles import Handles
 from gatewayd.runs.outcomes import ended_by_itself, stopped
 from gatewayd.runs.recording import Recorder
 from gatewayd.runs.retries import Retries
 from gatewayd.runs.supervision import Limits, Supervisor
-from gatewayd.settings import GATEWAY, SCHEDULER
+from gatewayd.settings import CLUSTER, GATEWAY, SCHEDULER
 from gatewayd.store.base import Store
 from gatewayd.store.transitions import nothing_to_cancel
 
@@ -84,8 +86,13 @@ class RunPipeline:
         settings: PipelineSettings,
         task_group: anyio.abc.TaskGroup,
         bus: Bus,
+        broker: Broker,
+        backstop_s: float = CLUSTER.backstop_s,
     ) -> None:
         self._store = store
+        self._bus = bus
+        self._broker = broker
+        self._backstop_s = backstop_s
         self._settings = settings
         self._handles = handles = Handles()
         self._locks = JobLocks()
@@ -180,7 +187,14 @@ class RunPipeline:
         return True
 
     async def cancel(self, run_id: str, *, reason: StopReason = StopReason.CANCELLED) -> Run:
-        """Stop a live run and return it once its terminal status is recorded."""
+        """Stop a live run, whichever instance drives it; return it once it has ended.
+
+        A run this instance drives is stopped here. Another's is stopped by its
+        owner, asked through the store (the request is durable: an owner that is
+        gone leaves it to the instance that takes its runs over); the run is
+        returned as it is if its ending takes longer than :attr:`cancel_wait_s`.
+        A queued run that no live instance drives is recorded cancelled here.
+        """
         handle = self._handles.get(run_id)
         if handle is not None:
             handle.request_stop(reason)
@@ -193,28 +207,59 @@ class RunPipeline:
             raise NotFound(f"no run with id {run_id!r}")
         if run.status.is_terminal:
             raise nothing_to_cancel(run)
-        if run.status is RunStatus.QUEUED:
+        if run.status is RunStatus.QUEUED and not await self._owner_lives(run):
             await self.finish_unwatched(run, stopped(reason, at=self._clock.now()))
             ended = await self._store.get_run(run_id)
             assert ended is not None
             return ended
-        raise Conflict(
-            f"run {run_id} is running under instance {run.owner}, not this one; "
-            "it cannot be cancelled from here"
-        )
+        await self._store.request_cancel(run_id, reason)
+        self._broker.hint(Hint.CANCEL_REQUESTED)
+        with anyio.move_on_after(self.cancel_wait_s):
+            return await ending_of(run_id, store=self._store, bus=self._bus)
+        current = await self._store.get_run(run_id)
+        assert current is not None
+        return current
+
+    @property
+    def cancel_wait_s(self) -> float:
+        """How long a cancel waits for another instance to record the run's ending."""
+        return self._settings.kill_grace_s + 3 * self._backstop_s
+
+    async def _owner_lives(self, run: Run) -> bool:
+        if run.owner is None or run.owner == self._settings.instance_id:
+            return False  # ours, and no task of ours drives it
+        owner = await self._store.get_instance(run.owner)
+        return owner is not None and owner.state is InstanceState.LIVE
+
+    async def carry_out_cancels(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Stop the runs of this instance that another asked to stop; until cancelled.
+
+        It looks when a hint says a stop was asked, and every backstop.
+        """
+        with self._broker.listen(Hint.CANCEL_REQUESTED) as watch:
+            task_status.started()
+            while True:
+                try:
+                    asked = await self._store.cancel_requests(self._settings.instance_id)
+                except Exception:
+                    log.exception("could not read the stops asked of this instance's runs")
+                    asked = []
+                for run in asked:
+                    assert run.cancel_requested is not None
+                    self.request_stop(run.run_id, reason=run.cancel_requested)
+                await watch.wait(backstop_s=self._backstop_s)
 
     async def wait(self, run_id: str) -> Run:
-        """The run once it has a terminal status, if this instance is running it; else as is."""
+        """The run once it has a terminal status, whichever instance drives it."""
         handle = self._handles.get(run_id)
         if handle is not None:
             await handle.done.wait()
         ended = self.recent_ending(run_id)
         if ended is not None:
             return ended
-        run = await self._store.get_run(run_id)
-        if run is None:
-            raise NotFound(f"no run with id {run_id!r}")
-        return run
+        return await ending_of(run_id, store=self._store, bus=self._bus)
 
     def recent_ending(self, run_id: str) -> Run | None:
         """The run as its ending was recorded, if it is among this instance's latest endings.
@@ -280,6 +325,8 @@ async def open_pipeline(
     runners: Mapping[PayloadKind, Runner],
     settings: PipelineSettings,
     bus: Bus,
+    broker: Broker,
+    backstop_s: float = CLUSTER.backstop_s,
 ) -> AsyncIterator[RunPipeline]:
     """A pipeline whose run tasks live inside this context.
 
@@ -288,7 +335,14 @@ async def open_pipeline(
     """
     async with anyio.create_task_group() as tg:
         pipeline = RunPipeline(
-            store=store, clock=clock, runners=runners, settings=settings, task_group=tg, bus=bus
+            store=store,
+            clock=clock,
+            runners=runners,
+            settings=settings,
+            task_group=tg,
+            bus=bus,
+            broker=broker,
+            backstop_s=backstop_s,
         )
         try:
             yield pipeline

@@ -34,7 +34,7 @@ from gatewayd.runners.base import ExecResult
 from gatewayd.runs.handles import RunHandle
 from gatewayd.runs.outcomes import ended_by_itself, session_stop
 from gatewayd.store.base import Publication, Store
-from gatewayd.store.transitions import finished, started
+from gatewayd.store.transitions import Expected, finished, started
 
 log = structlog.get_logger("gatewayd.runs")
 
@@ -61,17 +61,23 @@ class Recorder:
         now: datetime,
         advance_job: str | None = None,
         next_slot: datetime | None = None,
+        expected: Expected | None = None,
     ) -> None:
         """Record new runs with their ``queued`` (or, if skipped, ``finished``) events.
 
         The write is seen through even if the caller is cancelled (see the bus), and
         the caller launches the runs before a cancellation can land: a run
-        recorded is always driven to its ending. ``now`` is when they were decided.
+        recorded is always driven to its ending. ``now`` is when they were decided;
+        ``expected``, what the decision saw (see ``Store.record_runs``).
         """
 
         def write(publication: Publication) -> Awaitable[None]:
             return self._store.record_runs(
-                runs, advance_job=advance_job, next_slot=next_slot, publication=publication
+                runs,
+                advance_job=advance_job,
+                next_slot=next_slot,
+                expected=expected,
+                publication=publication,
             )
 
         await self._bus.publish_with(
@@ -189,11 +195,9 @@ class Recorder:
                 handle.lifecycle_ended = True
 
     async def main_session(self) -> str:
-        """The id of the shared ``main`` session: read once, then kept (only we write it)."""
+        """The id of the shared ``main`` session, as the store keeps it for every instance."""
         if self._main_session_id is None:
-            session = await self._store.get_session(MAIN_SESSION_KEY)
-            if self._main_session_id is None:  # no other task read it meanwhile
-                self._main_session_id = session.session_id if session else new_session_id()
+            self._main_session_id = await self._store.main_session_id(new_session_id())
         return self._main_session_id
 
     async def _session_id(self, run: Run, handle: RunHandle | None) -> str:

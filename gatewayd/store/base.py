@@ -1,9 +1,12 @@
 """The store interface: the one durable record of jobs, runs and instances.
 
-Every implementation passes the contract suite in ``tests/test_store_contract.py``.
-The contract is written so that a database shared by several gateway instances
-(PostgreSQL) can follow it: each state change is one transaction, guarded by the
-state it expects, so two writers can never both win.
+Every implementation passes the contract suite in ``tests/test_store_contract.py``,
+with one instance and with two sharing the store. Every decision that keeps the
+record true is taken inside one store transaction, so that any number of
+instances can share a store: each state change is guarded by the state it
+expects (two writers never both win), events get their ``seq`` in the
+transaction that writes them (in commit order), and whether an instance lives
+is judged by its lease on the store's clock.
 """
 
 from __future__ import annotations
@@ -25,21 +28,25 @@ from gatewayd.model import (
     RunCounts,
     RunOutcome,
     Session,
+    StopReason,
     elapsed_ms,
 )
+from gatewayd.store.transitions import Expected
+
+Envelope = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Publication:
     """Events, and the session rows they move, written in one transaction with a change.
 
-    ``events`` are ``(seq, body)`` pairs; each ``seq`` must exceed every ``seq``
-    ever stored. A session given with its ``started_at`` replaces the row with
-    its key; one without (an ending) records that row's ending (see
-    :meth:`Store.publish`).
+    ``events`` are their bodies: the store gives each its ``seq`` in the
+    transaction, above every ``seq`` ever stored, in commit order. A session
+    given with its ``started_at`` replaces the row with its key; one without (an
+    ending) records that row's ending (see :meth:`Store.publish`).
     """
 
-    events: tuple[tuple[int, dict[str, Any]], ...] = ()
+    events: tuple[dict[str, Any], ...] = ()
     sessions: tuple[Session, ...] = ()
 
     @staticmethod
@@ -99,6 +106,34 @@ class StoreHealth:
 
 
 HealthListener = Callable[[StoreHealth], None]
+EventsListener = Callable[[Sequence[Envelope]], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotClaims:
+    """A slot claimed by more than one run (what the unique slot index forbids)."""
+
+    job_id: str
+    scheduled_for: datetime
+    runs: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadEnding:
+    """A run whose status, ``started_at`` and ``ended_at`` disagree."""
+
+    run_id: str
+    job_id: str
+    status: str
+    problem: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Audit:
+    """What ``doctor`` asks of any store: records that break the invariants, as stored."""
+
+    slots_used_twice: tuple[SlotClaims, ...] = ()
+    bad_endings: tuple[BadEnding, ...] = ()
 
 
 class Store(abc.ABC):
@@ -158,23 +193,59 @@ class Store(abc.ABC):
         return
 
     # --- instances ------------------------------------------------------------------
+    #
+    # An instance owns the runs it starts while its lease lasts. Leases are judged
+    # by the store's clock (:meth:`now`), never by an instance's own.
 
     @abc.abstractmethod
-    async def register_instance(self, instance: Instance) -> None:
-        """Record a new instance, the owner of the runs it starts."""
+    async def now(self) -> datetime:
+        """The store's clock, which judges every lease."""
 
     @abc.abstractmethod
-    async def heartbeat(self, instance_id: str, at: datetime) -> None:
-        """Record that ``instance_id`` is alive at ``at``."""
+    async def register_instance(self, instance: Instance, *, lease_s: float) -> Instance:
+        """Record a new, ``live`` instance with a lease of ``lease_s`` from now; return it.
+
+        ``heartbeat_at`` and ``lease_until`` are set by the store's clock.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(self, instance_id: str, *, lease_s: float) -> bool:
+        """Extend a ``live`` instance's lease to ``lease_s`` from now.
+
+        ``False`` (nothing changed) if the instance is not live any more: it was
+        taken over, and owns nothing.
+        """
+
+    @abc.abstractmethod
+    async def stop_instance(self, instance_id: str) -> None:
+        """Record that a live instance stopped by itself (its lease ends now)."""
+
+    @abc.abstractmethod
+    async def take_over(
+        self, instance_id: str, *, by: str, grace_s: float = 0.0, proven_dead: bool = False
+    ) -> bool:
+        """Record a ``live`` instance ``gone``, taken over by instance ``by``; whether this won.
+
+        Only an instance whose lease lapsed more than ``grace_s`` ago by the
+        store's clock can be taken over, unless ``proven_dead`` (a successor holds
+        the lock it held). Exactly one taker wins; the others get ``False``.
+        """
 
     @abc.abstractmethod
     async def get_instance(self, instance_id: str) -> Instance | None:
         """The instance, or ``None``."""
 
+    @abc.abstractmethod
+    async def instances(self) -> list[Instance]:
+        """Every instance recorded, oldest first."""
+
     # --- jobs -----------------------------------------------------------------------
 
+    # Every change of a job carries its ``job.*`` event in ``publication``,
+    # written in the same transaction, only if the change is.
+
     @abc.abstractmethod
-    async def add_job(self, job: Job) -> None:
+    async def add_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         """Insert a job.
 
         Raises :class:`gatewayd.errors.NameTaken` if another job has its name,
@@ -182,11 +253,11 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def add_jobs(self, jobs: Sequence[Job]) -> None:
+    async def add_jobs(self, jobs: Sequence[Job], *, publication: Publication = NOTHING) -> None:
         """Insert many jobs in one transaction: all of them, or none (same errors as add_job)."""
 
     @abc.abstractmethod
-    async def update_job(self, job: Job) -> None:
+    async def update_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         """Replace the stored job with the same id, including ``next_slot``.
 
         Raises :class:`gatewayd.errors.NotFound` if there is none and
@@ -194,14 +265,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def delete_job(self, job_id: str) -> None:
+    async def delete_job(self, job_id: str, *, publication: Publication = NOTHING) -> None:
         """Delete a job. Its runs stay in history.
 
         Raises :class:`gatewayd.errors.NotFound` if there is no such job.
         """
 
     @abc.abstractmethod
-    async def delete_idle_job(self, job_id: str) -> bool:
+    async def delete_idle_job(self, job_id: str, *, publication: Publication = NOTHING) -> bool:
         """Delete a job if none of its runs is live, in one transaction; whether it went.
 
         A job that does not exist is not deleted (``False``).
@@ -246,17 +317,22 @@ class Store(abc.ABC):
         *,
         advance_job: str | None = None,
         next_slot: datetime | None = None,
+        expected: Expected | None = None,
         publication: Publication = NOTHING,
     ) -> None:
-        """Insert new runs and, if ``advance_job`` is given, set its ``next_slot``.
+        """Insert new runs of one job and, if ``advance_job`` is given, set its ``next_slot``.
 
         All in one transaction with ``publication``: a slot is never advanced
         without its run being recorded, nor a run recorded without its events.
-        Runs whose trigger is not ``retry`` and whose ``scheduled_for`` is set
-        claim the slot ``(job_id, scheduled_for)``; if any slot is already
-        claimed, :class:`gatewayd.errors.SlotTaken` is raised and nothing is
-        written. ``advance_job`` must exist, else
-        :class:`gatewayd.errors.NotFound` and nothing is written.
+        With ``expected``, the job must be as the decision saw it (its live runs,
+        and its ``next_slot`` if advanced: compare-and-set), else
+        :class:`gatewayd.errors.StaleDecision` and nothing is written; see
+        :func:`gatewayd.store.transitions.check_expected`. Runs whose trigger is
+        not ``retry`` and whose ``scheduled_for`` is set claim the slot
+        ``(job_id, scheduled_for)``; if any slot is already claimed,
+        :class:`gatewayd.errors.SlotTaken` is raised and nothing is written.
+        ``advance_job`` must exist, else :class:`gatewayd.errors.NotFound` and
+        nothing is written.
         """
 
     @abc.abstractmethod
@@ -308,6 +384,19 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def request_cancel(self, run_id: str, reason: StopReason) -> Run:
+        """Ask the owner of a live run to stop it, durably; return the run.
+
+        The first reason asked stays. Raises
+        :class:`gatewayd.errors.RunAlreadyEnded` if the run has ended, and
+        :class:`gatewayd.errors.NotFound`.
+        """
+
+    @abc.abstractmethod
+    async def cancel_requests(self, owner: str) -> list[Run]:
+        """The live runs of ``owner`` whose stop was asked, oldest first."""
+
+    @abc.abstractmethod
     async def get_run(self, run_id: str) -> Run | None:
         """The run, or ``None``."""
 
@@ -346,6 +435,11 @@ class Store(abc.ABC):
     # --- sessions and events ---------------------------------------------------------
 
     @abc.abstractmethod
+    async def main_session_id(self, candidate: str) -> str:
+        """The id of the shared ``main`` session: the one stored, else ``candidate``,
+        stored now. Every instance sharing the store gets the same id."""
+
+    @abc.abstractmethod
     async def get_session(self, key: str) -> Session | None:
         """The session, or ``None``."""
 
@@ -363,12 +457,22 @@ class Store(abc.ABC):
     async def publish(self, publication: Publication) -> None:
         """Write events and session rows, all in one transaction or none.
 
-        Each event is persisted under its ``seq``; :class:`gatewayd.errors.Conflict`
-        if a ``seq`` is taken. A session with its ``started_at`` is inserted or
+        Each event gets the next ``seq`` (see :class:`Publication`); those who
+        watch the store's events hear of them once committed (see
+        :meth:`watch_events`). A session with its ``started_at`` is inserted or
         replaces the row with its key. A session without (an ending) records its
         ending: every field but ``started_at``, which is kept from the stored
         row, with ``runtime_ms`` derived from it; with no stored row it is
         recorded with no start. See :meth:`Publication.rows`.
+        """
+
+    @abc.abstractmethod
+    def watch_events(self, listener: EventsListener) -> None:
+        """Call ``listener(envelopes)`` on the event loop with the events this store
+        object commits, with their ``seq``, right after each commit, in commit order.
+
+        Events that other instances commit to a shared store are not heard here:
+        read them with :meth:`events_after`.
         """
 
     @abc.abstractmethod
@@ -386,3 +490,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune_events(self, *, keep: int) -> int:
         """Delete all but the newest ``keep`` events; how many went."""
+
+    # --- checking -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def audit(self) -> Audit:
+        """Records that break the invariants as stored (for ``doctor``); reads only."""

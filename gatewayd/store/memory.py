@@ -1,19 +1,25 @@
-"""A store held in memory: for unit tests, and the reference for the contract."""
+"""A store held in memory: for unit tests, and the reference for the contract.
+
+One object may be shared by several pipelines (instances) in one process; its
+clock, which judges leases, is the one it is given.
+"""
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.lowlevel
 
+from gatewayd.clock import Clock, SystemClock
 from gatewayd.errors import Conflict, NameTaken, NotFound, SlotTaken
 from gatewayd.model import (
+    MAIN_SESSION_KEY,
     Instance,
+    InstanceState,
     Job,
     JobSource,
     JobTiming,
@@ -22,16 +28,36 @@ from gatewayd.model import (
     RunOutcome,
     RunStatus,
     Session,
+    StopReason,
     elapsed_ms,
 )
-from gatewayd.store.base import NOTHING, Publication, Store
-from gatewayd.store.transitions import adopted, finished, slot_key, started
+from gatewayd.store.base import (
+    NOTHING,
+    Audit,
+    BadEnding,
+    Envelope,
+    EventsListener,
+    Publication,
+    SlotClaims,
+    Store,
+)
+from gatewayd.store.transitions import (
+    Expected,
+    adopted,
+    cancel_asked,
+    check_expected,
+    ending_problems,
+    finished,
+    slot_key,
+    started,
+)
 
 
 class MemoryStore(Store):
     """Every record in dictionaries; nothing survives the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self._jobs: dict[str, Job] = {}
         self._runs: dict[str, Run] = {}
         self._seq: dict[str, int] = {}
@@ -39,8 +65,10 @@ class MemoryStore(Store):
         self._instances: dict[str, Instance] = {}
         self._counter = itertools.count(1)
         self._sessions: dict[str, Session] = {}
-        self._events: list[dict[str, Any]] = []
+        self._main_session_id: str | None = None
+        self._events: list[Envelope] = []
         self._event_seq = 0
+        self._event_listeners: list[EventsListener] = []
 
     async def open(self) -> None:
         await anyio.lowlevel.checkpoint()
@@ -48,20 +76,72 @@ class MemoryStore(Store):
     async def close(self) -> None:
         await anyio.lowlevel.checkpoint()
 
-    async def register_instance(self, instance: Instance) -> None:
-        await anyio.lowlevel.checkpoint()
-        self._instances[instance.instance_id] = instance
+    # --- instances ------------------------------------------------------------------
 
-    async def heartbeat(self, instance_id: str, at: datetime) -> None:
+    async def now(self) -> datetime:
         await anyio.lowlevel.checkpoint()
-        if instance_id in self._instances:
+        return self._clock.now()
+
+    async def register_instance(self, instance: Instance, *, lease_s: float) -> Instance:
+        await anyio.lowlevel.checkpoint()
+        if instance.instance_id in self._instances:
+            raise Conflict(f"an instance with id {instance.instance_id} exists")
+        now = self._clock.now()
+        recorded = dataclasses.replace(
+            instance,
+            heartbeat_at=now,
+            lease_until=now + timedelta(seconds=lease_s),
+            state=InstanceState.LIVE,
+            taken_by=None,
+        )
+        self._instances[instance.instance_id] = recorded
+        return recorded
+
+    async def renew_lease(self, instance_id: str, *, lease_s: float) -> bool:
+        await anyio.lowlevel.checkpoint()
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.state is not InstanceState.LIVE:
+            return False
+        now = self._clock.now()
+        self._instances[instance_id] = dataclasses.replace(
+            instance, heartbeat_at=now, lease_until=now + timedelta(seconds=lease_s)
+        )
+        return True
+
+    async def stop_instance(self, instance_id: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        instance = self._instances.get(instance_id)
+        if instance is not None and instance.state is InstanceState.LIVE:
             self._instances[instance_id] = dataclasses.replace(
-                self._instances[instance_id], heartbeat_at=at
+                instance, state=InstanceState.STOPPED, lease_until=self._clock.now()
             )
+
+    async def take_over(
+        self, instance_id: str, *, by: str, grace_s: float = 0.0, proven_dead: bool = False
+    ) -> bool:
+        await anyio.lowlevel.checkpoint()
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.state is not InstanceState.LIVE:
+            return False
+        lapsed = instance.lease_until is None or (
+            instance.lease_until + timedelta(seconds=grace_s) < self._clock.now()
+        )
+        if not (lapsed or proven_dead):
+            return False
+        self._instances[instance_id] = dataclasses.replace(
+            instance, state=InstanceState.GONE, taken_by=by
+        )
+        return True
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         await anyio.lowlevel.checkpoint()
         return self._instances.get(instance_id)
+
+    async def instances(self) -> list[Instance]:
+        await anyio.lowlevel.checkpoint()
+        return list(self._instances.values())
+
+    # --- jobs -----------------------------------------------------------------------
 
     def _check_name(self, job: Job) -> None:
         for other in self._jobs.values():
@@ -70,14 +150,10 @@ class MemoryStore(Store):
                     f"the name {job.name!r} is taken by job {other.id}", data={"name": job.name}
                 )
 
-    async def add_job(self, job: Job) -> None:
-        await anyio.lowlevel.checkpoint()
-        if job.id in self._jobs:
-            raise Conflict(f"a job with id {job.id} exists")
-        self._check_name(job)
-        self._jobs[job.id] = job
+    async def add_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
+        await self.add_jobs([job], publication=publication)
 
-    async def add_jobs(self, jobs: Sequence[Job]) -> None:
+    async def add_jobs(self, jobs: Sequence[Job], *, publication: Publication = NOTHING) -> None:
         await anyio.lowlevel.checkpoint()
         names = {j.name: j.id for j in self._jobs.values()}
         for job in jobs:
@@ -91,24 +167,30 @@ class MemoryStore(Store):
             names[job.name] = job.id
         for job in jobs:
             self._jobs[job.id] = job
+        self._apply(publication)
 
-    async def update_job(self, job: Job) -> None:
+    async def update_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         await anyio.lowlevel.checkpoint()
         if job.id not in self._jobs:
             raise NotFound(f"no job with id {job.id}")
         self._check_name(job)
         self._jobs[job.id] = job
+        self._apply(publication)
 
-    async def delete_job(self, job_id: str) -> None:
+    async def delete_job(self, job_id: str, *, publication: Publication = NOTHING) -> None:
         await anyio.lowlevel.checkpoint()
         if self._jobs.pop(job_id, None) is None:
             raise NotFound(f"no job with id {job_id}")
+        self._apply(publication)
 
-    async def delete_idle_job(self, job_id: str) -> bool:
+    async def delete_idle_job(self, job_id: str, *, publication: Publication = NOTHING) -> bool:
         await anyio.lowlevel.checkpoint()
         if any(r.job_id == job_id and r.status.is_live for r in self._runs.values()):
             return False
-        return self._jobs.pop(job_id, None) is not None
+        if self._jobs.pop(job_id, None) is None:
+            return False
+        self._apply(publication)
+        return True
 
     async def get_job(self, job_id: str) -> Job | None:
         await anyio.lowlevel.checkpoint()
@@ -152,12 +234,24 @@ class MemoryStore(Store):
         *,
         advance_job: str | None = None,
         next_slot: datetime | None = None,
+        expected: Expected | None = None,
         publication: Publication = NOTHING,
     ) -> None:
         await anyio.lowlevel.checkpoint()
         if advance_job is not None and advance_job not in self._jobs:
             raise NotFound(f"no job with id {advance_job}")
-        self._check(publication)
+        if expected is not None and runs:
+            job_id = runs[0].job_id
+            job = self._jobs.get(job_id)
+            check_expected(
+                job_id,
+                expected,
+                live_now=(
+                    r.run_id for r in self._runs.values() if r.job_id == job_id and r.status.is_live
+                ),
+                next_slot_now=None if job is None else job.next_slot,
+                advances=advance_job is not None,
+            )
         claimed: set[tuple[str, datetime]] = set()
         for run in runs:
             if run.run_id in self._runs:
@@ -200,7 +294,6 @@ class MemoryStore(Store):
         )
         if outcome is not None:
             run = finished(run, outcome)
-        self._check(publication)
         self._runs[run_id] = run
         self._apply(publication)
         return run
@@ -216,10 +309,23 @@ class MemoryStore(Store):
     ) -> Run:
         await anyio.lowlevel.checkpoint()
         run = finished(self._live(run_id), outcome)
-        self._check(publication)
         self._runs[run_id] = run
         self._apply(publication)
         return run
+
+    async def request_cancel(self, run_id: str, reason: StopReason) -> Run:
+        await anyio.lowlevel.checkpoint()
+        run = self._runs[run_id] = cancel_asked(self._live(run_id), reason)
+        return run
+
+    async def cancel_requests(self, owner: str) -> list[Run]:
+        await anyio.lowlevel.checkpoint()
+        runs = [
+            r
+            for r in self._runs.values()
+            if r.owner == owner and r.status.is_live and r.cancel_requested is not None
+        ]
+        return sorted(runs, key=lambda r: self._seq[r.run_id])
 
     async def get_run(self, run_id: str) -> Run | None:
         await anyio.lowlevel.checkpoint()
@@ -301,15 +407,6 @@ class MemoryStore(Store):
                 self._slots.discard(key)
         return doomed
 
-    def _check(self, publication: Publication) -> None:
-        """Raise what ``_apply`` would fail on, before anything is changed."""
-        seen: set[int] = set()
-        for seq, _ in publication.events:
-            stored = seq <= self._event_seq and any(e["seq"] == seq for e in self._events)
-            if stored or seq in seen:
-                raise Conflict(f"an event with seq {seq} exists")
-            seen.add(seq)
-
     def _apply(self, publication: Publication) -> None:
         for session in publication.rows():
             if publication.replaces(session):
@@ -323,14 +420,29 @@ class MemoryStore(Store):
             self._sessions[session.key] = dataclasses.replace(
                 session, started_at=started_at, runtime_ms=runtime
             )
-        for seq, body in publication.events:
-            self._event_seq = max(self._event_seq, seq)
-            bisect.insort(self._events, {"seq": seq, **body}, key=lambda e: e["seq"])
+        if not publication.events:
+            return
+        envelopes: list[Envelope] = []
+        for body in publication.events:
+            self._event_seq += 1
+            envelopes.append({"seq": self._event_seq, **body})
+        self._events.extend(envelopes)
+        for listener in self._event_listeners:
+            listener(envelopes)
 
     async def publish(self, publication: Publication) -> None:
         await anyio.lowlevel.checkpoint()
-        self._check(publication)
         self._apply(publication)
+
+    def watch_events(self, listener: EventsListener) -> None:
+        self._event_listeners.append(listener)
+
+    async def main_session_id(self, candidate: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        if self._main_session_id is None:
+            main = self._sessions.get(MAIN_SESSION_KEY)
+            self._main_session_id = candidate if main is None else main.session_id
+        return self._main_session_id
 
     async def get_session(self, key: str) -> Session | None:
         await anyio.lowlevel.checkpoint()
@@ -367,3 +479,24 @@ class MemoryStore(Store):
         gone = max(0, len(self._events) - keep)
         del self._events[:gone]
         return gone
+
+    async def audit(self) -> Audit:
+        await anyio.lowlevel.checkpoint()
+        claims: dict[tuple[str, datetime], int] = {}
+        for run in self._runs.values():
+            key = slot_key(run)
+            if key is not None:
+                claims[key] = claims.get(key, 0) + 1
+        bad = [
+            BadEnding(run_id=r.run_id, job_id=r.job_id, status=r.status.value, problem=problem)
+            for r in self._runs.values()
+            for problem in ending_problems(r)
+        ]
+        return Audit(
+            slots_used_twice=tuple(
+                SlotClaims(job_id=job_id, scheduled_for=slot, runs=n)
+                for (job_id, slot), n in sorted(claims.items())
+                if n > 1
+            ),
+            bad_endings=tuple(bad),
+        )

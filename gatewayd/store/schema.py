@@ -102,6 +102,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE probe (n INTEGER NOT NULL)",
         "INSERT INTO probe VALUES (0)",
     ),
+    # version 6: instances hold leases on the store's clock, with their host and
+    # state directory; a durable request to stop a run, for its owner; one id for
+    # the main session, for every instance; job changes as events
+    (
+        "ALTER TABLE instances ADD COLUMN host_id TEXT",
+        "ALTER TABLE instances ADD COLUMN state_dir TEXT",
+        "ALTER TABLE instances ADD COLUMN lease_until INTEGER",
+        "ALTER TABLE instances ADD COLUMN state TEXT NOT NULL DEFAULT 'live'",
+        "ALTER TABLE instances ADD COLUMN taken_by TEXT",
+        "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """INSERT INTO meta (key, value)
+            SELECT 'main_session_id', session_id FROM sessions WHERE key = 'main'""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,11 +37,17 @@ def _same(value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column: its name (the record's attribute's too), and how its value is kept."""
+    """One column: its name (the record's attribute's too, unless ``get`` derives its
+    value from the record), and how its value is kept."""
 
     name: str
     write: Callable[[Any], Any] = field(default=_same)
     read: Callable[[Any], Any] = field(default=_same)
+    get: Callable[[Any], Any] | None = None
+
+    def value_of(self, item: Any) -> Any:
+        """The column's value for ``item``, as it is written."""
+        return self.write(getattr(item, self.name) if self.get is None else self.get(item))
 
 
 def time_column(name: str) -> Column:
@@ -71,7 +77,7 @@ class Table(Generic[T]):
 
     def values(self, item: T) -> tuple[Any, ...]:
         """The record's values, in column order, as they are written."""
-        return tuple(c.write(getattr(item, c.name)) for c in self.columns)
+        return tuple(c.value_of(item) for c in self.columns)
 
     def load(self, row: Sequence[Any]) -> T:
         """The record from a row selected with :attr:`names`."""
@@ -83,6 +89,10 @@ class Table(Generic[T]):
         """``a = ?, b = ?`` for an UPDATE of these columns."""
         return ", ".join(f"{self.columns[self._index[n]].name} = ?" for n in names)
 
+    def names_of(self, names: Sequence[str]) -> str:
+        """``a, b``: some of the columns, in the order given (checked to exist)."""
+        return ", ".join(self.columns[self._index[n]].name for n in names)
+
     def values_of(self, item: T, names: Sequence[str]) -> tuple[Any, ...]:
         """The values of some columns of a record, in the order given."""
-        return tuple(self.columns[self._index[n]].write(getattr(item, n)) for n in names)
+        return tuple(self.columns[self._index[n]].value_of(item) for n in names)

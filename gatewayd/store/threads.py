@@ -18,6 +18,10 @@ the others (what a user asked for) are refused at once with the fault. The
 writer retries by itself, with a backoff of at most ``MAX_RETRY_S``. A damaged
 or replaced store is never written again: its durable operations are held
 until the daemon stops, when they are given up and named in the log.
+
+An operation that writes events returns them as :class:`Published`; once its
+batch is committed, the events go to the commit watcher before any caller is
+answered, in commit order.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
 from gatewayd.errors import StoreError
-from gatewayd.store.base import StoreHealth
+from gatewayd.store.base import Envelope, StoreHealth
 from gatewayd.store.faults import fault_of, is_outage
-from gatewayd.workers import answer
+from gatewayd.workers import answer, forget_frames
 
 T = TypeVar("T")
 log = structlog.get_logger("gatewayd.store")
@@ -59,6 +63,14 @@ def savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("RELEASE op")
         raise
     conn.execute("RELEASE op")
+
+
+@dataclass(frozen=True, slots=True)
+class Published(Generic[T]):
+    """An operation's value, with the events it wrote (as stored, with their seqs)."""
+
+    value: T
+    envelopes: list[Envelope]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +111,8 @@ class BatchWriter:
         self._health = StoreHealth()
         self._listener: tuple[asyncio.AbstractEventLoop, Callable[[StoreHealth], None]] | None
         self._listener = None
+        self._committed: tuple[asyncio.AbstractEventLoop, Callable[[list[Envelope]], None]] | None
+        self._committed = None
         self.batches = 0
         self.operations = 0
 
@@ -110,6 +124,12 @@ class BatchWriter:
         self, loop: asyncio.AbstractEventLoop, listener: Callable[[StoreHealth], None]
     ) -> None:
         self._listener = (loop, listener)
+
+    def watch_commits(
+        self, loop: asyncio.AbstractEventLoop, listener: Callable[[list[Envelope]], None]
+    ) -> None:
+        """Give ``listener`` (on ``loop``) the events of each committed batch, in order."""
+        self._committed = (loop, listener)
 
     def start(self) -> None:
         self._thread.start()
@@ -323,8 +343,19 @@ class BatchWriter:
         return outcomes
 
     def _answer(self, outcomes: list[Outcome]) -> None:
+        """Answer a committed batch: first who hears of its events, then each caller."""
         self.batches += 1
         self.operations += len(outcomes)
+        envelopes = [
+            envelope
+            for _, result, error in outcomes
+            if error is None and isinstance(result, Published)
+            for envelope in result.envelopes
+        ]
+        committed = self._committed
+        if envelopes and committed is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                committed[0].call_soon_threadsafe(committed[1], envelopes)
         for op, result, error in outcomes:
             self._answer_one(op, result, error)
 
@@ -363,6 +394,7 @@ def _run_all(conn: sqlite3.Connection, batch: list[_Op]) -> list[Outcome] | None
         try:
             outcomes.append((op, op.fn(conn), None))
         except Exception as exc:
+            forget_frames(exc)
             if isinstance(exc, sqlite3.Error) and is_outage(exc):
                 raise
             return None
@@ -374,6 +406,7 @@ def _run_alone(conn: sqlite3.Connection, op: _Op) -> Outcome:
         with savepoint(conn):
             return (op, op.fn(conn), None)
     except Exception as exc:
+        forget_frames(exc)
         if isinstance(exc, sqlite3.Error) and is_outage(exc):
             raise
         return (op, None, exc)

@@ -7,10 +7,11 @@ same transitions with the same errors.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import datetime
 
-from gatewayd.errors import Conflict, RunAlreadyEnded
-from gatewayd.model import Run, RunOutcome, RunStatus, Trigger, elapsed_ms
+from gatewayd.errors import Conflict, RunAlreadyEnded, StaleDecision
+from gatewayd.model import Run, RunOutcome, RunStatus, StopReason, Trigger, elapsed_ms
 
 
 def slot_key(run: Run) -> tuple[str, datetime] | None:
@@ -62,6 +63,53 @@ def nothing_to_cancel(run: Run) -> RunAlreadyEnded:
     )
 
 
+def cancel_asked(run: Run, reason: StopReason) -> Run:
+    """``run``, still live, with a stop asked of its owner (the first reason asked stays)."""
+    if run.status.is_terminal:
+        raise nothing_to_cancel(run)
+    if run.cancel_requested is not None:
+        return run
+    return dataclasses.replace(run, cancel_requested=reason)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Expected:
+    """What a decision about a job's new runs was made on, for the store to check.
+
+    ``live``: the ids of the job's live runs it saw (``None``: the decision did not
+    look at them, as under overlap ``allow``). ``next_slot``: the job's next slot
+    it saw, if it advances the slot (compare-and-set).
+    """
+
+    live: frozenset[str] | None = None
+    next_slot: datetime | None = None
+
+
+def check_expected(
+    job_id: str,
+    expected: Expected,
+    *,
+    live_now: Iterable[str],
+    next_slot_now: datetime | None,
+    advances: bool,
+) -> None:
+    """Raise :class:`StaleDecision` unless the job is as the decision saw it."""
+    if expected.live is not None:
+        now = frozenset(live_now)
+        if now != expected.live:
+            raise StaleDecision(
+                f"job {job_id}'s live runs changed while its new runs were decided "
+                f"(now {sorted(now)}, decided on {sorted(expected.live)})",
+                data={"job_id": job_id},
+            )
+    if advances and next_slot_now != expected.next_slot:
+        raise StaleDecision(
+            f"job {job_id}'s next slot was advanced by another timer "
+            f"(now {next_slot_now}, decided on {expected.next_slot})",
+            data={"job_id": job_id},
+        )
+
+
 def finished(run: Run, outcome: RunOutcome) -> Run:
     """``run`` with its one terminal status."""
     if run.status.is_terminal:
@@ -85,3 +133,19 @@ def finished(run: Run, outcome: RunOutcome) -> Run:
         output_tail=outcome.output_tail,
         leftovers=outcome.leftovers,
     )
+
+
+def ending_problems(run: Run) -> list[str]:
+    """How a run's status, ``started_at`` and ``ended_at`` disagree (none, for a true record)."""
+    problems = []
+    if run.status.is_live and run.ended_at is not None:
+        problems.append("is live but has ended_at")
+    if run.status is RunStatus.RUNNING and run.started_at is None:
+        problems.append("is running but never started")
+    if run.status is RunStatus.QUEUED and run.started_at is not None:
+        problems.append("is queued but has started")
+    if run.status.is_terminal and run.ended_at is None:
+        problems.append("has ended without ended_at")
+    if run.ended_at is not None and run.started_at is not None and run.ended_at < run.started_at:
+        problems.append("ended before it started")
+    return problems

@@ -1,0 +1,174 @@
+"""The SQLite store's tables of fields: how each record is kept, column by column."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gatewayd.model import (
+    ErrorKind,
+    Instance,
+    InstanceState,
+    Job,
+    JobSource,
+    Leftovers,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    StopReason,
+    Trigger,
+)
+from gatewayd.store.sqlrows import Column, Table, enum_column, time_column
+from gatewayd.views import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
+
+# The store's clock in SQL, as every time is stored: microseconds since the epoch
+# (SQLite's clock has millisecond precision).
+NOW_US = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)"
+LIVE = "status IN ('queued', 'running')"
+
+
+def _leftovers_to_db(value: Leftovers | None) -> bytes | None:
+    return None if value is None else orjson.dumps(leftovers_to_json(value))
+
+
+def _leftovers_from_db(value: bytes | str | None) -> Leftovers | None:
+    return None if value is None else leftovers_from_json(orjson.loads(value))
+
+
+RUNS: Table[Run] = Table(
+    "runs",
+    Run,
+    (
+        Column("run_id"),
+        Column("job_id"),
+        Column("job_name"),
+        enum_column("trigger", Trigger),
+        enum_column("status", RunStatus),
+        time_column("scheduled_for"),
+        time_column("queued_at"),
+        time_column("started_at"),
+        time_column("ended_at"),
+        Column("duration_ms"),
+        Column("exit_code"),
+        Column("error"),
+        enum_column("error_kind", ErrorKind),
+        enum_column("stop_reason", StopReason),
+        Column("session_key"),
+        Column("attempt"),
+        Column("summary"),
+        Column("output_tail"),
+        Column("owner"),
+        Column("pid"),
+        Column("pid_start"),
+        Column("leftovers", _leftovers_to_db, _leftovers_from_db),
+        enum_column("cancel_requested", StopReason),
+    ),
+)
+# What a transition changes: everything but what a run is born with.
+RUN_CHANGES = (
+    "status",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+    "exit_code",
+    "error",
+    "error_kind",
+    "stop_reason",
+    "summary",
+    "output_tail",
+    "owner",
+    "pid",
+    "pid_start",
+    "leftovers",
+    "cancel_requested",
+)
+SESSIONS: Table[Session] = Table(
+    "sessions",
+    Session,
+    (
+        Column("key"),
+        Column("session_id"),
+        Column("job_id"),
+        Column("run_id"),
+        enum_column("status", SessionStatus),
+        time_column("started_at"),
+        time_column("ended_at"),
+        Column("runtime_ms"),
+        Column("error"),
+        enum_column("error_kind", ErrorKind),
+        enum_column("stop_reason", StopReason),
+    ),
+)
+INSTANCES: Table[Instance] = Table(
+    "instances",
+    Instance,
+    (
+        Column("instance_id"),
+        Column("pid"),
+        Column("host"),
+        Column("host_id"),
+        Column("state_dir"),
+        time_column("started_at"),
+        time_column("heartbeat_at"),
+        time_column("lease_until"),
+        enum_column("state", InstanceState),
+        Column("taken_by"),
+    ),
+)
+
+
+def _job(
+    *,
+    id: str,
+    source: str,
+    spec: bytes,
+    next_slot: Any,
+    created_at: Any,
+    updated_at: Any,
+    name: str,
+    enabled: int,
+) -> Job:
+    """A job from its columns: its spec holds what ``name`` and ``enabled`` repeat."""
+    return job_from_stored(
+        orjson.loads(spec),
+        job_id=id,
+        source=JobSource(source),
+        next_slot=next_slot,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+JOBS: Table[Job] = Table(
+    "jobs",
+    _job,
+    (
+        Column("id"),
+        Column("source", get=lambda job: job.source.value),
+        Column("spec", get=lambda job: orjson.dumps(spec_to_json(job))),
+        time_column("next_slot"),
+        time_column("created_at"),
+        time_column("updated_at"),
+        Column("name"),
+        Column("enabled", int),
+    ),
+)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A job from a row of ``JOBS.names``; a row read again is decoded once."""
+    return _cached_job(tuple(row))
+
+
+def jobs_from_rows(rows: Sequence[Sequence[Any]]) -> list[Job]:
+    """Many jobs at once: decoded without the cache, which they would only flush."""
+    return [JOBS.load(r) for r in rows]
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: each cached job is objects for the GC to scan
+def _cached_job(row: tuple[Any, ...]) -> Job:
+    return JOBS.load(row)
