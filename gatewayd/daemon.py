@@ -27,35 +27,29 @@ from gatewayd.api.values import Identity, Status
 from gatewayd.assembly import Core, open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
-from gatewayd.environ import run_environment
 from gatewayd.errors import EXIT_OK, GatewaydError, LeaseLost
 from gatewayd.fdlimit import reserve_descriptors
 from gatewayd.hosts import host_name, machine_id
 from gatewayd.ids import new_instance_id
 from gatewayd.leases import LeaseKeeper
-from gatewayd.model import Instance, PayloadKind, StopReason
+from gatewayd.model import Instance
 from gatewayd.notify import Notifier
 from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir, state_dir_socket
-from gatewayd.planning import CatchupLimits
 from gatewayd.racing import first_of
 from gatewayd.recovery import Recovery, Retention
 from gatewayd.rpc.methods import HEAVY, build_methods, build_streams
 from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
-from gatewayd.runners.agent_turn import AgentTurnRunner
-from gatewayd.runners.base import Runner
-from gatewayd.runners.exec import ExecRunner, WaiterSettings
-from gatewayd.runners.system_event import SystemEventRunner
-from gatewayd.runs import PipelineSettings, RunPipeline
+from gatewayd.runs import RunPipeline
 from gatewayd.settings import OnShutdown
 from gatewayd.statelock import PRIVATE_UMASK, hold_state_dir, warn_if_open_to_others
+from gatewayd.stopping import end_runs, let_go_of_held_writes
 from gatewayd.store.base import StoreHealth
 from gatewayd.store.sqlite import SQLiteStore
-from gatewayd.workers import open_workers
+from gatewayd.wiring import open_runners, pipeline_settings
 
 log = structlog.get_logger("gatewayd.daemon")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-IO_THREADS = 2
 
 
 class Daemon:
@@ -175,46 +169,21 @@ class Daemon:
     ) -> tuple[Core, Recovery]:
         """The runners, the core and recovery, wired on ``store``."""
         stack, config = self._stack, self.config
-        gw, sched = config.gateway, config.scheduler
-        settings = PipelineSettings(
+        settings = pipeline_settings(
+            config,
             instance_id=self.instance_id,
             state_dir=self.state_dir,
             socket_path=self.socket_path,
-            max_concurrent_runs=gw.max_concurrent_runs,
-            default_timeout_s=gw.default_timeout_s,
-            kill_grace_s=gw.kill_grace_s,
-            catchup_window_s=sched.catchup_window_s,
-            catchup=CatchupLimits(grace_s=sched.misfire_grace_s, max_runs=sched.catchup_max_runs),
-            agent_timeouts=tuple(
-                (a.name, a.timeout_s) for a in config.agents if a.timeout_s is not None
-            ),
-            inherited_env=run_environment(self.env, gw.pass_env),
+            env=self.env,
         )
-        waiters = WaiterSettings(
-            kill_grace_s=gw.kill_grace_s,
-            max_output=gw.max_output,
-            umask=run_umask,
-            nofile=nofile,
-        )
-        # Runs' blocking work (their files, spawning their waiters) is done by these threads.
-        io = await stack.enter_async_context(open_workers("gatewayd-io", size=IO_THREADS))
-        inbox = await stack.enter_async_context(open_workers("gatewayd-inbox", size=1))
-        exec_runner = ExecRunner(settings=waiters, offload=io.call)
-        agent_runner = AgentTurnRunner(
-            {a.name: a for a in config.agents}, clock=self.clock, settings=waiters, offload=io.call
-        )
-        runners: dict[PayloadKind, Runner] = {
-            PayloadKind.EXEC: exec_runner,
-            PayloadKind.AGENT_TURN: agent_runner,
-            PayloadKind.SYSTEM_EVENT: SystemEventRunner(offload=inbox.call),
-        }
+        runners = await open_runners(stack, config, self.clock, umask=run_umask, nofile=nofile)
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)
         core = await stack.enter_async_context(
             open_core(
                 store=store,
                 clock=self.clock,
-                runners=runners,
+                runners=runners.by_kind,
                 settings=settings,
                 identity=Identity(
                     instance_id=self.instance_id,
@@ -225,7 +194,7 @@ class Daemon:
                     socket_path=self.socket_path,
                     started_at=self.clock.now(),
                 ),
-                event_queue=gw.event_queue,
+                event_queue=config.gateway.event_queue,
                 backstop_s=config.cluster.backstop_s,
                 agents=frozenset(a.name for a in config.agents),
             )
@@ -235,8 +204,8 @@ class Daemon:
             store=store,
             clock=self.clock,
             pipeline=core.pipeline,
-            exec_runner=exec_runner,
-            agent_runner=agent_runner,
+            exec_runner=runners.exec,
+            agent_runner=runners.agent,
             instance_id=self.instance_id,
             state_dir=self.state_dir,
             host_id=self.host_id,
@@ -350,59 +319,18 @@ class Daemon:
             await self._server.close()
         if self._tasks is not None:
             self._tasks.cancel_scope.cancel()
-        await self._let_go_of_held_writes()
+        gw = self.config.gateway
+        if self._store is not None:
+            await let_go_of_held_writes(self._store, drain_timeout_s=gw.drain_timeout_s)
         pipeline = self._pipeline
         if pipeline is None:
             return
-        await self._end_runs(pipeline)
+        on_shutdown = OnShutdown.DETACH if self._lease_lost.is_set() else gw.on_shutdown
+        await end_runs(pipeline, on_shutdown, drain_timeout_s=gw.drain_timeout_s)
         store = self._store
         if store is not None and store.health.writable and not self._lease_lost.is_set():
             with contextlib.suppress(GatewaydError):
                 await store.stop_instance(self.instance_id)
-
-    async def _end_runs(self, pipeline: RunPipeline) -> None:
-        """Stop this instance's runs, or leave them to the next instance, as configured.
-
-        An instance whose lease was taken over leaves them: they have a new owner.
-        """
-        gateway = self.config.gateway
-        if gateway.on_shutdown is OnShutdown.DETACH or self._lease_lost.is_set():
-            if pipeline.active_count:
-                log.info("leaving runs to the next instance", runs=pipeline.active_count)
-            await pipeline.detach_all()
-            return
-        if gateway.on_shutdown is OnShutdown.WAIT and pipeline.active_count:
-            log.info("waiting for runs to end", runs=pipeline.active_count)
-            with anyio.move_on_after(gateway.drain_timeout_s):
-                await pipeline.wait_idle()
-        await pipeline.stop_all(StopReason.SHUTDOWN)
-
-    async def _let_go_of_held_writes(self) -> None:
-        """A store that holds writes through a fault gets ``drain_timeout`` to take them.
-
-        Then it is closed, giving up (and naming in the log) what it still holds,
-        so that the runs waiting on those writes can end: the next start settles
-        them from their exit files.
-        """
-        store = self._store
-        fault = None if store is None else store.health.fault
-        if store is None or fault is None:
-            return
-        if not fault.passes or not store.health.held:
-            await store.close()  # nothing to wait for: it will not pass, or nothing is held
-            return
-        log.warning(
-            "stopping while the store takes no writes; waiting for it",
-            held=store.health.held,
-            wait_s=self.config.gateway.drain_timeout_s,
-        )
-        with anyio.move_on_after(self.config.gateway.drain_timeout_s):
-            recovered = anyio.Event()
-            store.watch_health(lambda health: recovered.set() if health.writable else None)
-            if not store.health.writable:
-                await recovered.wait()
-        if not store.health.writable:
-            await store.close()
 
     async def _report_status(self) -> None:
         if self.notifier.enabled and self._gateway is not None:

@@ -341,44 +341,70 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
     slot: datetime | None = first
     if due_at(job, first) < window_start:
         slot = next_slot(job.schedule, window_start - offset - _ONE_US)
-        last_outside = f"before {format_time(window_start)}"
         decisions.append(
             SlotDecision(
                 scheduled_for=first,
                 trigger=Trigger.CATCHUP,
                 skip=ErrorKind.MISSED,
-                note=f"missed: slots from {format_time(first)} to {last_outside} "
-                "were outside the catch-up window",
+                note=f"missed: slots from {format_time(first)} to before "
+                f"{format_time(window_start)} were outside the catch-up window",
             )
         )
+    scan = _scan_due(job, slot, now, offset=offset, limits=limits)
+    grace = timedelta(seconds=limits.grace_s)
+    ordinary = [t for t in scan.tail if now - due_at(job, t) <= grace]
+    missed = scan.tail[: len(scan.tail) - len(ordinary)]
+    decisions.extend(_missed(job, missed, scan, limits))
+    decisions.extend(_ordinary(job, ordinary))
+    return DuePlan(decisions=tuple(decisions), next_slot=scan.next_slot)
 
-    keep = limits.max_records + limits.max_runs
-    tail: collections.deque[datetime] = collections.deque(maxlen=keep)
+
+@dataclass(slots=True, kw_only=True)
+class _Scan:
+    """The due slots of a job, as far as they are enumerated: the latest kept, the rest counted."""
+
+    tail: list[datetime]
+    next_slot: datetime | None
+    # Slots summarised in one record: how many, the first and the last of them.
+    dropped: int = 0
     dropped_first: datetime | None = None
     dropped_last: datetime | None = None
-    dropped = 0
+    overflow: bool = False
+
+    def drop(self, first: datetime, last: datetime, count: int = 1) -> None:
+        self.dropped += count
+        self.dropped_first = self.dropped_first or first
+        self.dropped_last = last
+
+
+def _scan_due(
+    job: Job, slot: datetime | None, now: datetime, *, offset: timedelta, limits: CatchupLimits
+) -> _Scan:
+    """Walk the due slots from ``slot``: keep the latest ones a plan may name, count the rest."""
+    keep = limits.max_records + limits.max_runs
+    tail: collections.deque[datetime] = collections.deque(maxlen=keep)
+    scan = _Scan(tail=[], next_slot=None)
     scanned = 0
     while slot is not None and due_at(job, slot) <= now and scanned < limits.max_scan:
         if len(tail) == keep:
-            dropped += 1
-            dropped_first = dropped_first or tail[0]
-            dropped_last = tail[0]
+            scan.drop(tail[0], tail[0])
         tail.append(slot)
         scanned += 1
         slot = next_slot(job.schedule, slot)
-    overflow = slot is not None and due_at(job, slot) <= now
-    if overflow:
+    if slot is not None and due_at(job, slot) <= now:
         # More slots than we may enumerate: the rest join the summary record.
-        dropped_first = dropped_first or slot
-        dropped_last = now
-        dropped += 1
+        scan.overflow = True
+        scan.drop(slot, now)
         slot = next_slot(job.schedule, now - offset)
+    scan.tail = list(tail)
+    scan.next_slot = slot
+    return scan
 
-    in_window = list(tail)
-    grace = timedelta(seconds=limits.grace_s)
-    ordinary = [t for t in in_window if now - due_at(job, t) <= grace]
-    missed = in_window[: len(in_window) - len(ordinary)]
 
+def _missed(
+    job: Job, missed: list[datetime], scan: _Scan, limits: CatchupLimits
+) -> list[SlotDecision]:
+    """The catch-up policy's decisions on the missed slots, oldest first."""
     if job.catchup is Catchup.LATEST:
         run_count = 1
     elif job.catchup is Catchup.ALL:
@@ -389,19 +415,18 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
     skipped = missed[: len(missed) - len(runs)]
     if len(skipped) > limits.max_records:
         extra = len(skipped) - limits.max_records
-        dropped += extra
-        dropped_first = dropped_first or skipped[0]
-        dropped_last = skipped[extra - 1]
+        scan.drop(skipped[0], skipped[extra - 1], extra)
         skipped = skipped[extra:]
-    if dropped and dropped_first is not None:
+    decisions: list[SlotDecision] = []
+    if scan.dropped and scan.dropped_first is not None and scan.dropped_last is not None:
         decisions.append(
             SlotDecision(
-                scheduled_for=dropped_first,
+                scheduled_for=scan.dropped_first,
                 trigger=Trigger.CATCHUP,
                 skip=ErrorKind.MISSED,
-                note=f"missed: {'at least ' if overflow else ''}{dropped} slots from "
-                f"{format_time(dropped_first)} "
-                f"to {format_time(dropped_last)}, recorded as this one run",
+                note=f"missed: {'at least ' if scan.overflow else ''}{scan.dropped} slots "
+                f"from {format_time(scan.dropped_first)} "
+                f"to {format_time(scan.dropped_last)}, recorded as this one run",
             )
         )
     decisions.extend(
@@ -414,6 +439,12 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
         for s in skipped
     )
     decisions.extend(SlotDecision(scheduled_for=s, trigger=Trigger.CATCHUP) for s in runs)
+    return decisions
+
+
+def _ordinary(job: Job, ordinary: list[datetime]) -> list[SlotDecision]:
+    """The slots handled in time: each a run, or under ``replace`` only the last."""
+    decisions: list[SlotDecision] = []
     if job.overlap is Overlap.REPLACE and len(ordinary) > 1:
         last = ordinary[-1]
         decisions.extend(
@@ -428,7 +459,7 @@ def plan_due(job: Job, now: datetime, *, window_s: float, limits: CatchupLimits)
         )
         ordinary = [last]
     decisions.extend(SlotDecision(scheduled_for=s, trigger=Trigger.SCHEDULE) for s in ordinary)
-    return DuePlan(decisions=tuple(decisions), next_slot=slot)
+    return decisions
 
 
 # --- overlap and retry ---------------------------------------------------------------
@@ -455,14 +486,20 @@ def decide_overlap(policy: Overlap, live: Sequence[Run]) -> OverlapAction:
 
     ``skip`` refuses it; ``queue`` buffers at most one run behind the live ones;
     ``replace`` cancels the live runs first; ``allow`` starts it alongside.
+
+    With none running, the first queued run is the one ahead, on its way to
+    start (it may not be recorded running yet): the buffer is a queued run
+    behind the ones ahead.
     """
     if not live or policy is Overlap.ALLOW:
         return OverlapAction.START
     if policy is Overlap.SKIP:
         return OverlapAction.SKIP
     if policy is Overlap.QUEUE:
-        waiting = [r for r in live if r.status is RunStatus.QUEUED]
-        return OverlapAction.SKIP if waiting else OverlapAction.QUEUE
+        queued = sum(r.status is RunStatus.QUEUED for r in live)
+        running = len(live) - queued
+        waiting = queued if running else queued - 1
+        return OverlapAction.SKIP if waiting > 0 else OverlapAction.QUEUE
     return OverlapAction.REPLACE
 
 

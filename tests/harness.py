@@ -25,7 +25,7 @@ from gatewayd.model import Instance, PayloadKind, Run, RunStatus
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.scheduler import Scheduler
-from gatewayd.store import MemoryStore, Store
+from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.testing import FakeRunner
 
 T = TypeVar("T")
@@ -33,6 +33,17 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # The harness instance never loses its lease, however far a test moves the fake clock.
 HARNESS_LEASE_S = 10 * 365 * 86400.0
 HARNESS_HOST_ID = "test-host"
+STORE_KINDS = ("memory", "sqlite")
+# The store a harness opens when given none: the ``each_store`` fixture sets it per test.
+default_store_kind = "memory"
+
+
+def new_store(kind: str, state_dir: Path, clock: FakeClock) -> Store:
+    """A fresh store of ``kind`` (one of :data:`STORE_KINDS`), not yet open."""
+    if kind == "sqlite":
+        return SQLiteStore(state_dir / "gatewayd.db")
+    assert kind == "memory", kind
+    return MemoryStore(clock=clock)
 
 
 @dataclass(kw_only=True)
@@ -129,9 +140,27 @@ async def open_harness(
     and ``store`` the memory store (opened here). Instances that share a store
     (several harnesses in one test) share its ``clock`` and ``broker`` too, and
     each has its own ``instance_id`` and ``tmp_path`` for its state directory.
+    Without ``store``, it opens one of :data:`default_store_kind`, and closes it.
     """
     clock = clock or FakeClock(start)
-    store = store or MemoryStore(clock=clock)
+    if store is None:
+        async with (
+            _own_store(new_store(default_store_kind, tmp_path, clock)) as own,
+            open_harness(
+                tmp_path,
+                start=start,
+                system_events=system_events,
+                exec_runner=exec_runner,
+                store=own,
+                clock=clock,
+                broker=broker,
+                instance_id=instance_id,
+                lease_s=lease_s,
+                **settings,
+            ) as h,
+        ):
+            yield h
+        return
     await store.open()
     await store.register_instance(
         Instance(
@@ -186,3 +215,11 @@ async def open_harness(
                 state_dir=tmp_path,
             )
             tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _own_store(store: Store) -> AsyncIterator[Store]:
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -13,6 +13,9 @@ from gatewayd.model import ExecPayload, JobSource, RunStatus, ScheduleKind
 
 from tests.harness import START, open_harness
 
+# The daemon-level pipeline tests run over every store.
+pytestmark = pytest.mark.usefixtures("each_store")
+
 
 class TestEdit:
     """`cron edit` changes what it names and keeps the rest."""

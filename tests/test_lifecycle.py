@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gatewayd.model import Run, RunOutcome, RunStatus, SessionStatus
 from gatewayd.runners.base import ExecResult
 from gatewayd.runners.system_event import SystemEventRunner
@@ -14,6 +15,9 @@ from gatewayd.store import MemoryStore
 from gatewayd.workers import open_workers
 
 from tests.harness import START, Harness, open_harness
+
+# The daemon-level pipeline tests run over every store.
+pytestmark = pytest.mark.usefixtures("each_store")
 
 
 async def story(h: Harness, run_id: str) -> list[tuple[str, str]]:

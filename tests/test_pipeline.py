@@ -14,6 +14,9 @@ from gatewayd.store import SQLiteStore
 
 from tests.harness import START, open_harness
 
+# The daemon-level pipeline tests run over every store.
+pytestmark = pytest.mark.usefixtures("each_store")
+
 
 class TestManualRuns:
     """I6: a manual run's id is stored before `cron.run` returns."""
@@ -144,8 +147,12 @@ class TestOverlap:
             await h.run_job(job_id, due=False)
             await h.run_job(job_id, due=False)
             await h.runner.wait_started(2)
-            live = await h.store.live_runs(job_id)
-            assert [r.status for r in live] == [RunStatus.RUNNING, RunStatus.RUNNING]
+
+            async def both_running() -> bool:
+                live = await h.store.live_runs(job_id)
+                return [r.status for r in live] == [RunStatus.RUNNING, RunStatus.RUNNING]
+
+            assert await h.until(both_running)
 
     async def test_allow_takes_many_at_once(self, tmp_path: Path) -> None:
         """I6: concurrent manual runs of an `allow` job are each recorded once and all run."""

@@ -346,6 +346,9 @@ class TestOverlapAndRetry:
             (Overlap.ALLOW, [RunStatus.RUNNING], OverlapAction.START),
             (Overlap.QUEUE, [RunStatus.RUNNING], OverlapAction.QUEUE),
             (Overlap.QUEUE, [RunStatus.RUNNING, RunStatus.QUEUED], OverlapAction.SKIP),
+            # The run ahead may not be recorded running yet: it is still the one ahead.
+            (Overlap.QUEUE, [RunStatus.QUEUED], OverlapAction.QUEUE),
+            (Overlap.QUEUE, [RunStatus.QUEUED, RunStatus.QUEUED], OverlapAction.SKIP),
             (Overlap.REPLACE, [RunStatus.RUNNING], OverlapAction.REPLACE),
         ],
     )

@@ -85,12 +85,19 @@ class TestWaiterKilled:
             d.close()
 
 
+# Leaves `sleep 100` behind, once the child the shell forked has become it.
+LEAVES_SLEEP = (
+    'sleep 100 & until [ "$(cat /proc/$!/comm 2>/dev/null)" = sleep ]; do :; done; echo started'
+)
+
+
 class TestLeftovers:
     def test_processes_left_behind_are_stopped_and_named(self, tmp_path: Path) -> None:
         """`sleep 100 &` outlives its command: by default it is stopped before the run is
         recorded, and the run names it."""
         with DaemonProcess(tmp_path / "state", config=CONFIG) as d:
-            d.add_job("--name", "messy", "--every", "1h", "--shell", "sleep 100 & echo started")
+            # The command waits until its child is `sleep` (not yet the forked shell).
+            d.add_job("--name", "messy", "--every", "1h", "--shell", LEAVES_SLEEP)
             done = d.cli("cron", "run", "messy", "--wait", "--json")
             run = done.json()
             assert (run["status"], run["output_tail"]) == ("succeeded", "started\n")

@@ -6,9 +6,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import pytest
 from gatewayd.model import ErrorKind, RunStatus, Trigger
 
 from tests.harness import START, open_harness
+
+# The daemon-level pipeline tests run over every store.
+pytestmark = pytest.mark.usefixtures("each_store")
 
 
 def at(seconds: float) -> datetime:

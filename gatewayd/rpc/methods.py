@@ -119,74 +119,78 @@ async def _jobs_json(states: list[JobState]) -> Any:
     return RawJson(await anyio.to_thread.run_sync(encode))
 
 
-def build_methods(gateway: Gateway) -> dict[str, Handler]:
-    """The method table served on the socket."""
-    reads, jobs, runs = gateway.reads, gateway.jobs, gateway.runs
+class _Methods:
+    """The handlers of the method table, each a method of one RPC name."""
 
-    async def job_json(job_ref: str) -> Any:
-        return views.job_to_json(await reads.job_state(await reads.job(job_ref)))
+    def __init__(self, gateway: Gateway) -> None:
+        self._reads, self._jobs, self._runs = gateway.reads, gateway.jobs, gateway.runs
 
-    async def status(params: dict[str, Any]) -> Any:
+    async def _job_json(self, job_ref: str) -> Any:
+        return views.job_to_json(await self._reads.job_state(await self._reads.job(job_ref)))
+
+    async def status(self, params: dict[str, Any]) -> Any:
         _known(params, "gateway.status")
-        return views.status_to_json(await reads.status())
+        return views.status_to_json(await self._reads.status())
 
-    async def probe_lag(params: dict[str, Any]) -> Any:
+    async def probe_lag(self, params: dict[str, Any]) -> Any:
         _known(params, "gateway.probe_lag", "seconds")
         seconds = _seconds(params, "seconds", "gateway.probe_lag", 1.0, bounds.PROBE_LAG)
         assert seconds is not None
-        return views.lag_probe_to_json(await reads.probe_lag(seconds))
+        return views.lag_probe_to_json(await self._reads.probe_lag(seconds))
 
-    async def cron_add(params: dict[str, Any]) -> Any:
-        job = await jobs.add(params)
-        return views.job_to_json(await reads.job_state(job))
+    async def cron_add(self, params: dict[str, Any]) -> Any:
+        job = await self._jobs.add(params)
+        return views.job_to_json(await self._reads.job_state(job))
 
-    async def cron_add_many(params: dict[str, Any]) -> Any:
+    async def cron_add_many(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.add_many", "jobs")
-        return views.jobs_added_to_json(await jobs.add_many(params.get("jobs")))
+        return views.jobs_added_to_json(await self._jobs.add_many(params.get("jobs")))
 
-    async def cron_list(params: dict[str, Any]) -> Any:
+    async def cron_list(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.list", "all", "limit", "after")
         include = _bool(params, "all", "cron.list", False)
         limit = _limit(params, "cron.list", bounds.JOB_PAGE)
         after = _optional_str(params, "after", "cron.list")
         return await _jobs_json(
-            await reads.list_jobs(include_disabled=include, limit=limit, after=after)
+            await self._reads.list_jobs(include_disabled=include, limit=limit, after=after)
         )
 
-    async def cron_get(params: dict[str, Any]) -> Any:
+    async def cron_get(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.get", "job")
-        return await job_json(_str(params, "job", "cron.get"))
+        return await self._job_json(_str(params, "job", "cron.get"))
 
-    async def cron_update(params: dict[str, Any]) -> Any:
+    async def cron_update(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.update", "job", "patch")
         if not isinstance(params.get("patch"), dict):
             raise InvalidInput(
                 "invalid params: cron.update needs 'patch' as an object", data={"field": "patch"}
             )
-        job = await jobs.update(_str(params, "job", "cron.update"), params["patch"])
-        return views.job_to_json(await reads.job_state(job))
+        job = await self._jobs.update(_str(params, "job", "cron.update"), params["patch"])
+        return views.job_to_json(await self._reads.job_state(job))
 
-    async def cron_remove(params: dict[str, Any]) -> Any:
+    async def cron_remove(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.remove", "job")
-        return views.job_removed_to_json(await jobs.remove(_str(params, "job", "cron.remove")))
+        return views.job_removed_to_json(
+            await self._jobs.remove(_str(params, "job", "cron.remove"))
+        )
 
-    async def cron_enable(params: dict[str, Any]) -> Any:
+    async def cron_enable(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.enable", "job")
-        job = await jobs.set_enabled(_str(params, "job", "cron.enable"), True)
-        return views.job_to_json(await reads.job_state(job))
+        job = await self._jobs.set_enabled(_str(params, "job", "cron.enable"), True)
+        return views.job_to_json(await self._reads.job_state(job))
 
-    async def cron_disable(params: dict[str, Any]) -> Any:
+    async def cron_disable(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.disable", "job")
-        job = await jobs.set_enabled(_str(params, "job", "cron.disable"), False)
-        return views.job_to_json(await reads.job_state(job))
+        job = await self._jobs.set_enabled(_str(params, "job", "cron.disable"), False)
+        return views.job_to_json(await self._reads.job_state(job))
 
-    async def cron_run(params: dict[str, Any]) -> Any:
+    async def cron_run(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.run", "job", "due")
         due = _bool(params, "due", "cron.run", False)
-        request = await runs.request(_str(params, "job", "cron.run"), due=due)
+        request = await self._runs.request(_str(params, "job", "cron.run"), due=due)
         return views.run_request_to_json(request)
 
-    async def cron_cancel(params: dict[str, Any]) -> Any:
+    async def cron_cancel(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.cancel", "job", "run_id")
         if ("job" in params) == ("run_id" in params):
             raise InvalidInput(
@@ -194,59 +198,71 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
             )
         name = "job" if "job" in params else "run_id"
         ref = _str(params, name, "cron.cancel")
-        return [views.run_to_json(r) for r in await runs.cancel(ref, run_only=name == "run_id")]
+        return [
+            views.run_to_json(r) for r in await self._runs.cancel(ref, run_only=name == "run_id")
+        ]
 
-    async def cron_runs(params: dict[str, Any]) -> Any:
+    async def cron_runs(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.runs", "job", "limit", "before")
         limit = _limit(params, "cron.runs", bounds.RUN_PAGE)
         before = _optional_str(params, "before", "cron.runs")
-        page = await runs.history(_str(params, "job", "cron.runs"), limit=limit, before=before)
+        page = await self._runs.history(
+            _str(params, "job", "cron.runs"), limit=limit, before=before
+        )
         return [views.run_to_json(r) for r in page]
 
-    async def runs_get(params: dict[str, Any]) -> Any:
+    async def runs_get(self, params: dict[str, Any]) -> Any:
         _known(params, "runs.get", "run_id")
-        return views.run_to_json(await runs.get(_str(params, "run_id", "runs.get")))
+        return views.run_to_json(await self._runs.get(_str(params, "run_id", "runs.get")))
 
-    async def runs_last(params: dict[str, Any]) -> Any:
+    async def runs_last(self, params: dict[str, Any]) -> Any:
         _known(params, "runs.last", "job")
-        run = await runs.last(_str(params, "job", "runs.last"))
+        run = await self._runs.last(_str(params, "job", "runs.last"))
         return None if run is None else views.run_to_json(run)
 
-    async def runs_wait(params: dict[str, Any]) -> Any:
+    async def runs_wait(self, params: dict[str, Any]) -> Any:
         _known(params, "runs.wait", "run_id", "timeout_s")
         run_id = _str(params, "run_id", "runs.wait")
         timeout = _seconds(params, "timeout_s", "runs.wait", None, bounds.WAIT_TIMEOUT)
-        return views.run_to_json(await runs.wait(run_id, timeout_s=timeout))
+        return views.run_to_json(await self._runs.wait(run_id, timeout_s=timeout))
 
-    async def sessions_list(params: dict[str, Any]) -> Any:
+    async def sessions_list(self, params: dict[str, Any]) -> Any:
         _known(params, "sessions.list", "limit", "before")
         limit = _limit(params, "sessions.list", bounds.SESSION_PAGE)
         before = _optional_str(params, "before", "sessions.list")
-        return [views.session_to_json(s) for s in await reads.sessions(limit=limit, before=before)]
+        return [
+            views.session_to_json(s) for s in await self._reads.sessions(limit=limit, before=before)
+        ]
 
-    async def sessions_get(params: dict[str, Any]) -> Any:
+    async def sessions_get(self, params: dict[str, Any]) -> Any:
         _known(params, "sessions.get", "key")
-        return views.session_state_to_json(await reads.session(_str(params, "key", "sessions.get")))
+        return views.session_state_to_json(
+            await self._reads.session(_str(params, "key", "sessions.get"))
+        )
 
+
+def build_methods(gateway: Gateway) -> dict[str, Handler]:
+    """The method table served on the socket."""
+    m = _Methods(gateway)
     return {
-        "gateway.status": status,
-        "gateway.probe_lag": probe_lag,
-        "cron.add": cron_add,
-        "cron.add_many": cron_add_many,
-        "cron.list": cron_list,
-        "cron.get": cron_get,
-        "cron.update": cron_update,
-        "cron.remove": cron_remove,
-        "cron.enable": cron_enable,
-        "cron.disable": cron_disable,
-        "cron.run": cron_run,
-        "cron.cancel": cron_cancel,
-        "cron.runs": cron_runs,
-        "runs.get": runs_get,
-        "runs.last": runs_last,
-        "runs.wait": runs_wait,
-        "sessions.list": sessions_list,
-        "sessions.get": sessions_get,
+        "gateway.status": m.status,
+        "gateway.probe_lag": m.probe_lag,
+        "cron.add": m.cron_add,
+        "cron.add_many": m.cron_add_many,
+        "cron.list": m.cron_list,
+        "cron.get": m.cron_get,
+        "cron.update": m.cron_update,
+        "cron.remove": m.cron_remove,
+        "cron.enable": m.cron_enable,
+        "cron.disable": m.cron_disable,
+        "cron.run": m.cron_run,
+        "cron.cancel": m.cron_cancel,
+        "cron.runs": m.cron_runs,
+        "runs.get": m.runs_get,
+        "runs.last": m.runs_last,
+        "runs.wait": m.runs_wait,
+        "sessions.list": m.sessions_list,
+        "sessions.get": m.sessions_get,
     }
 
 
