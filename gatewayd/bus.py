@@ -44,15 +44,16 @@ _PAGE = 1000
 class Subscription:
     """An out-of-band subscriber's bounded queue of envelopes."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, streams: frozenset[str] | None = None) -> None:
         self._queue: collections.deque[Envelope] = collections.deque()
         self._size = queue_size
+        self._streams = streams
         self._ready = anyio.Event()
         self.dropped = False
         self.closed = False
 
     def offer(self, envelope: Envelope) -> None:
-        if self.closed:
+        if self.closed or (self._streams is not None and envelope["stream"] not in self._streams):
             return
         if len(self._queue) >= self._size:
             self.dropped = True
@@ -119,14 +120,19 @@ class Bus:
 
     @contextlib.contextmanager
     def subscribe(
-        self, *, queue_size: int | None = None, internal: bool = False
+        self,
+        *,
+        queue_size: int | None = None,
+        internal: bool = False,
+        streams: frozenset[str] | None = None,
     ) -> Iterator[Subscription]:
         """An out-of-band subscription to the events delivered while it is open.
 
-        An ``internal`` one (the timer's, a waiter's) is not counted among the
-        :attr:`subscribers`.
+        With ``streams``, only the events of those streams are queued (and the
+        gap marker, if it falls behind). An ``internal`` one (the timer's, a
+        waiter's) is not counted among the :attr:`subscribers`.
         """
-        subscription = Subscription(queue_size or self._queue_size)
+        subscription = Subscription(queue_size or self._queue_size, streams)
         self._subscriptions.add(subscription)
         if internal:
             self._internal.add(subscription)

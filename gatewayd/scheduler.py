@@ -42,6 +42,7 @@ MAX_FIRING = 64
 # The most job changes of other instances the timer may lag behind before it
 # reads every job again.
 JOB_EVENTS_BEHIND = 10_000
+_JOB_STREAM = frozenset({JOB})
 
 
 class Scheduler:
@@ -79,7 +80,9 @@ class Scheduler:
         """
         behind = False
         while True:
-            with self._bus.subscribe(queue_size=JOB_EVENTS_BEHIND, internal=True) as subscription:
+            with self._bus.subscribe(
+                queue_size=JOB_EVENTS_BEHIND, internal=True, streams=_JOB_STREAM
+            ) as subscription:
                 if behind:
                     log.warning("the timer fell behind the job changes; reading every job")
                     await self.load()
@@ -212,4 +215,4 @@ class Scheduler:
         if until is None:
             await changed.wait()
             return
-        await first_of(changed.wait, lambda: self._clock.sleep_until(until))
+        await first_of(lambda: self._clock.sleep_until(until), changed.wait)

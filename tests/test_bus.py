@@ -10,7 +10,7 @@ import pytest
 from gatewayd.broker import LocalBroker
 from gatewayd.bus import Bus
 from gatewayd.errors import Conflict
-from gatewayd.events import RunQueued, SessionFailed, SessionStarted
+from gatewayd.events import LIFECYCLE, RunQueued, SessionFailed, SessionStarted
 from gatewayd.model import ErrorKind, RunStatus, SessionStatus, StopReason
 from gatewayd.store import MemoryStore
 from gatewayd.store.base import Envelope, Publication
@@ -44,7 +44,7 @@ async def read_until(subscription: Any, count: int) -> list[Envelope]:
 
 class TestBus:
     async def test_events_are_durable_and_numbered_by_the_store(self) -> None:
-        """I7: once publish returns, the events are stored under the seqs the store gave."""
+        """I10: once publish returns, the events are stored under the seqs the store gave."""
         store = MemoryStore()
         bus = await open_bus(store)
         with bus.subscribe() as subscription:
@@ -53,6 +53,27 @@ class TestBus:
             offered = [e async for e in subscription]
         assert [e["seq"] for e in offered] == [1, 2]
         assert await store.latest_events(limit=5) == offered
+
+    async def test_a_subscription_to_some_streams_queues_only_theirs(self) -> None:
+        """A subscription that names streams queues only their events, and still the gap.
+
+        The timer follows only job events: the run and lifecycle events of every
+        run must neither fill its queue nor wake it.
+        """
+        bus = await open_bus(queue_size=2)
+        common: dict[str, Any] = {
+            "run_id": "r",
+            "job_id": "j",
+            "session_key": "cron:j:run:r",
+            "session_id": "s",
+        }
+        with bus.subscribe(streams=frozenset({LIFECYCLE})) as subscription:
+            await bus.publish(queued(1), queued(2), queued(3), SessionStarted(ts=T0, **common))
+            await bus.publish(SessionStarted(ts=T0, **common), SessionStarted(ts=T0, **common))
+            got = await read_until(subscription, 3)
+        assert [e["stream"] for e in got] == [LIFECYCLE, LIFECYCLE, "gap"]
+        assert [e["seq"] for e in got[:2]] == [4, 5]
+        assert got[2]["missed_from_seq"] == 6
 
     async def test_a_refused_change_publishes_none_of_its_events(self) -> None:
         """publish_with: events are offered only if the change they go with was written."""
@@ -85,7 +106,7 @@ class TestBus:
         assert [e["run_id"] for e in await store.latest_events(limit=5)] == ["r1"]
 
     async def test_seqs_increase_under_concurrent_publishers(self) -> None:
-        """I7: concurrent publishers' events are offered once each, in seq order."""
+        """I10: concurrent publishers' events are offered once each, in seq order."""
         bus = await open_bus()
         with bus.subscribe() as subscription:
             async with anyio.create_task_group() as tg:
@@ -129,7 +150,7 @@ class TestBus:
 
 
 class TestTwoBusesOnOneStore:
-    """I7 across instances: each bus offers every event of the store, in seq order, once."""
+    """I10 across instances: each bus offers every event of the store, in seq order, once."""
 
     async def test_a_follower_offers_the_other_instances_events_in_order(self) -> None:
         """Events another bus appended are read from the store on its hint, none missed."""

@@ -412,7 +412,7 @@ class TestSessionsAndEvents:
         )
 
     async def test_event_sequence(self, store: Store) -> None:
-        """I7: the store numbers events 1, 2, 3… in commit order, and never reuses a seq."""
+        """I10: the store numbers events 1, 2, 3… in commit order, and never reuses a seq."""
         assert await store.last_event_seq() == 0
         for n in range(5):
             await store.publish(Publication(events=({"n": n},)))
@@ -426,7 +426,7 @@ class TestSessionsAndEvents:
         assert [e["seq"] for e in await store.events_after(0, limit=10)] == [6]
 
     async def test_watchers_hear_each_commit_once_in_commit_order(self, store: Store) -> None:
-        """I7: what a store object commits is told to its watchers with the seqs it got."""
+        """I10: what a store object commits is told to its watchers with the seqs it got."""
         heard: list[tuple[int, int]] = []
         store.watch_events(lambda envelopes: heard.extend((e["seq"], e["n"]) for e in envelopes))
         async with anyio.create_task_group() as tg:
@@ -511,7 +511,7 @@ def instance(instance_id: str, **kw: object) -> Instance:
 
 
 class TestTheStoreDecides:
-    """I3, I4: decisions that keep the record true are checked inside the store's transaction."""
+    """I10: decisions that keep the record true are checked inside the store's transaction."""
 
     async def test_a_run_decided_on_stale_live_runs_is_refused(self, store: Store) -> None:
         """Admission: a run is recorded only if the job's live runs are what it was decided on."""
@@ -533,7 +533,7 @@ class TestTheStoreDecides:
         assert {r.run_id for r in await store.live_runs("job0000001")} == {"r1", "r2"}
 
     async def test_advancing_a_slot_is_compare_and_set(self, store: Store) -> None:
-        """I3: of two timers that saw one next slot, only the first fires it."""
+        """I7, I10: of two timers that saw one next slot, only the first fires it."""
         first = T0 + timedelta(minutes=1)
         await store.add_job(job(next_slot=first))
         then = first + timedelta(minutes=1)
@@ -555,7 +555,7 @@ class TestTheStoreDecides:
         assert await store.get_run("b") is None
 
     async def test_concurrent_decisions_on_one_view_admit_one(self, store: Store) -> None:
-        """I3: of many writers that saw no live run, exactly one records its run."""
+        """I10: of many writers that saw no live run, exactly one records its run."""
         await store.add_job(job())
         won: list[str] = []
 
@@ -581,7 +581,7 @@ class TestTheStoreDecides:
 
 
 class TestInstances:
-    """I4: ownership is a lease judged by the store's clock; a takeover has one winner."""
+    """I4, I10: ownership is a lease judged by the store's clock; a takeover has one winner."""
 
     async def test_registration_and_renewal_set_the_lease_by_the_store_clock(
         self, store: Store

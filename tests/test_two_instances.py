@@ -79,7 +79,7 @@ async def until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
 
 
 class TestSlotsOnce:
-    """I3: with both timers firing, each slot of each job is recorded exactly once."""
+    """I7, I10: with both timers firing, each slot of each job is recorded exactly once."""
 
     async def test_twenty_jobs_a_thousand_slots(self, pair: Pair) -> None:
         async with pair.instance("a") as a, pair.instance("b") as b:
@@ -133,7 +133,7 @@ class TestSlotsOnce:
 
 
 class TestAdmissionAcrossInstances:
-    """I3: a ``skip`` job never has two live runs, whichever instances are asked."""
+    """I10: a ``skip`` job never has two live runs, whichever instances are asked."""
 
     async def test_a_hundred_manual_runs_never_two_live(self, pair: Pair) -> None:
         async with pair.instance("a") as a, pair.instance("b") as b:
@@ -167,7 +167,7 @@ class TestAdmissionAcrossInstances:
 
 
 class TestEventsAcrossInstances:
-    """I7: seqs are strictly increasing in commit order; a concurrent follower misses none."""
+    """I10: seqs are strictly increasing in commit order; a concurrent follower misses none."""
 
     async def test_each_bus_offers_every_event_once_in_order(self, pair: Pair) -> None:
         async with pair.instance("a") as a, pair.instance("b") as b:
@@ -206,7 +206,7 @@ class TestEventsAcrossInstances:
 
 
 class TestLeaseLapse:
-    """I2, I4: a dead instance's runs are settled once; its live process is re-adopted."""
+    """I2, I4, I10: a dead instance's runs are settled once; its live process is re-adopted."""
 
     # Instance a is abandoned in this process as a crash would leave it: the
     # waiter it started is never reaped by a, and the Popen object a drops says so.
@@ -285,7 +285,7 @@ def recovery_of(h: Harness) -> Recovery:
 
 
 class TestCancelAcrossInstances:
-    """A cancel asked on B stops the run A drives, and B answers with its ending."""
+    """I2, I10: a cancel asked on B stops the run A drives, and B answers with its ending."""
 
     async def test_b_cancels_a_run_of_a(self, pair: Pair) -> None:
         async with pair.instance("a") as a, pair.instance("b") as b:

@@ -9,6 +9,8 @@ from gatewayd.events import RUN, RunFinished
 from gatewayd.model import Run
 from gatewayd.store.base import Store
 
+_RUN_STREAM = frozenset({RUN})
+
 
 async def ending_of(run_id: str, *, store: Store, bus: Bus) -> Run:
     """The run once it has its terminal status (wait with a deadline around it).
@@ -17,7 +19,7 @@ async def ending_of(run_id: str, *, store: Store, bus: Bus) -> Run:
     drives reaches this instance's bus when a hint says so, or at its backstop.
     """
     while True:
-        with bus.subscribe(internal=True) as subscription:
+        with bus.subscribe(internal=True, streams=_RUN_STREAM) as subscription:
             run = await store.get_run(run_id)
             if run is None:
                 raise NotFound(f"no run with id {run_id!r}")

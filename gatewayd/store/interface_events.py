@@ -5,19 +5,12 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from gatewayd.model import (
-    Session,
-)
-from gatewayd.store.values import (
-    EventsListener,
-    Publication,
-)
+from gatewayd.model import Session
+from gatewayd.store.values import EventsListener, Publication
 
 
 class EventStore(abc.ABC):
     """Sessions, and the events every instance reads in commit order."""
-
-    # --- sessions and events ---------------------------------------------------------
 
     @abc.abstractmethod
     async def main_session_id(self, candidate: str) -> str:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import abc
 from datetime import datetime
 
-from gatewayd.model import (
-    Instance,
-)
+from gatewayd.model import Instance
 
 
 class InstanceStore(abc.ABC):
     """Instances and their leases."""
 
-    # --- instances ------------------------------------------------------------------
-    #
     # An instance owns the runs it starts while its lease lasts. Leases are judged
     # by the store's clock (:meth:`now`), never by an instance's own.
 

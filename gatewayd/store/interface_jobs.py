@@ -5,21 +5,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from gatewayd.model import (
-    Job,
-    JobSource,
-    JobTiming,
-)
-from gatewayd.store.values import (
-    NOTHING,
-    Publication,
-)
+from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.store.values import NOTHING, Publication
 
 
 class JobStore(abc.ABC):
     """Jobs, and their slots."""
-
-    # --- jobs -----------------------------------------------------------------------
 
     # Every change of a job carries its ``job.*`` event in ``publication``,
     # written in the same transaction, only if the change is.

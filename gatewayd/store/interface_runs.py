@@ -13,16 +13,11 @@ from gatewayd.model import (
     StopReason,
 )
 from gatewayd.store.transitions import Expected
-from gatewayd.store.values import (
-    NOTHING,
-    Publication,
-)
+from gatewayd.store.values import NOTHING, Publication
 
 
 class RunStore(abc.ABC):
     """Runs and their transitions."""
-
-    # --- runs -----------------------------------------------------------------------
 
     @abc.abstractmethod
     async def record_runs(

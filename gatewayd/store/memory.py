@@ -12,10 +12,7 @@ from typing import Any
 import anyio.lowlevel
 
 from gatewayd.errors import NotFound
-from gatewayd.model import (
-    MAIN_SESSION_KEY,
-    Session,
-)
+from gatewayd.model import MAIN_SESSION_KEY, Session
 from gatewayd.store.base import (
     Audit,
     BadEnding,
@@ -27,10 +24,7 @@ from gatewayd.store.base import (
 from gatewayd.store.memoryinstances import MemoryInstances
 from gatewayd.store.memoryjobs import MemoryJobs
 from gatewayd.store.memoryruns import MemoryRuns
-from gatewayd.store.transitions import (
-    ending_problems,
-    slot_key,
-)
+from gatewayd.store.transitions import ending_problems, slot_key
 
 
 class MemoryStore(MemoryInstances, MemoryJobs, MemoryRuns, Store):

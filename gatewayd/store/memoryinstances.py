@@ -8,17 +8,12 @@ from datetime import datetime, timedelta
 import anyio.lowlevel
 
 from gatewayd.errors import Conflict
-from gatewayd.model import (
-    Instance,
-    InstanceState,
-)
+from gatewayd.model import Instance, InstanceState
 from gatewayd.store.memoryrecords import MemoryRecords
 
 
 class MemoryInstances(MemoryRecords):
     """The instances of :class:`gatewayd.store.memory.MemoryStore`."""
-
-    # --- instances ------------------------------------------------------------------
 
     async def now(self) -> datetime:
         await anyio.lowlevel.checkpoint()

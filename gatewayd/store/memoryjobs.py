@@ -7,22 +7,13 @@ from collections.abc import Sequence
 import anyio.lowlevel
 
 from gatewayd.errors import Conflict, NameTaken, NotFound
-from gatewayd.model import (
-    Job,
-    JobSource,
-    JobTiming,
-)
-from gatewayd.store.base import (
-    NOTHING,
-    Publication,
-)
+from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.memoryrecords import MemoryRecords
 
 
 class MemoryJobs(MemoryRecords):
     """The jobs of :class:`gatewayd.store.memory.MemoryStore`."""
-
-    # --- jobs -----------------------------------------------------------------------
 
     async def add_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         await self.add_jobs([job], publication=publication)

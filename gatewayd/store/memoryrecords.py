@@ -15,11 +15,7 @@ from gatewayd.model import (
     Session,
     elapsed_ms,
 )
-from gatewayd.store.base import (
-    Envelope,
-    EventsListener,
-    Publication,
-)
+from gatewayd.store.base import Envelope, EventsListener, Publication
 
 
 class MemoryRecords:

@@ -16,10 +16,7 @@ from gatewayd.model import (
     RunStatus,
     StopReason,
 )
-from gatewayd.store.base import (
-    NOTHING,
-    Publication,
-)
+from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.memoryrecords import MemoryRecords
 from gatewayd.store.transitions import (
     Expected,

@@ -22,13 +22,8 @@ import anyio
 import anyio.to_thread
 
 from gatewayd.errors import StoreError, StoreReplaced
-from gatewayd.model import (
-    Session,
-)
-from gatewayd.store import (
-    sqliteaudit,
-    sqliteevents,
-)
+from gatewayd.model import Session
+from gatewayd.store import sqliteaudit, sqliteevents
 from gatewayd.store.base import (
     Audit,
     Envelope,

@@ -11,14 +11,9 @@ import anyio
 import anyio.to_thread
 
 from gatewayd.errors import StoreError
-from gatewayd.store.base import (
-    EventsListener,
-    HealthListener,
-)
+from gatewayd.store.base import EventsListener, HealthListener
 from gatewayd.store.faults import as_store_error
-from gatewayd.store.sqlitefile import (
-    FileWatch,
-)
+from gatewayd.store.sqlitefile import FileWatch
 from gatewayd.store.threads import BatchWriter, Published
 from gatewayd.workers import WorkerPool
 

@@ -19,23 +19,14 @@ from gatewayd.model import (
     RunOutcome,
     StopReason,
 )
-from gatewayd.store import (
-    sqliteinstances,
-    sqlitejobs,
-    sqliteruns,
-)
-from gatewayd.store.base import (
-    NOTHING,
-    Publication,
-)
+from gatewayd.store import sqliteinstances, sqlitejobs, sqliteruns
+from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.sqliteaccess import SQLiteAccess
 from gatewayd.store.transitions import Expected, adopted, cancel_asked, finished, started
 
 
 class SQLiteInstances(SQLiteAccess):
     """Instances and their leases, judged by the database's clock."""
-
-    # --- instances ------------------------------------------------------------------
 
     async def now(self) -> datetime:
         return await self._call(sqliteinstances.now)
@@ -73,8 +64,6 @@ class SQLiteInstances(SQLiteAccess):
 
 class SQLiteJobs(SQLiteAccess):
     """Jobs, and their slots."""
-
-    # --- jobs -----------------------------------------------------------------------
 
     async def add_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         op = partial(sqlitejobs.add, jobs=[job], publication=publication)
@@ -124,8 +113,6 @@ class SQLiteJobs(SQLiteAccess):
 
 class SQLiteRuns(SQLiteAccess):
     """Runs and their transitions."""
-
-    # --- runs -----------------------------------------------------------------------
 
     async def record_runs(
         self,

@@ -9,10 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from gatewayd.errors import StoreError
-from gatewayd.model import (
-    Session,
-    elapsed_ms,
-)
+from gatewayd.model import Session, elapsed_ms
 
 Envelope = dict[str, Any]
 
