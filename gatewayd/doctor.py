@@ -35,7 +35,7 @@ from gatewayd.durations import format_time
 from gatewayd.errors import InvalidInput
 from gatewayd.hosts import machine_id
 from gatewayd.jobspec import job_from_spec
-from gatewayd.model import Instance, InstanceState, Job, Overlap, Run, RunStatus, Trigger
+from gatewayd.model import Instance, Job, Overlap, Run, RunStatus, Trigger
 from gatewayd.paths import DB_NAME, LOCK_NAME
 from gatewayd.runfiles import read_exit_status
 from gatewayd.runners.processes import is_running
@@ -92,8 +92,7 @@ class _Owners:
         owner = self.instances.get(instance_id or "")
         if owner is None:
             return self.serving
-        lease = owner.lease_until
-        return owner.state is InstanceState.LIVE and (lease is None or lease > self.now)
+        return owner.lives_at(self.now)
 
     def here(self, run: Run) -> bool:
         owner = self.instances.get(run.owner or "")

@@ -74,6 +74,6 @@ class LeaseKeeper:
         return any(
             other.state is InstanceState.LIVE
             and other.instance_id != self._instance_id
-            and (other.lease_until is None or other.lease_until < now)
+            and not other.lives_at(now)
             for other in await self._store.instances()
         )

@@ -370,6 +370,13 @@ class Instance:
     state: InstanceState = InstanceState.LIVE
     taken_by: str | None = None
 
+    def lives_at(self, now: datetime) -> bool:
+        """Whether it is alive at ``now`` (the store's clock): live, and its lease not
+        lapsed. One recorded without a lease ran before leases did (an older schema):
+        the store lets any instance take it over, so it is not alive either."""
+        lease = self.lease_until
+        return self.state is InstanceState.LIVE and lease is not None and lease > now
+
     def on_host(self, host_id: str) -> bool:
         """Whether its runs' processes live on ``host_id`` (one recorded without a host
         is taken to be on every host: it comes from a store only one host used)."""

@@ -298,3 +298,35 @@ class TestCancelAcrossInstances:
             assert execution.stopped_with_grace is not None, "a stopped its work"
             stored = await b.store.get_run(run_id)
             assert stored == cancelled and stored.owner == "a"
+
+    async def test_a_queued_run_of_a_lapsed_owner_is_cancelled_at_once(self, pair: Pair) -> None:
+        """I2, I10: an owner whose lease lapsed is dead, so its queued run is cancelled here,
+        with no request left for it to carry out."""
+        async with pair.instance("b") as b:
+            async with pair.instance("a", lease_s=0.3) as a:
+                job_id = await a.add(name="q", every="1h", command="true")
+                await a.store.record_runs(
+                    [
+                        Run(
+                            run_id="queued-of-a",
+                            job_id=job_id,
+                            job_name="q",
+                            trigger=Trigger.MANUAL,
+                            status=RunStatus.QUEUED,
+                            queued_at=START,
+                            session_key="cron:q:run:queued-of-a",
+                            owner="a",
+                        )
+                    ]
+                )
+            pair.clock.advance(1)
+
+            async def lapsed() -> bool:
+                got = await b.store.get_instance("a")
+                return bool(got and not got.lives_at(await b.store.now()))
+
+            await until(lapsed)
+            with anyio.fail_after(b.pipeline.cancel_wait_s / 2):
+                [cancelled] = await b.gateway.runs.cancel("queued-of-a", run_only=True)
+        assert cancelled.status is RunStatus.CANCELLED
+        assert cancelled.cancel_requested is None, "no request waits for a dead owner"

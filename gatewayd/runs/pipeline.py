@@ -27,7 +27,7 @@ from gatewayd.broker import Broker, Hint
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.errors import NotFound
-from gatewayd.model import InstanceState, Job, PayloadKind, Run, RunOutcome, RunStatus, StopReason
+from gatewayd.model import Job, PayloadKind, Run, RunOutcome, RunStatus, StopReason
 from gatewayd.planning import CatchupLimits
 from gatewayd.runners.base import Execution, Runner
 from gatewayd.runs.admission import Admission, Catchup, JobLocks, Submitted
@@ -229,7 +229,7 @@ class RunPipeline:
         if run.owner is None or run.owner == self._settings.instance_id:
             return False  # ours, and no task of ours drives it
         owner = await self._store.get_instance(run.owner)
-        return owner is not None and owner.state is InstanceState.LIVE
+        return owner is not None and owner.lives_at(await self._store.now())
 
     async def carry_out_cancels(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
