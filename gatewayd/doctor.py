@@ -99,8 +99,7 @@ class _Owners:
         return owner is None or owner.on_host(self.host_id)
 
     def files_of(self, run: Run) -> Path:
-        owner = self.instances.get(run.owner or "")
-        return Path(owner.state_dir) if owner and owner.state_dir else self.state_dir
+        return runfiles.state_dir_of(self.instances.get(run.owner or ""), self.state_dir)
 
 
 def _process_gone(run: Run, owners: _Owners) -> bool:

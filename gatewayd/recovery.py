@@ -95,13 +95,6 @@ def delete_history(state_dir: Path, runs: list[Run]) -> None:
             shutil.rmtree(session_dir(state_dir, run.session_key), ignore_errors=True)
 
 
-def _files_of(owner: Instance | None, ours: Path) -> Path:
-    """Where a run's files are: in its owner's state directory (ours, if not recorded)."""
-    if owner is None or owner.state_dir is None:
-        return ours
-    return Path(owner.state_dir)
-
-
 class Recovery:
     """Settles unwatched live runs; see the module docstring."""
 
@@ -216,7 +209,7 @@ class Recovery:
             )
             done.interrupted.append(run.run_id)
             return
-        execution = self._execution(run, job, pid, _files_of(owner, self._state_dir))
+        execution = self._execution(run, job, pid, runfiles.state_dir_of(owner, self._state_dir))
         if not await anyio.to_thread.run_sync(is_running, pid, run.pid_start):
             # Gone already: its ending is recorded now, before the socket serves.
             await self._pipeline.record_ended(run, job, execution)

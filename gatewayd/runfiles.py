@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gatewayd.model import Run
+from gatewayd.model import Instance, Run
 
 # What an exit file holds before its waiter writes over it: room for "<status> <pump pid>".
 EXIT_ROOM = b" " * 40 + b"\n"
@@ -87,3 +87,10 @@ def delete_run_files(state_dir: Path, runs: Iterable[Run]) -> None:
         ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def state_dir_of(owner: Instance | None, ours: Path) -> Path:
+    """Where a run's files are: in its owner's state directory (``ours``, if not recorded)."""
+    if owner is None or owner.state_dir is None:
+        return ours
+    return Path(owner.state_dir)

@@ -105,7 +105,12 @@ class TestFullDiskWhileServing:
                 lambda: (r := d.run_record(run_id))["status"] != "running" and r,
                 what="the held ending to be written",
             )
-            assert d.run_record(runaway)["status"] == "cancelled"
+            # Its ending may reach the store after the disk came back: wait for it too.
+            cancelled = wait_until(
+                lambda: (r := d.run_record(runaway))["status"] != "running" and r,
+                what="the runaway's ending to be written",
+            )
+            assert cancelled["status"] == "cancelled"
             # What it printed before the disk filled is kept (what came after may not be).
             assert (ended["status"], ended["exit_code"]) == ("succeeded", 0)
             assert ended["output_tail"].startswith("start\n")

@@ -8,7 +8,7 @@ share a fake clock and, as instances in one process do, a local broker.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -76,6 +76,30 @@ async def until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
             if value:
                 return value
             await anyio.sleep(0.005)
+
+
+def queued_orphan(job_id: str, job_name: str, *, owner: str) -> Run:
+    """A queued run of ``owner``, recorded as an instance leaves it when it dies."""
+    return Run(
+        run_id=f"queued-of-{owner}",
+        job_id=job_id,
+        job_name=job_name,
+        trigger=Trigger.MANUAL,
+        status=RunStatus.QUEUED,
+        queued_at=START,
+        session_key=f"cron:{job_name}:run:queued-of-{owner}",
+        owner=owner,
+    )
+
+
+def lease_lapsed(h: Harness, instance_id: str) -> Callable[[], Awaitable[bool]]:
+    """A check: ``instance_id`` is no longer alive, as ``h``'s store judges it."""
+
+    async def check() -> bool:
+        got = await h.store.get_instance(instance_id)
+        return got is not None and not got.lives_at(await h.store.now())
+
+    return check
 
 
 class TestSlotsOnce:
@@ -226,25 +250,11 @@ class TestLeaseLapse:
                     return run if run and run.pid and run.status is RunStatus.RUNNING else None
 
                 process = await until(running)
-                queued = Run(
-                    run_id="queued-of-a",
-                    job_id=job_id,
-                    job_name="w",
-                    trigger=Trigger.MANUAL,
-                    status=RunStatus.QUEUED,
-                    queued_at=START,
-                    session_key="cron:w:run:queued-of-a",
-                    owner="a",
-                )
-                await a.store.record_runs([queued])
+                await a.store.record_runs([queued_orphan(job_id, "w", owner="a")])
                 await a.pipeline.detach_all()  # a dies: its process goes on, its lease lapses
             pair.clock.advance(1)
 
-            async def lapsed() -> bool:
-                got = await b.store.get_instance("a")
-                return bool(got and got.lease_until and got.lease_until < await b.store.now())
-
-            await until(lapsed)
+            await until(lease_lapsed(b, "a"))
             done: dict[str, Settlement] = {}
 
             async def settle(h: Harness) -> None:
@@ -305,27 +315,10 @@ class TestCancelAcrossInstances:
         async with pair.instance("b") as b:
             async with pair.instance("a", lease_s=0.3) as a:
                 job_id = await a.add(name="q", every="1h", command="true")
-                await a.store.record_runs(
-                    [
-                        Run(
-                            run_id="queued-of-a",
-                            job_id=job_id,
-                            job_name="q",
-                            trigger=Trigger.MANUAL,
-                            status=RunStatus.QUEUED,
-                            queued_at=START,
-                            session_key="cron:q:run:queued-of-a",
-                            owner="a",
-                        )
-                    ]
-                )
+                await a.store.record_runs([queued_orphan(job_id, "q", owner="a")])
             pair.clock.advance(1)
 
-            async def lapsed() -> bool:
-                got = await b.store.get_instance("a")
-                return bool(got and not got.lives_at(await b.store.now()))
-
-            await until(lapsed)
+            await until(lease_lapsed(b, "a"))
             with anyio.fail_after(b.pipeline.cancel_wait_s / 2):
                 [cancelled] = await b.gateway.runs.cancel("queued-of-a", run_only=True)
         assert cancelled.status is RunStatus.CANCELLED
