@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[common], help="run the daemon in the foreground")
     serve.add_argument("--config", metavar="FILE", help="TOML config file")
+    serve.add_argument(
+        "--store", metavar="URL", help="sqlite:///PATH or postgresql://... (else $GATEWAYD_STORE)"
+    )
     sub.add_parser("status", parents=[common], help="the daemon's status")
 
     cron = sub.add_parser("cron", help="jobs").add_subparsers(
@@ -179,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--before", metavar="RUN_ID", help="only runs older than this one")
 
-    sub.add_parser("doctor", parents=[common], help="check the store's run records (works offline)")
+    doctor = sub.add_parser(
+        "doctor", parents=[common], help="check the store's run records (works offline)"
+    )
+    doctor.add_argument(
+        "--store", metavar="URL", help="the store to check (else $GATEWAYD_STORE, else the file)"
+    )
+    doctor.add_argument("--config", metavar="FILE", help="take [store] from this config file")
 
     store = sub.add_parser("store", help="the store file").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -237,6 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
         config,
         state_dir_flag=getattr(args, "state_dir", None),
         socket_flag=getattr(args, "socket", None),
+        store_flag=args.store,
     )
     return run_daemon(daemon)
 
@@ -361,10 +371,20 @@ def _print_not_ran(result: dict[str, Any]) -> None:
 def _doctor(args: argparse.Namespace) -> int:
     import anyio
 
+    from gatewayd.clock import SystemClock
+    from gatewayd.config import load_config
+    from gatewayd.daemon import config_path
     from gatewayd.doctor import examine, report, violations_of
+    from gatewayd.store.location import resolve_location
 
-    state_dir = resolve_state_dir(getattr(args, "state_dir", None), os.environ)
-    found = anyio.run(examine, state_dir)
+    config = load_config(config_path(args.config), now=SystemClock().now(), env=os.environ)
+    state_dir = resolve_state_dir(
+        getattr(args, "state_dir", None), os.environ, config.gateway.state_dir
+    )
+    location = resolve_location(
+        args.store, os.environ, config.store.url, schema=config.store.schema, state_dir=state_dir
+    )
+    found = anyio.run(examine, location, state_dir)
     print(report(found, as_json=getattr(args, "json", False)))
     return EXIT_RUN_FAILED if violations_of(found) else EXIT_OK
 

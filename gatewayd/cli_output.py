@@ -171,7 +171,23 @@ def print_status(status: dict[str, Any]) -> None:
         ("runs", f"{runs.get('total')} ({by_status or 'none'}); {runs.get('active')} active"),
         ("next wake", status.get("next_wake_at")),
     ]
+    store = status.get("store", {})
+    fault = store.get("fault")
+    fields.append(("store", store.get("url")))
+    if fault:
+        fields.append(("store fault", f"{fault['message']} (since {fault.get('since')})"))
     print_fields(fields)
+    instances = status.get("instances")
+    if instances is None:
+        print("instances: unknown while the store cannot be read")
+        return
+    print(f"live instances: {len(instances)}")
+    for i in instances:
+        here = " (this one)" if i["instance_id"] == status.get("instance_id") else ""
+        print(
+            f"  {i['instance_id']}{here} on {i['host']} (host id {i['host_id']}), pid {i['pid']}, "
+            f"lease until {i['lease_until']}"
+        )
 
 
 def print_sessions(sessions: Sequence[dict[str, Any]]) -> None:

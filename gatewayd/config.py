@@ -23,7 +23,8 @@ from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
 from gatewayd.model import DEFAULT_AGENT, AgentSpec, JobSource
-from gatewayd.settings import ClusterSettings, GatewaySettings, SchedulerSettings
+from gatewayd.settings import ClusterSettings, GatewaySettings, SchedulerSettings, StoreSettings
+from gatewayd.store.location import check_schema, parse_location
 
 ENV_PREFIX = "GATEWAYD_"
 GATEWAY_KEYS = frozenset(
@@ -50,6 +51,7 @@ GATEWAY_KEYS = frozenset(
 )
 SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs"})
 CLUSTER_KEYS = frozenset({"lease", "host_id", "orphan_grace", "backstop"})
+STORE_KEYS = frozenset({"url", "schema"})
 AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
@@ -60,6 +62,7 @@ class Config:
     gateway: GatewaySettings = GatewaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     cluster: ClusterSettings = ClusterSettings()
+    store: StoreSettings = StoreSettings()
     agents: tuple[AgentSpec, ...] = ()
     jobs: tuple[Mapping[str, Any], ...] = ()
     path: Path | None = None
@@ -230,6 +233,22 @@ def _cluster(path: Path | None, text: str, body: Any, env: Mapping[str, str]) ->
     )
 
 
+def _store(path: Path | None, text: str, body: Any) -> StoreSettings:
+    r = _Reader(path, text, "store", body)
+    d = StoreSettings()
+    r.check_keys(STORE_KEYS)
+    url = r.string("url", d.url)
+    schema = r.string("schema", d.schema) or d.schema
+    try:
+        if url is not None:
+            parse_location(url, schema=schema, field_name="url")
+        check_schema(schema, field_name="schema")
+    except InvalidInput as exc:
+        key = exc.data.get("field", "url")
+        raise r.error(key, exc.message.removeprefix(f"{key}: ")) from None
+    return StoreSettings(url=url, schema=schema)
+
+
 def _agents(path: Path | None, text: str, body: Any) -> tuple[AgentSpec, ...]:
     where = str(path) if path else "config"
     if not isinstance(body, dict):
@@ -319,11 +338,11 @@ def parse_config(
         body = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    unknown = sorted(set(body) - {"gateway", "scheduler", "cluster", "jobs", "agents"})
+    unknown = sorted(set(body) - {"gateway", "scheduler", "cluster", "store", "jobs", "agents"})
     if unknown:
         raise ConfigError(
             f"{where}: unknown table or key {unknown[0]!r}; "
-            "known are gateway, scheduler, cluster, agents, jobs"
+            "known are gateway, scheduler, cluster, store, agents, jobs"
         )
     agents = _agents(path, text, body.get("agents", {}))
     names = frozenset(a.name for a in agents)
@@ -331,6 +350,7 @@ def parse_config(
         gateway=_gateway(path, text, body.get("gateway", {}), env),
         scheduler=_scheduler(path, text, body.get("scheduler", {}), env),
         cluster=_cluster(path, text, body.get("cluster", {}), env),
+        store=_store(path, text, body.get("store", {})),
         agents=agents,
         jobs=_jobs(path, text, body.get("jobs", []), now, names),
         path=path,

@@ -34,7 +34,8 @@ from gatewayd.ids import new_instance_id
 from gatewayd.leases import LeaseKeeper
 from gatewayd.model import Instance
 from gatewayd.notify import Notifier
-from gatewayd.paths import DB_NAME, resolve_socket, resolve_state_dir, state_dir_socket
+from gatewayd.paths import resolve_socket, resolve_state_dir, state_dir_socket
+from gatewayd.pgbroker import PostgresBroker
 from gatewayd.racing import first_of
 from gatewayd.recovery import Recovery, Retention
 from gatewayd.rpc.methods import HEAVY, build_methods, build_streams
@@ -43,8 +44,9 @@ from gatewayd.runs import RunPipeline
 from gatewayd.settings import OnShutdown
 from gatewayd.statelock import PRIVATE_UMASK, hold_state_dir, warn_if_open_to_others
 from gatewayd.stopping import end_runs, let_go_of_held_writes
-from gatewayd.store.base import StoreHealth
-from gatewayd.store.sqlite import SQLiteStore
+from gatewayd.store.base import Store, StoreHealth
+from gatewayd.store.choice import hints_for, open_store
+from gatewayd.store.location import resolve_location
 from gatewayd.wiring import open_runners, pipeline_settings
 
 log = structlog.get_logger("gatewayd.daemon")
@@ -61,6 +63,7 @@ class Daemon:
         *,
         state_dir_flag: str | None = None,
         socket_flag: str | None = None,
+        store_flag: str | None = None,
         env: Mapping[str, str] | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -71,13 +74,20 @@ class Daemon:
         self.socket_path = resolve_socket(
             socket_flag, self.env, self.state_dir, config.gateway.socket
         )
+        self.location = resolve_location(
+            store_flag,
+            self.env,
+            config.store.url,
+            schema=config.store.schema,
+            state_dir=self.state_dir,
+        )
         self.instance_id = new_instance_id()
         self.host_id = config.cluster.host_id or machine_id()
         self.notifier = Notifier(self.env)
         self._lease_lost = anyio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: anyio.abc.TaskGroup | None = None
-        self._store: SQLiteStore | None = None
+        self._store: Store | None = None
         self._pipeline: RunPipeline | None = None
         self._gateway: Gateway | None = None
         self._server: RpcServer | None = None
@@ -141,12 +151,13 @@ class Daemon:
             pid=os.getpid(),
             state_dir=str(self.state_dir),
             socket=str(self.socket_path),
+            store=self.location.shown,
             jobs=jobs,
         )
 
-    async def _open_store(self) -> SQLiteStore:
+    async def _open_store(self) -> Store:
         """The checked store, with this instance recorded in it (its first write)."""
-        store = SQLiteStore(self.state_dir / DB_NAME)
+        store = open_store(self.location)
         self._store = store
         await store.open()
         self._stack.push_async_callback(store.close)
@@ -164,9 +175,7 @@ class Daemon:
         )
         return store
 
-    async def _assemble(
-        self, store: SQLiteStore, run_umask: int, nofile: int
-    ) -> tuple[Core, Recovery]:
+    async def _assemble(self, store: Store, run_umask: int, nofile: int) -> tuple[Core, Recovery]:
         """The runners, the core and recovery, wired on ``store``."""
         stack, config = self._stack, self.config
         settings = pipeline_settings(
@@ -179,6 +188,10 @@ class Daemon:
         runners = await open_runners(stack, config, self.clock, umask=run_umask, nofile=nofile)
         self._tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(self._tasks.cancel_scope.cancel)
+        self._tasks.start_soon(store.upkeep)
+        broker = hints_for(self.location)
+        if isinstance(broker, PostgresBroker):
+            await self._tasks.start(broker.relay)
         core = await stack.enter_async_context(
             open_core(
                 store=store,
@@ -193,7 +206,9 @@ class Daemon:
                     state_dir=self.state_dir,
                     socket_path=self.socket_path,
                     started_at=self.clock.now(),
+                    store=self.location.shown,
                 ),
+                broker=broker,
                 event_queue=config.gateway.event_queue,
                 backstop_s=config.cluster.backstop_s,
                 agents=frozenset(a.name for a in config.agents),
@@ -353,6 +368,8 @@ class Daemon:
 
 def status_line(status: Status) -> str:
     """The one-line STATUS= a service manager shows."""
+    if status.runs is None:
+        return f"{status.active_runs} runs active; the store cannot be read now"
     return (
         f"{status.jobs_total} jobs ({status.jobs_enabled} enabled), "
         f"{status.active_runs} runs active, {status.runs.total} recorded"

@@ -36,11 +36,12 @@ from gatewayd.errors import InvalidInput
 from gatewayd.hosts import machine_id
 from gatewayd.jobspec import job_from_spec
 from gatewayd.model import Instance, Job, Overlap, Run, RunStatus, Trigger
-from gatewayd.paths import DB_NAME, LOCK_NAME
+from gatewayd.paths import LOCK_NAME
 from gatewayd.runfiles import read_exit_status
 from gatewayd.runners.processes import is_running
 from gatewayd.store.base import Audit, Store
-from gatewayd.store.sqlite import SQLiteStore
+from gatewayd.store.choice import open_store
+from gatewayd.store.location import StoreLocation
 from gatewayd.views import spec_to_json
 
 # A daemon may be recording a run's ending while we look: look again this much later.
@@ -227,9 +228,10 @@ async def examine_store(store: Store, state_dir: Path, *, host_id: str) -> list[
     ]
 
 
-async def examine(state_dir: Path) -> list[Violation]:
-    """:func:`examine_store` over the SQLite store of ``state_dir``, opened read-only."""
-    store = SQLiteStore(state_dir / DB_NAME, read_only=True)
+async def examine(location: StoreLocation, state_dir: Path) -> list[Violation]:
+    """:func:`examine_store` over the store at ``location`` (a SQLite file is opened
+    read-only), seen from this host and ``state_dir``."""
+    store = open_store(location, read_only=True)
     await store.open()
     try:
         return await examine_store(store, state_dir, host_id=machine_id())

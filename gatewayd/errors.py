@@ -140,7 +140,11 @@ class StaleDecision(Conflict):
 
 
 class LeaseLost(Conflict):
-    """This instance's lease lapsed and another instance took over its runs."""
+    """This instance's lease lapsed and another instance took over its runs.
+
+    The store refuses every write such an instance makes about its runs (nothing
+    of it is kept); the instance steps down.
+    """
 
 
 class StateDirLocked(Conflict):
@@ -247,6 +251,13 @@ class StoreReplaced(StoreUnwritable):
 
     kind = "store_replaced"
     passes = False
+
+
+class StoreUnreachable(StoreUnwritable):
+    """The store's database server cannot be reached (down, restarting, or cut off):
+    the writes that must not be lost are held until it answers again."""
+
+    kind = "store_unreachable"
 
 
 class StartupError(GatewaydError):

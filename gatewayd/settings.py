@@ -9,7 +9,7 @@ their defaults on :class:`gatewayd.model.Job`.) Nothing here does I/O.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gatewayd import bounds
 
@@ -89,7 +89,18 @@ class ClusterSettings:
     backstop_s: float = 2.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSettings:
+    """``[store]``: ``url`` (``None``: the embedded SQLite store in the state
+    directory; see :mod:`gatewayd.store.location`), and the PostgreSQL schema that
+    holds this cluster's tables (several clusters may share one database)."""
+
+    url: str | None = field(default=None, repr=False)  # it may hold a password
+    schema: str = "gatewayd"
+
+
 GATEWAY = GatewaySettings()
+STORE = StoreSettings()
 SCHEDULER = SchedulerSettings()
 CLUSTER = ClusterSettings()
 # How much of a run's output is kept on its record.

@@ -28,6 +28,7 @@ from gatewayd.model import (
     AgentTurnPayload,
     Catchup,
     ExecPayload,
+    Instance,
     Job,
     JobSource,
     LeftoverPolicy,
@@ -300,6 +301,18 @@ def store_health_to_json(report: StoreHealthReport) -> JsonObject:
     }
 
 
+def instance_to_json(instance: Instance) -> JsonObject:
+    return {
+        "instance_id": instance.instance_id,
+        "host": instance.host,
+        "host_id": instance.host_id,
+        "pid": instance.pid,
+        "started_at": format_time(instance.started_at),
+        "heartbeat_at": format_time(instance.heartbeat_at),
+        "lease_until": format_time(instance.lease_until),
+    }
+
+
 def status_to_json(status: Status) -> JsonObject:
     ident = status.identity
     runs = status.runs
@@ -315,13 +328,16 @@ def status_to_json(status: Status) -> JsonObject:
         "now": format_time(status.now),
         "jobs": {"total": status.jobs_total, "enabled": status.jobs_enabled},
         "runs": {
-            "total": runs.total,
-            "by_status": {s.value: n for s, n in runs.by_status},
+            "total": None if runs is None else runs.total,
+            "by_status": {} if runs is None else {s.value: n for s, n in runs.by_status},
             "active": status.active_runs,
         },
+        "instances": None
+        if status.instances is None
+        else [instance_to_json(i) for i in status.instances],
         "next_wake_at": format_time(status.next_wake_at),
         "event_subscribers": status.event_subscribers,
-        "store": store_health_to_json(status.store),
+        "store": {"url": ident.store, **store_health_to_json(status.store)},
         "log_lines_dropped": status.log_lines_dropped,
     }
 

@@ -26,14 +26,18 @@ from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.store import MemoryStore, SQLiteStore, Store
+from gatewayd.store.postgres import PostgresStore
 from gatewayd.testing import FakeRunner
+
+from tests import pgserver
 
 T = TypeVar("T")
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # The harness instance never loses its lease, however far a test moves the fake clock.
 HARNESS_LEASE_S = 10 * 365 * 86400.0
 HARNESS_HOST_ID = "test-host"
-STORE_KINDS = ("memory", "sqlite")
+# PostgreSQL's cases run whenever the test server answers (see tests/pgserver.py).
+STORE_KINDS = ("memory", "sqlite", "postgresql")
 # The store a harness opens when given none: the ``each_store`` fixture sets it per test.
 default_store_kind = "memory"
 
@@ -42,6 +46,8 @@ def new_store(kind: str, state_dir: Path, clock: FakeClock) -> Store:
     """A fresh store of ``kind`` (one of :data:`STORE_KINDS`), not yet open."""
     if kind == "sqlite":
         return SQLiteStore(state_dir / "gatewayd.db")
+    if kind == "postgresql":
+        return PostgresStore(pgserver.fresh_location())
     assert kind == "memory", kind
     return MemoryStore(clock=clock)
 

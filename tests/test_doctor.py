@@ -22,6 +22,7 @@ from gatewayd.model import (
     Trigger,
 )
 from gatewayd.store import SQLiteStore
+from gatewayd.store.location import embedded
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -93,7 +94,9 @@ class TestDoctor:
     async def test_every_rule_is_caught(self, tmp_path: Path) -> None:
         await build(tmp_path)
         break_store(tmp_path)
-        found = {(v.rule, v.run_id or v.job_id) for v in await examine(tmp_path)}
+        found = {
+            (v.rule, v.run_id or v.job_id) for v in await examine(embedded(tmp_path), tmp_path)
+        }
         assert ("running-without-process", "ghost") in found
         assert ("slot-used-twice", "j2") in found
         assert ("overlap-skip", "j1") in found
@@ -128,6 +131,6 @@ class TestDoctor:
         exit_file = tmp_path / "runs" / "j1" / "done.exit"
         exit_file.parent.mkdir(parents=True)
         exit_file.write_text("0\n")
-        found = await examine(tmp_path)
+        found = await examine(embedded(tmp_path), tmp_path)
         assert [(v.rule, v.run_id) for v in found] == [("pending", "done")]
         assert "the next start records it" in found[0].message

@@ -1,4 +1,4 @@
-"""The store contract: one suite, run over every store (memory and SQLite)."""
+"""The store contract: one suite, run over every store (memory, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import anyio
 import orjson
 import pytest
 import pytest_asyncio
+from gatewayd.clock import FakeClock
 from gatewayd.errors import (
     Conflict,
     NameTaken,
@@ -44,12 +45,18 @@ from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from gatewayd.store.transitions import Expected
 from gatewayd.views import spec_to_json
 
+from tests.conftest import needs_postgres
+from tests.harness import STORE_KINDS, new_store
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest_asyncio.fixture(params=["memory", "sqlite"])
+@pytest_asyncio.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "g.db")
+    needs_postgres(request.param)
+    s = new_store(request.param, tmp_path, FakeClock(T0))
+    if isinstance(s, MemoryStore):
+        s = MemoryStore()  # its own clock: leases move with real time here
     await s.open()
     try:
         yield s

@@ -1,7 +1,8 @@
 """Two instances on one store: the store, not an instance's memory, keeps the record true.
 
-Each test runs over two pipelines on one memory store, and over two SQLite
-store objects (two connections, two instance ids) on one file. The instances
+Each test runs over two pipelines on one memory store, over two SQLite store
+objects (two connections, two instance ids) on one file, and over two
+PostgreSQL store objects (two pools) on one schema. The instances
 share a fake clock and, as instances in one process do, a local broker.
 """
 
@@ -24,8 +25,11 @@ from gatewayd.recovery import Recovery, Settlement
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Envelope
+from gatewayd.store.postgres import PostgresStore
 
-from tests.harness import HARNESS_HOST_ID, START, Harness, open_harness
+from tests import pgserver
+from tests.conftest import needs_postgres
+from tests.harness import HARNESS_HOST_ID, START, STORE_KINDS, Harness, open_harness
 
 StoreFactory = Callable[[], Store]
 SLOTS = 50  # per job, each a step of the shared clock that both timers act on
@@ -56,9 +60,18 @@ class Pair:
             yield h
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=STORE_KINDS)
 def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Pair:
+    needs_postgres(request.param)
     clock = FakeClock(START)
+    if request.param == "postgresql":
+        location = pgserver.fresh_location()
+        return Pair(
+            new_store=lambda: PostgresStore(location),
+            clock=clock,
+            broker=LocalBroker(),
+            root=tmp_path,
+        )
     if request.param == "memory":
         shared = MemoryStore(clock=clock)
         return Pair(new_store=lambda: shared, clock=clock, broker=LocalBroker(), root=tmp_path)

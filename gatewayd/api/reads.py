@@ -24,7 +24,7 @@ from gatewayd.api.values import (
 )
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
-from gatewayd.errors import InvalidInput, NotFound
+from gatewayd.errors import InvalidInput, NotFound, StoreError
 from gatewayd.logs import dropped_lines
 from gatewayd.model import MAIN_SESSION_KEY, Job, RunStatus, Session
 from gatewayd.runs import RunPipeline
@@ -111,7 +111,15 @@ class Reads:
     # --- the daemon -------------------------------------------------------------------
 
     async def status(self) -> Status:
-        total_jobs, enabled_jobs = await self._store.count_jobs()
+        """The status; a store that cannot be read now leaves its counts out."""
+        total_jobs = enabled_jobs = runs = instances = None
+        try:
+            total_jobs, enabled_jobs = await self._store.count_jobs()
+            runs = await self._store.count_runs()
+            now = await self._store.now()
+            instances = tuple(i for i in await self._store.instances() if i.lives_at(now))
+        except StoreError:
+            pass  # the health below names the fault
         health = self._store.health
         return Status(
             version=__version__,
@@ -119,7 +127,8 @@ class Reads:
             now=self._clock.now(),
             jobs_total=total_jobs,
             jobs_enabled=enabled_jobs,
-            runs=await self._store.count_runs(),
+            runs=runs,
+            instances=instances,
             active_runs=self._pipeline.active_count,
             next_wake_at=self._scheduler.next_wake_at,
             event_subscribers=self._bus.subscribers,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.errors import StoreError
-from gatewayd.model import Job, Run, RunCounts, Session
+from gatewayd.model import Instance, Job, Run, RunCounts, Session
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +23,7 @@ class Identity:
     state_dir: Path
     socket_path: Path
     started_at: datetime
+    store: str = "embedded"  # where its store is, without a password
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,14 +64,19 @@ class StoreHealthReport:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Status:
-    """``gateway.status``: this daemon, its jobs and runs, its store."""
+    """``gateway.status``: this daemon, its jobs and runs, its store, the live instances.
+
+    The counts and the instances are ``None`` when the store cannot be read now
+    (its fault says why).
+    """
 
     version: str
     identity: Identity
     now: datetime
-    jobs_total: int
-    jobs_enabled: int
-    runs: RunCounts
+    jobs_total: int | None
+    jobs_enabled: int | None
+    runs: RunCounts | None
+    instances: tuple[Instance, ...] | None
     active_runs: int
     next_wake_at: datetime | None
     event_subscribers: int

@@ -208,6 +208,9 @@ class RunPipeline:
         if run.status.is_terminal:
             raise nothing_to_cancel(run)
         if run.status is RunStatus.QUEUED and not await self._owner_lives(run):
+            me = self._settings.instance_id
+            if run.owner != me:  # claimed first, so that one settler wins
+                run = await self._store.adopt_run(run_id, from_owner=run.owner, to_owner=me)
             await self.finish_unwatched(run, stopped(reason, at=self._clock.now()))
             ended = await self._store.get_run(run_id)
             assert ended is not None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import abc
 
+import anyio
+
 from gatewayd.store.interface_events import EventStore
 from gatewayd.store.interface_instances import InstanceStore
 from gatewayd.store.interface_jobs import JobStore
@@ -98,6 +100,14 @@ class Store(InstanceStore, JobStore, RunStore, EventStore, abc.ABC):
         The sweeper calls it; a fault found is reported through the health.
         """
         return
+
+    async def upkeep(self) -> None:
+        """The store's own upkeep while it is open, run by its owner until cancelled.
+
+        A database server's store probes a lost server here, so that its health
+        comes back without a write to wait for; the embedded stores have none.
+        """
+        await anyio.sleep_forever()
 
     # --- checking -------------------------------------------------------------------
 

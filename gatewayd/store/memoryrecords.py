@@ -16,6 +16,7 @@ from gatewayd.model import (
     elapsed_ms,
 )
 from gatewayd.store.base import Envelope, EventsListener, Publication
+from gatewayd.store.transitions import check_holder
 
 
 class MemoryRecords:
@@ -40,6 +41,11 @@ class MemoryRecords:
         if run is None:
             raise NotFound(f"no run with id {run_id}")
         return run
+
+    def _fence(self, owner: str | None) -> None:
+        """Refuse a write about runs of ``owner`` if it was taken over (see ``check_holder``)."""
+        instance = self._instances.get(owner) if owner is not None else None
+        check_holder(owner, None if instance is None else instance.state)
 
     def _apply(self, publication: Publication) -> None:
         for session in publication.rows():

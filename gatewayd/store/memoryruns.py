@@ -56,6 +56,8 @@ class MemoryRuns(MemoryRecords):
                 next_slot_now=None if job is None else job.next_slot,
                 advances=advance_job is not None,
             )
+        for owner in {run.owner for run in runs}:
+            self._fence(owner)
         claimed: set[tuple[str, datetime]] = set()
         for run in runs:
             if run.run_id in self._runs:
@@ -92,6 +94,7 @@ class MemoryRuns(MemoryRecords):
         )
         if outcome is not None:
             run = finished(run, outcome)
+        self._fence(run.owner)
         self._runs[run_id] = run
         self._apply(publication)
         return run
@@ -99,6 +102,7 @@ class MemoryRuns(MemoryRecords):
     async def adopt_run(self, run_id: str, *, from_owner: str | None, to_owner: str) -> Run:
         await anyio.lowlevel.checkpoint()
         run = adopted(self._live(run_id), from_owner=from_owner, to_owner=to_owner)
+        self._fence(run.owner)
         self._runs[run_id] = run
         return run
 
@@ -107,6 +111,7 @@ class MemoryRuns(MemoryRecords):
     ) -> Run:
         await anyio.lowlevel.checkpoint()
         run = finished(self._live(run_id), outcome)
+        self._fence(run.owner)
         self._runs[run_id] = run
         self._apply(publication)
         return run

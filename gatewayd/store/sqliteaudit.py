@@ -1,4 +1,4 @@
-"""What ``doctor`` asks of the SQLite store: records that break the invariants, as stored.
+"""What ``doctor`` asks of a SQL store: records that break the invariants, as stored.
 
 These are read in SQL, not through the records' types, so that a row no
 gatewayd could have written (an unknown status, say) is reported, not fatal.
@@ -10,11 +10,11 @@ import sqlite3
 
 from gatewayd.model import RunStatus
 from gatewayd.store.base import Audit, BadEnding, SlotClaims
-from gatewayd.store.sqlitetables import LIVE
 from gatewayd.store.sqlrows import from_us
+from gatewayd.store.tables import LIVE
 
 _KNOWN = ", ".join(f"'{status.value}'" for status in RunStatus)
-_ENDING_CHECKS = (
+ENDING_CHECKS = (
     (f"{LIVE} AND ended_at IS NOT NULL", "is live but has ended_at"),
     ("status = 'running' AND started_at IS NULL", "is running but never started"),
     ("status = 'queued' AND started_at IS NOT NULL", "is queued but has started"),
@@ -24,14 +24,17 @@ _ENDING_CHECKS = (
 )
 
 
+SLOTS_USED_TWICE = (
+    "SELECT job_id, scheduled_for, count(*) FROM runs WHERE scheduled_for IS NOT NULL "
+    "AND trigger <> 'retry' GROUP BY job_id, scheduled_for HAVING count(*) > 1"
+)
+
+
 def audit(conn: sqlite3.Connection) -> Audit:
-    slots = conn.execute(
-        "SELECT job_id, scheduled_for, count(*) FROM runs WHERE scheduled_for IS NOT NULL "
-        "AND trigger != 'retry' GROUP BY job_id, scheduled_for HAVING count(*) > 1"
-    ).fetchall()
+    slots = conn.execute(SLOTS_USED_TWICE).fetchall()
     bad = [
         BadEnding(run_id=run_id, job_id=job_id, status=status, problem=problem)
-        for where, problem in _ENDING_CHECKS
+        for where, problem in ENDING_CHECKS
         for run_id, job_id, status in conn.execute(
             f"SELECT run_id, job_id, status FROM runs WHERE {where}"
         )

@@ -17,7 +17,7 @@ import orjson
 from gatewayd.errors import NotFound
 from gatewayd.model import Session
 from gatewayd.store.base import Envelope, Publication
-from gatewayd.store.sqlitetables import SESSIONS
+from gatewayd.store.tables import SESSIONS
 from gatewayd.store.threads import Published
 
 T = TypeVar("T")

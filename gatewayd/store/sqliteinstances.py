@@ -7,8 +7,12 @@ from datetime import datetime
 
 from gatewayd.errors import Conflict
 from gatewayd.model import Instance
-from gatewayd.store.sqlitetables import INSTANCES, NOW_US
 from gatewayd.store.sqlrows import from_us
+from gatewayd.store.tables import INSTANCES
+
+# The store's clock in SQL, as every time is stored: microseconds since the epoch
+# (SQLite's clock has millisecond precision).
+NOW_US = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)"
 
 _LEASE = f"lease_until = {NOW_US} + ?, heartbeat_at = {NOW_US}"
 

@@ -10,8 +10,8 @@ from gatewayd.errors import Conflict, NameTaken, NotFound
 from gatewayd.model import Job, JobSource, JobTiming
 from gatewayd.store.base import Publication
 from gatewayd.store.sqliteevents import publish
-from gatewayd.store.sqlitetables import JOBS, LIVE, job_from_row, jobs_from_rows
 from gatewayd.store.sqlrows import from_us
+from gatewayd.store.tables import JOBS, LIVE, job_from_row, jobs_from_rows
 from gatewayd.store.threads import Published, savepoint
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.marks})"

@@ -164,7 +164,7 @@ class SQLiteRuns(SQLiteAccess):
         return await self._publish(op, label=f"run {run_id} ended {outcome.status.value}")
 
     async def request_cancel(self, run_id: str, reason: StopReason) -> Run:
-        op = sqliteruns.transition(run_id, lambda run: cancel_asked(run, reason))
+        op = sqliteruns.transition(run_id, lambda run: cancel_asked(run, reason), fenced=False)
         return await self._publish(op, durable=False, label=f"a stop of run {run_id}")
 
     async def cancel_requests(self, owner: str) -> list[Run]:

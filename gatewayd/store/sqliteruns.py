@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gatewayd.errors import Conflict, NotFound, SlotTaken
-from gatewayd.model import Run, RunCounts, RunStatus
+from gatewayd.model import InstanceState, Run, RunCounts, RunStatus
 from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.sqliteevents import publish
-from gatewayd.store.sqlitetables import LIVE, RUN_CHANGES, RUNS
 from gatewayd.store.sqlrows import from_us, to_us
+from gatewayd.store.tables import LIVE, RUN_CHANGES, RUNS
 from gatewayd.store.threads import Published
-from gatewayd.store.transitions import Expected, check_expected, slot_key
+from gatewayd.store.transitions import Expected, check_expected, check_holder, slot_key
 
 # The most job ids one query names (SQLite allows 32766 host parameters).
 _IN_CHUNK = 500
@@ -44,6 +44,15 @@ def _check(conn: sqlite3.Connection, job_id: str, expected: Expected, *, advance
     )
 
 
+def fence(conn: sqlite3.Connection, owners: set[str | None]) -> None:
+    """Refuse the write if an owner of its runs was taken over (see ``check_holder``)."""
+    for owner in owners:
+        if owner is None:
+            continue
+        row = conn.execute("SELECT state FROM instances WHERE instance_id = ?", (owner,)).fetchone()
+        check_holder(owner, None if row is None else InstanceState(row[0]))
+
+
 def record(
     conn: sqlite3.Connection,
     runs: Sequence[Run],
@@ -55,6 +64,7 @@ def record(
 ) -> Published[None]:
     if expected is not None and runs:
         _check(conn, runs[0].job_id, expected, advances=advance_job is not None)
+    fence(conn, {run.owner for run in runs})
     for run in runs:
         try:
             conn.execute(f"INSERT INTO runs ({RUNS.names}) VALUES ({RUNS.marks})", RUNS.values(run))
@@ -87,12 +97,19 @@ def load(conn: sqlite3.Connection, run_id: str) -> Run:
 
 
 def transition(
-    run_id: str, change: Callable[[Run], Run], publication: Publication = NOTHING
+    run_id: str,
+    change: Callable[[Run], Run],
+    publication: Publication = NOTHING,
+    *,
+    fenced: bool = True,
 ) -> Callable[[sqlite3.Connection], Published[Run]]:
-    """The operation that moves a run by ``change`` (which raises what it refuses)."""
+    """The operation that moves a run by ``change`` (which raises what it refuses);
+    ``fenced``: refused if the run's owner after it was taken over."""
 
     def op(conn: sqlite3.Connection) -> Published[Run]:
         run = change(load(conn, run_id))
+        if fenced:
+            fence(conn, {run.owner})
         conn.execute(
             f"UPDATE runs SET {RUNS.assignments(RUN_CHANGES)} WHERE run_id = ?",
             (*RUNS.values_of(run, RUN_CHANGES), run_id),

@@ -1,4 +1,4 @@
-"""SQLite rows by column name: one table of fields per record, read and written by it.
+"""SQL rows by column name, SQLite's and PostgreSQL's: one table of fields per record.
 
 A :class:`Table` names each column once, with how its value is written and read;
 queries take their column lists and placeholders from it, and rows become
@@ -72,8 +72,12 @@ class Table(Generic[T]):
         self._make = make
         self.columns = tuple(columns)
         self.names = ", ".join(c.name for c in self.columns)
-        self.marks = ", ".join("?" * len(self.columns))
+        self.marks = self.placeholders("?")
         self._index = {c.name: i for i, c in enumerate(self.columns)}
+
+    def placeholders(self, mark: str) -> str:
+        """One placeholder per column: ``?`` for SQLite, ``%s`` for PostgreSQL."""
+        return ", ".join([mark] * len(self.columns))
 
     def values(self, item: T) -> tuple[Any, ...]:
         """The record's values, in column order, as they are written."""
@@ -85,9 +89,9 @@ class Table(Generic[T]):
             **{c.name: c.read(value) for c, value in zip(self.columns, row, strict=True)}
         )
 
-    def assignments(self, names: Sequence[str]) -> str:
+    def assignments(self, names: Sequence[str], mark: str = "?") -> str:
         """``a = ?, b = ?`` for an UPDATE of these columns."""
-        return ", ".join(f"{self.columns[self._index[n]].name} = ?" for n in names)
+        return ", ".join(f"{self.columns[self._index[n]].name} = {mark}" for n in names)
 
     def names_of(self, names: Sequence[str]) -> str:
         """``a, b``: some of the columns, in the order given (checked to exist)."""

@@ -10,8 +10,16 @@ import dataclasses
 from collections.abc import Iterable
 from datetime import datetime
 
-from gatewayd.errors import Conflict, RunAlreadyEnded, StaleDecision
-from gatewayd.model import Run, RunOutcome, RunStatus, StopReason, Trigger, elapsed_ms
+from gatewayd.errors import Conflict, LeaseLost, RunAlreadyEnded, StaleDecision
+from gatewayd.model import (
+    InstanceState,
+    Run,
+    RunOutcome,
+    RunStatus,
+    StopReason,
+    Trigger,
+    elapsed_ms,
+)
 
 
 def slot_key(run: Run) -> tuple[str, datetime] | None:
@@ -19,6 +27,23 @@ def slot_key(run: Run) -> tuple[str, datetime] | None:
     if run.scheduled_for is None or run.trigger is Trigger.RETRY:
         return None
     return (run.job_id, run.scheduled_for)
+
+
+def check_holder(instance_id: str | None, state: InstanceState | None) -> None:
+    """Refuse a write about runs owned by ``instance_id`` if it was taken over.
+
+    The fence of every write that acts on a claim (a run's record, its start,
+    adoption and ending): ``state`` is the owner's, read in the write's
+    transaction (``None``: no such instance is recorded). An instance taken over
+    owns nothing any more; whatever it writes late is refused, so that it can
+    never undo what its successor settled.
+    """
+    if instance_id is not None and state is InstanceState.GONE:
+        raise LeaseLost(
+            f"instance {instance_id} was taken over by another instance (its lease "
+            "lapsed): it owns no run any more, and this write was refused",
+            data={"instance_id": instance_id},
+        )
 
 
 def started(

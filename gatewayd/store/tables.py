@@ -1,4 +1,9 @@
-"""The SQLite store's tables of fields: how each record is kept, column by column."""
+"""The SQL stores' tables of fields: how each record is kept, column by column.
+
+SQLite and PostgreSQL keep the same columns: times as integer microseconds
+since the epoch, enums by value, JSON documents (a job's spec, a run's
+leftovers, an event's body) as the bytes orjson writes.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +30,6 @@ from gatewayd.model import (
 from gatewayd.store.sqlrows import Column, Table, enum_column, time_column
 from gatewayd.views import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
 
-# The store's clock in SQL, as every time is stored: microseconds since the epoch
-# (SQLite's clock has millisecond precision).
-NOW_US = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)"
 LIVE = "status IN ('queued', 'running')"
 
 

@@ -1,0 +1,241 @@
+"""The PostgreSQL store's connections, and how its parts read and write through them.
+
+Every operation takes a connection from the pool and runs in one transaction
+(``READ COMMITTED``; what must not race is locked row by row in the
+operation). A lost server never kills the daemon and never drops a record:
+
+- a write that must not be lost (a run's transition) is held, and written
+  once the server answers again; one whose commit was cut off is looked up by
+  its transaction id (``pg_xact_status``), so that it is never written twice;
+- any other write, and a read, fails with :class:`StoreUnreachable`, after one
+  more try on a fresh connection (the pool's idle ones die with the server);
+- the health says so meanwhile, and one prober finds out when it answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+import psycopg.errors
+import structlog
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from gatewayd.errors import StoreError, StoreUnreachable
+from gatewayd.store.base import EventsListener, HealthListener, StoreHealth
+from gatewayd.store.location import StoreLocation
+from gatewayd.store.pgconnect import unreachable
+from gatewayd.store.threads import Published
+
+log = structlog.get_logger("gatewayd.store")
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+Op = Callable[[Conn], Awaitable[T]]
+# Transactions that lost a race the server detected (a deadlock, a serialization
+# failure) are tried again, up to this many times.
+_RACE_RETRIES = 10
+_PROBE_FIRST_S = 0.05
+_PROBE_MAX_S = 2.0
+_LOST = (psycopg.OperationalError, PoolTimeout)
+_RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+class _CutOff(Exception):
+    """The connection was lost during COMMIT: whether it committed is not known yet."""
+
+    def __init__(self, xid: str, value: object) -> None:
+        self.xid = xid
+        self.value = value
+
+
+class PostgresAccess:
+    """Reads and writes on a pool of connections to the cluster's schema."""
+
+    def __init__(self, location: StoreLocation, *, read_only: bool = False) -> None:
+        self.location = location
+        self._read_only = read_only
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._fault: StoreUnreachable | None = None
+        self._held = 0
+        self._answered = anyio.Event()
+        self._probing = anyio.Lock()
+        self._health_listeners: list[HealthListener] = []
+        self._event_listeners: list[EventsListener] = []
+        self._commits = 0
+
+    # --- health ---------------------------------------------------------------------
+
+    @property
+    def health(self) -> StoreHealth:
+        return StoreHealth(fault=self._fault, held=self._held)
+
+    def watch_health(self, listener: HealthListener) -> None:
+        self._health_listeners.append(listener)
+
+    def watch_events(self, listener: EventsListener) -> None:
+        self._event_listeners.append(listener)
+
+    def _lost(self, exc: BaseException, doing: str) -> StoreUnreachable:
+        fault = unreachable(self.location, exc, doing)
+        if self._fault is None:
+            self._fault = fault
+            self._answered = anyio.Event()
+            log.error("the store does not answer", store=self.location.shown, error=fault.message)
+            self._tell_health()
+        return fault
+
+    def _answers(self) -> None:
+        if self._fault is not None:
+            self._fault = None
+            self._answered.set()
+            log.info("the store answers again", store=self.location.shown)
+            self._tell_health()
+
+    def _tell_health(self) -> None:
+        health = self.health
+        for listener in self._health_listeners:
+            listener(health)
+
+    async def until_answers(self) -> None:
+        """Return once the server answers; one caller probes it, the others wait."""
+        while self._fault is not None:
+            if self._probing.locked():
+                await self._answered.wait()
+                continue
+            async with self._probing:
+                delay = _PROBE_FIRST_S
+                while self._fault is not None:
+                    try:
+                        async with self._open_pool().connection(timeout=_PROBE_MAX_S) as conn:
+                            await conn.execute("SELECT 1")
+                    except (*_LOST, OSError):
+                        await anyio.sleep(delay)  # the server's time to come back, not a race
+                        delay = min(delay * 2, _PROBE_MAX_S)
+                        continue
+                    self._answers()
+
+    async def upkeep(self) -> None:
+        """Probe a lost server until it answers, each time it is lost; until cancelled."""
+        while True:
+            if self._fault is None:
+                await self._fault_event()
+            await self.until_answers()
+
+    async def _fault_event(self) -> None:
+        changed = anyio.Event()
+        self._health_listeners.append(lambda _: changed.set())
+        try:
+            await changed.wait()
+        finally:
+            self._health_listeners.pop()
+
+    # --- operations -----------------------------------------------------------------
+
+    def _open_pool(self) -> AsyncConnectionPool[Conn]:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"the store {self.location.shown} is not open")
+        return pool
+
+    async def _call(self, op: Op[T]) -> T:
+        """A read, tried once more on a fresh connection if the first one was lost."""
+        for attempt in (1, 2):
+            try:
+                async with self._open_pool().connection() as conn:
+                    value = await op(conn)
+                    await conn.rollback()
+            except _LOST as exc:
+                fault = self._lost(exc, "reading")
+                if attempt == 2:
+                    raise fault from None
+                continue
+            self._answers()
+            return value
+        raise AssertionError("unreachable")
+
+    async def _transact(self, op: Op[T]) -> T:
+        async with self._open_pool().connection() as conn:
+            cursor = await conn.execute("SELECT pg_current_xact_id()::text")
+            row = await cursor.fetchone()
+            assert row is not None
+            try:
+                value = await op(conn)
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()
+                raise
+            try:
+                await conn.commit()
+            except _LOST as exc:
+                raise _CutOff(str(row[0]), value) from exc
+            return value
+
+    async def _committed(self, xid: str) -> bool:
+        async with self._open_pool().connection() as conn:
+            cursor = await conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,))
+            row = await cursor.fetchone()
+            await conn.rollback()
+        return row is not None and row[0] == "committed"
+
+    async def _write(self, op: Op[T], *, durable: bool = True, label: str = "a write") -> T:
+        """``op`` in one transaction, committed; see the module docstring for faults.
+
+        A durable write waits for a lost server and is written then; any other
+        is refused with the fault.
+        """
+        if self._read_only:
+            raise StoreError(f"the store {self.location.shown} is opened read-only")
+        races = tries = 0
+        held = False
+        try:
+            while True:
+                tries += 1
+                try:
+                    value = await self._transact(op)
+                except _RACES:
+                    races += 1
+                    if races > _RACE_RETRIES:
+                        raise
+                    continue
+                except _CutOff as cut:
+                    fault = self._lost(cut, f"committing {label}")
+                    if not held:
+                        held = True
+                        self._held += 1
+                    await self.until_answers()
+                    if await self._committed(cut.xid):
+                        value = cut.value  # type: ignore[assignment]
+                    else:
+                        continue
+                except _LOST as exc:
+                    fault = self._lost(exc, f"writing {label}")
+                    if tries == 1:
+                        continue  # once more, on a fresh connection
+                    if not durable:
+                        raise fault from None
+                    if not held:
+                        held = True
+                        self._held += 1
+                        log.warning("a write is held until the store answers", write=label)
+                    await self.until_answers()
+                    continue
+                self._commits += 1
+                self._answers()
+                return value
+        finally:
+            if held:
+                self._held -= 1
+
+    async def _publish(
+        self, op: Op[Published[T]], *, durable: bool = True, label: str = "a write"
+    ) -> T:
+        """A write that also writes events: its value; the events go to the listeners."""
+        published = await self._write(op, durable=durable, label=label)
+        if published.envelopes:
+            for listener in self._event_listeners:
+                listener(published.envelopes)
+        return published.value

@@ -1,0 +1,150 @@
+"""The PostgreSQL store's operations on jobs: each runs on a connection, inside a transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg.errors
+
+from gatewayd.errors import Conflict, NameTaken, NotFound
+from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.store.base import Publication
+from gatewayd.store.pgaccess import Conn
+from gatewayd.store.pgevents import publish
+from gatewayd.store.sqlrows import from_us
+from gatewayd.store.tables import JOBS, LIVE, job_from_row, jobs_from_rows
+from gatewayd.store.threads import Published
+
+_INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.placeholders('%s')})"
+_SELECT = f"SELECT {JOBS.names} FROM jobs"
+
+
+async def _one(conn: Conn, query: str, params: tuple[Any, ...]) -> Any:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()
+
+
+async def _name_taken(conn: Conn, job: Job) -> NameTaken:
+    row = await _one(conn, "SELECT id FROM jobs WHERE name = %s", (job.name,))
+    holder = row[0] if row else "another job"
+    return NameTaken(f"the name {job.name!r} is taken by job {holder}", data={"name": job.name})
+
+
+async def add(conn: Conn, jobs: Sequence[Job], publication: Publication) -> Published[None]:
+    try:
+        async with (
+            conn.transaction(),
+            conn.cursor() as cursor,
+        ):  # undone before the clash is looked for
+            await cursor.executemany(_INSERT, [JOBS.values(job) for job in jobs])
+    except psycopg.errors.UniqueViolation:
+        for job in jobs:
+            if await _one(conn, "SELECT 1 FROM jobs WHERE id = %s", (job.id,)):
+                raise Conflict(f"a job with id {job.id} exists") from None
+            if await _one(conn, "SELECT 1 FROM jobs WHERE name = %s", (job.name,)):
+                raise await _name_taken(conn, job) from None
+        seen: dict[str, str] = {}
+        for job in jobs:  # a clash within the jobs given
+            if job.id in seen.values():
+                raise Conflict(f"a job with id {job.id} exists") from None
+            if job.name in seen:
+                raise NameTaken(
+                    f"the name {job.name!r} is taken by job {seen[job.name]}",
+                    data={"name": job.name},
+                ) from None
+            seen[job.name] = job.id
+        raise
+    return await publish(conn, publication, None)
+
+
+async def update(conn: Conn, job: Job, publication: Publication) -> Published[None]:
+    changed = [c.name for c in JOBS.columns if c.name != "id"]
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(
+                f"UPDATE jobs SET {JOBS.assignments(changed, '%s')} WHERE id = %s",
+                (*JOBS.values_of(job, changed), job.id),
+            )
+    except psycopg.errors.UniqueViolation:
+        raise await _name_taken(conn, job) from None
+    if cursor.rowcount == 0:
+        raise NotFound(f"no job with id {job.id}")
+    return await publish(conn, publication, None)
+
+
+async def delete(conn: Conn, job_id: str, publication: Publication) -> Published[None]:
+    cursor = await conn.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+    if cursor.rowcount == 0:
+        raise NotFound(f"no job with id {job_id}")
+    return await publish(conn, publication, None)
+
+
+async def delete_idle(conn: Conn, job_id: str, publication: Publication) -> Published[bool]:
+    # The job's row is locked first: a run recorded meanwhile (which locks it too) waits.
+    if not await _one(conn, "SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job_id,)):
+        return Published(False, [])
+    if await _one(conn, f"SELECT 1 FROM runs WHERE job_id = %s AND {LIVE} LIMIT 1", (job_id,)):
+        return Published(False, [])
+    await conn.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+    return await publish(conn, publication, True)
+
+
+async def get(conn: Conn, job_id: str) -> Job | None:
+    row = await _one(conn, f"{_SELECT} WHERE id = %s", (job_id,))
+    return job_from_row(row) if row else None
+
+
+async def find(conn: Conn, ref: str) -> Job | None:
+    row = await _one(
+        conn,
+        f"({_SELECT} WHERE id = %s) UNION ALL ({_SELECT} WHERE name = %s) LIMIT 1",
+        (ref, ref),
+    )
+    return job_from_row(row) if row else None
+
+
+async def count(conn: Conn) -> tuple[int, int]:
+    total, enabled = await _one(conn, "SELECT count(*), coalesce(sum(enabled), 0) FROM jobs", ())
+    return int(total), int(enabled)
+
+
+async def page(
+    conn: Conn,
+    *,
+    source: JobSource | None,
+    enabled_only: bool,
+    after: str | None,
+    limit: int | None,
+) -> list[Job]:
+    where = ["TRUE"]
+    params: list[Any] = []
+    if source is not None:
+        where.append("source = %s")
+        params.append(source.value)
+    if enabled_only:
+        where.append("enabled = 1")
+    if after is not None:
+        where.append("name > %s")
+        params.append(after)
+    params.append(limit)  # NULL: no limit
+    cursor = await conn.execute(
+        f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY name LIMIT %s", params
+    )
+    return jobs_from_rows(await cursor.fetchall())
+
+
+async def timings(conn: Conn) -> list[JobTiming]:
+    cursor = await conn.execute(
+        "SELECT id, next_slot, enabled, spec->>'stagger_s', spec->'schedule'->>'kind' FROM jobs"
+    )
+    return [
+        JobTiming(
+            job_id=job_id,
+            next_slot=from_us(slot),
+            enabled=bool(enabled),
+            stagger_s=float(stagger or 0),
+            one_shot=kind == "at",
+        )
+        for job_id, slot, enabled, stagger, kind in await cursor.fetchall()
+    ]

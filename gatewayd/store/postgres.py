@@ -1,0 +1,103 @@
+"""The PostgreSQL store: several gateways, on several hosts, on one database.
+
+Everything lives in the cluster's schema (``[store] schema``); the operations
+are in ``pginstances``, ``pgjobs``, ``pgruns``, ``pgevents`` and ``pgaudit``,
+each in one transaction on a pooled async connection (psycopg 3), so the event
+loop never waits for the server. Leases are judged by the database's clock;
+event seqs follow commit order (:mod:`gatewayd.store.pgevents`); a lost server
+is ridden out as :mod:`gatewayd.store.pgaccess` says.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from gatewayd.errors import StoreError
+from gatewayd.model import Session
+from gatewayd.store import pgaudit, pgevents
+from gatewayd.store.base import Audit, Publication, Store
+from gatewayd.store.pgaccess import _LOST
+from gatewayd.store.pgconnect import (
+    CONNECT_TIMEOUT_S,
+    check_version,
+    migrate,
+    new_pool,
+    unreachable,
+)
+from gatewayd.store.pgrecords import PostgresInstances, PostgresJobs, PostgresRuns
+
+
+class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
+    """The store in ``location``'s database and schema, created or migrated at open
+    (with ``read_only``, only checked, and never written to)."""
+
+    async def open(self) -> None:
+        """Connect, then create or migrate the schema; raise what is wrong.
+
+        :class:`gatewayd.errors.StoreUnreachable` if the server does not answer
+        within ``CONNECT_TIMEOUT_S``, :class:`gatewayd.errors.StoreTooNew` if a
+        newer gatewayd wrote the schema.
+        """
+        if self._pool is not None:
+            return
+        pool = new_pool(self.location, read_only=self._read_only)
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            async with pool.connection() as conn:
+                if self._read_only:
+                    await check_version(conn, self.location)
+                else:
+                    await migrate(conn, self.location)
+        except _LOST as exc:
+            await pool.close()
+            raise unreachable(self.location, exc, "opening it") from None
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def stats(self) -> dict[str, int]:
+        return {"commits": self._commits, "writes": self._commits}
+
+    # --- sessions and events ---------------------------------------------------------
+
+    async def publish(self, publication: Publication) -> None:
+        op = partial(pgevents.publish, publication=publication, value=None)
+        await self._publish(op, label="events")
+
+    async def main_session_id(self, candidate: str) -> str:
+        op = partial(pgevents.main_session_id, candidate=candidate)
+        return await self._write(op, label="the main session's id")
+
+    async def get_session(self, key: str) -> Session | None:
+        return await self._call(partial(pgevents.get_session, key=key))
+
+    async def list_sessions(self, *, limit: int, before: str | None = None) -> list[Session]:
+        return await self._call(partial(pgevents.list_sessions, limit=limit, before=before))
+
+    async def last_event_seq(self) -> int:
+        return await self._call(pgevents.last_seq)
+
+    async def events_after(self, seq: int, *, limit: int) -> list[dict[str, Any]]:
+        return await self._call(partial(pgevents.after, seq=seq, limit=limit))
+
+    async def latest_events(self, *, limit: int) -> list[dict[str, Any]]:
+        return await self._call(partial(pgevents.latest, limit=limit))
+
+    async def prune_events(self, *, keep: int) -> int:
+        op = partial(pgevents.prune, keep=keep)
+        return await self._write(op, durable=False, label="pruning events")
+
+    # --- checking -------------------------------------------------------------------
+
+    async def audit(self) -> Audit:
+        return await self._call(pgaudit.audit)
+
+
+__all__ = ["PostgresStore", "StoreError"]
