@@ -12,9 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -238,7 +240,7 @@ class TestAcrossInstances:
         a, _, c = cluster.members
         a.add_job("--name", "once", "--every", "1d", "--system-event", "hello")
         follower = subprocess.Popen(
-            [sys.executable, "-m", "gatewayd", "events", "--follow", "--json", "--limit", "0"],
+            [sys.executable, "-m", "gatewayd", "events", "--follow", "--json"],
             env=c.env(),
             stdout=subprocess.PIPE,
             text=True,
@@ -247,16 +249,20 @@ class TestAcrossInstances:
             run_id = a.call("cron.run", {"job": "once"})["run_id"]
             assert follower.stdout is not None
             seqs: list[int] = []
-            for line in follower.stdout:
+            for line in lines_of(follower, timeout=15):
                 event = json.loads(line)
                 if event.get("seq") is not None:
                     seqs.append(event["seq"])
                 if event.get("run_id") == run_id and event.get("phase") == "finished":
                     break
+            else:
+                raise AssertionError("the follower never streamed the run's ending")
             assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
         finally:
             follower.kill()
             follower.wait()
+            if follower.stdout is not None:
+                follower.stdout.close()
 
     def test_doctor_on_the_cluster(self, cluster: Cluster, tmp_path: Path) -> None:
         """`doctor --store URL` checks the whole cluster's records from any host."""
@@ -268,6 +274,24 @@ class TestAcrossInstances:
         result = a.cli("doctor", "--store", pgserver.URL, "--config", str(config))
         assert result.code == 0, result.stdout + result.stderr
         assert "no violation found" in result.stdout
+
+
+def lines_of(process: subprocess.Popen[str], *, timeout: float) -> Iterator[str]:
+    """``process``'s stdout line by line, until it ends or ``timeout`` passes without one."""
+    assert process.stdout is not None
+    arrived: queue.Queue[str] = queue.Queue()
+    stdout = process.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            arrived.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    while True:
+        try:
+            yield arrived.get(timeout=timeout)
+        except queue.Empty:
+            return
 
 
 def a_owner(cluster: Cluster, member: DaemonProcess) -> str:

@@ -15,6 +15,7 @@ import pytest_asyncio
 from gatewayd.clock import FakeClock
 from gatewayd.errors import (
     Conflict,
+    LeaseLost,
     NameTaken,
     NotFound,
     RunAlreadyEnded,
@@ -589,6 +590,32 @@ class TestTheStoreDecides:
 
 class TestInstances:
     """I4, I10: ownership is a lease judged by the store's clock; a takeover has one winner."""
+
+    async def test_a_taken_over_instance_s_late_writes_are_refused(self, store: Store) -> None:
+        """I10: once taken over, an instance's writes about its runs (a record, a start,
+        an ending, an adoption) are refused with LeaseLost, and none of them is kept;
+        its successor claims the run and settles it."""
+        await store.register_instance(instance("a"), lease_s=0.05)
+        await store.register_instance(instance("b"), lease_s=60)
+        await store.add_job(job())
+        mine = dataclasses.replace(run("r1"), owner="a")
+        await store.record_runs([mine])
+        await until_lapsed(store, "a")
+        assert await store.take_over("a", by="b")
+        with pytest.raises(LeaseLost):
+            await store.start_run("r1", started_at=T0, owner="a", pid=1)
+        with pytest.raises(LeaseLost):
+            await store.record_runs([dataclasses.replace(run("r2"), owner="a")])
+        with pytest.raises(LeaseLost):
+            await store.finish_run("r1", ended())
+        with pytest.raises(LeaseLost):
+            await store.adopt_run("r1", from_owner="a", to_owner="a")
+        assert await store.get_run("r2") is None
+        kept = await store.get_run("r1")
+        assert kept is not None and kept.status is RunStatus.QUEUED and kept.owner == "a"
+        claimed = await store.adopt_run("r1", from_owner="a", to_owner="b")
+        settled = await store.finish_run(claimed.run_id, ended(RunStatus.INTERRUPTED))
+        assert settled.status is RunStatus.INTERRUPTED and settled.owner == "b"
 
     async def test_registration_and_renewal_set_the_lease_by_the_store_clock(
         self, store: Store
