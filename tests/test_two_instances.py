@@ -11,13 +11,14 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import pytest_asyncio
 from gatewayd.broker import LocalBroker
 from gatewayd.clock import FakeClock
 from gatewayd.model import InstanceState, Run, RunStatus, StopReason, Trigger
@@ -37,18 +38,24 @@ SLOTS = 50  # per job, each a step of the shared clock that both timers act on
 
 @dataclass(kw_only=True)
 class Pair:
-    """What two instances share: a store (one object or two on one file), a clock, hints."""
+    """What two instances share: a store (one object or two on one file), a clock, hints.
+
+    The stores its instances opened are closed when the test ends (a test may
+    read an instance's store after the instance has stopped).
+    """
 
     new_store: StoreFactory
     clock: FakeClock
     broker: LocalBroker
     root: Path
+    opened: list[Store] = field(default_factory=list)
 
     @asynccontextmanager
     async def instance(self, name: str, **kw: Any) -> AsyncIterator[Harness]:
         state_dir = self.root / name
         state_dir.mkdir()
         store = self.new_store()
+        self.opened.append(store)
         async with open_harness(
             state_dir,
             store=store,
@@ -60,25 +67,32 @@ class Pair:
             yield h
 
 
-@pytest.fixture(params=STORE_KINDS)
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Pair:
+def _factory(kind: str, root: Path, clock: FakeClock) -> StoreFactory:
+    if kind == "postgresql":
+        location = pgserver.fresh_location()
+        return lambda: PostgresStore(location)
+    if kind == "memory":
+        shared = MemoryStore(clock=clock)
+        return lambda: shared
+    path = root / "shared.db"
+    return lambda: SQLiteStore(path)
+
+
+@pytest_asyncio.fixture(params=STORE_KINDS)
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
     needs_postgres(request.param)
     clock = FakeClock(START)
-    if request.param == "postgresql":
-        location = pgserver.fresh_location()
-        return Pair(
-            new_store=lambda: PostgresStore(location),
-            clock=clock,
-            broker=LocalBroker(),
-            root=tmp_path,
-        )
-    if request.param == "memory":
-        shared = MemoryStore(clock=clock)
-        return Pair(new_store=lambda: shared, clock=clock, broker=LocalBroker(), root=tmp_path)
-    path = tmp_path / "shared.db"
-    return Pair(
-        new_store=lambda: SQLiteStore(path), clock=clock, broker=LocalBroker(), root=tmp_path
+    shared = Pair(
+        new_store=_factory(request.param, tmp_path, clock),
+        clock=clock,
+        broker=LocalBroker(),
+        root=tmp_path,
     )
+    try:
+        yield shared
+    finally:
+        for store in shared.opened:
+            await store.close()
 
 
 async def until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
