@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import anyio
+import anyio.abc
 
 from gatewayd.racing import first_of
 
@@ -60,6 +61,16 @@ class Broker(abc.ABC):
     def listen(self, *hints: Hint, origin: object = None) -> AbstractContextManager[HintWatch]:
         """A watch that wakes on any of ``hints`` but those from ``origin``, while the
         context lasts."""
+
+    async def relay(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Carry hints to and from other processes, until cancelled (its owner runs it).
+
+        A broker within one process has nothing to carry.
+        """
+        task_status.started()
+        await anyio.sleep_forever()
 
 
 class LocalBroker(Broker):

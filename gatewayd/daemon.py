@@ -35,7 +35,6 @@ from gatewayd.leases import LeaseKeeper
 from gatewayd.model import Instance
 from gatewayd.notify import Notifier
 from gatewayd.paths import resolve_socket, resolve_state_dir, state_dir_socket
-from gatewayd.pgbroker import PostgresBroker
 from gatewayd.racing import first_of
 from gatewayd.recovery import Recovery, Retention
 from gatewayd.rpc.methods import HEAVY, build_methods, build_streams
@@ -190,8 +189,7 @@ class Daemon:
         stack.callback(self._tasks.cancel_scope.cancel)
         self._tasks.start_soon(store.upkeep)
         broker = hints_for(self.location)
-        if isinstance(broker, PostgresBroker):
-            await self._tasks.start(broker.relay)
+        await self._tasks.start(broker.relay)
         core = await stack.enter_async_context(
             open_core(
                 store=store,
@@ -225,6 +223,7 @@ class Daemon:
             state_dir=self.state_dir,
             host_id=self.host_id,
             orphan_grace_s=config.cluster.orphan_grace_s,
+            lease_s=config.cluster.lease_s,
         )
         return core, recovery
 

@@ -1,6 +1,7 @@
 """Keeping this instance's lease, and noticing the instances whose leases lapsed.
 
-An instance renews its lease three times within each ``lease``. When it finds
+An instance renews its lease three times within each ``lease``, and at once
+when its store takes writes again after a fault. When it finds
 another instance's lease lapsed (by the store's clock), it settles at once
 rather than at its next sweep. When it finds its own lease gone (another
 instance took its runs over: it was frozen, or cut off from the store, for
@@ -17,7 +18,8 @@ import structlog
 
 from gatewayd.clock import Clock
 from gatewayd.model import InstanceState
-from gatewayd.store.base import Store
+from gatewayd.racing import first_of
+from gatewayd.store.base import Store, StoreHealth
 
 log = structlog.get_logger("gatewayd.leases")
 
@@ -43,6 +45,12 @@ class LeaseKeeper:
         self._lease_s = lease_s
         self._others_lapsed = others_lapsed
         self._lost = lost
+        self._writable_again = anyio.Event()
+        store.watch_health(self._health_changed)
+
+    def _health_changed(self, health: StoreHealth) -> None:
+        if health.writable:
+            self._writable_again.set()
 
     async def keep(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -50,7 +58,11 @@ class LeaseKeeper:
         """Renew the lease until cancelled, or until it is found lost."""
         task_status.started()
         while True:
-            await self._clock.sleep(self._lease_s / RENEWALS_PER_LEASE)
+            await first_of(
+                lambda: self._clock.sleep(self._lease_s / RENEWALS_PER_LEASE),
+                self._writable_again.wait,
+            )
+            self._writable_again = anyio.Event()
             if not self._store.health.writable:
                 continue  # the store holds nothing back for a lease: try again next time
             try:

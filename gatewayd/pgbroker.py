@@ -24,6 +24,7 @@ log = structlog.get_logger("gatewayd.broker")
 
 _RECONNECT_FIRST_S = 0.1
 _RECONNECT_MAX_S = 5.0
+_HINTS = frozenset(h.value for h in Hint)
 
 
 class PostgresBroker(LocalBroker):
@@ -100,6 +101,3 @@ class PostgresBroker(LocalBroker):
                 task_status.started()  # the backstop covers what is missed meanwhile
             await anyio.sleep(delay)  # the server's time to come back, not a race
             delay = min(delay * 2, _RECONNECT_MAX_S)
-
-
-_HINTS = frozenset(h.value for h in Hint)

@@ -24,6 +24,7 @@ that no task drives, say) and prunes history by retention (never a live run).
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from gatewayd.runs import RunPipeline
 from gatewayd.runs.outcomes import interrupted
 from gatewayd.sessions import session_dir
 from gatewayd.settings import CLUSTER, GATEWAY
-from gatewayd.store.base import Store
+from gatewayd.store.base import Store, StoreHealth
 
 log = structlog.get_logger("gatewayd.recovery")
 
@@ -110,6 +111,7 @@ class Recovery:
         state_dir: Path,
         host_id: str,
         orphan_grace_s: float = CLUSTER.orphan_grace_s,
+        lease_s: float = CLUSTER.lease_s,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -120,6 +122,18 @@ class Recovery:
         self._state_dir = state_dir
         self._host_id = host_id
         self._orphan_grace_s = orphan_grace_s
+        self._lease_s = lease_s
+        # Another instance's lapsed lease is judged only once this one has been in
+        # touch with the store for a whole lease: after an outage every lease lapsed,
+        # and each instance must first have its time to renew its own.
+        self._judges_from = clock.monotonic()
+        store.watch_health(self._health_changed)
+
+    def _health_changed(self, health: StoreHealth) -> None:
+        if health.writable:
+            self._judges_from = self._clock.monotonic() + self._lease_s
+        else:
+            self._judges_from = math.inf
 
     async def settle(self) -> Settlement:
         """Take over the dead instances, then settle every live run no live instance drives."""
@@ -155,6 +169,8 @@ class Recovery:
                 continue
             here = other.on_host(self._host_id)
             proven = here and (other.state_dir is None or other.state_dir == me)
+            if not proven and self._clock.monotonic() < self._judges_from:
+                continue  # not yet in touch with the store for a whole lease
             grace = 0.0 if here else self._orphan_grace_s
             if await self._store.take_over(
                 other.instance_id, by=self._instance_id, grace_s=grace, proven_dead=proven

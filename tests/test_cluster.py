@@ -57,7 +57,6 @@ schema = "{schema}"
 class Cluster:
     location: StoreLocation
     members: list[DaemonProcess]
-    config: str
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Read the cluster's schema directly (to check what was recorded)."""
@@ -89,7 +88,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             member = DaemonProcess(tmp_path / name, config=config, env=env, files_dir=tmp_path)
             stack.callback(member.close)
             members.append(member.start())
-        yield Cluster(location=location, members=members, config=config)
+        yield Cluster(location=location, members=members)
 
 
 def no_slot_twice_none_missing(cluster: Cluster, name: str, *, every_s: float = 1.0) -> int:
@@ -102,11 +101,6 @@ def no_slot_twice_none_missing(cluster: Cluster, name: str, *, every_s: float = 
             f"{name}: no slot recorded between {earlier} and {later}"
         )
     return len(slots)
-
-
-def started_instance(run: dict[str, Any]) -> str:
-    owner: str = run["owner"]
-    return owner
 
 
 class TestExactlyOnce:
@@ -139,12 +133,13 @@ class TestFailover:
         a.add_job("--name", "long", "--every", "1d", "--shell", "sleep 4")
         run_id = a.call("cron.run", {"job": "long"})["run_id"]
         wait_until(lambda: cluster.run(run_id)["status"] == "running", what="the long run")
+        a_id = a.call("gateway.status")["instance_id"]
         killed_at = datetime.now(UTC)
         a.kill()
 
         def adopted() -> bool:
             run = b.run_record(run_id)
-            return bool(run["status"] == "running" and run["owner"] != a_owner(cluster, a))
+            return bool(run["status"] == "running" and run["owner"] != a_id)
 
         wait_until(adopted, timeout=LEASE_S + 10, what="another instance to adopt the run")
         ended = wait_until(
@@ -203,7 +198,7 @@ class TestAcrossInstances:
         a.add_job("--name", "long", "--every", "1d", "--shell", "sleep 30")
         run_id = a.call("cron.run", {"job": "long"})["run_id"]
         wait_until(lambda: a.run_record(run_id)["status"] == "running", what="the run")
-        assert started_instance(a.run_record(run_id)) == a.call("gateway.status")["instance_id"]
+        assert a.run_record(run_id)["owner"] == a.call("gateway.status")["instance_id"]
         asked = datetime.now(UTC)
         result = b.cli("cron", "cancel", run_id, "--json")
         assert result.code == 0, result.stderr
@@ -292,13 +287,6 @@ def lines_of(process: subprocess.Popen[str], *, timeout: float) -> Iterator[str]
             yield arrived.get(timeout=timeout)
         except queue.Empty:
             return
-
-
-def a_owner(cluster: Cluster, member: DaemonProcess) -> str:
-    rows = cluster.sql(
-        "SELECT instance_id FROM instances WHERE state_dir = %s", (str(member.state_dir),)
-    )
-    return str(rows[0][0])
 
 
 def restart_postgres() -> None:

@@ -42,11 +42,6 @@ class StoreLocation:
     schema: str = STORE.schema
     shown: str
 
-    @property
-    def shared_by_hosts(self) -> bool:
-        """Whether instances on several hosts may share it (a database server)."""
-        return self.kind is StoreKind.POSTGRESQL
-
 
 def check_schema(name: str, *, field_name: str = "[store] schema") -> str:
     if not _SCHEMA.fullmatch(name):
@@ -90,14 +85,12 @@ def parse_location(
             data={"field": field_name},
         )
     if scheme == "sqlite":
-        path = rest[1:] if rest.startswith("/") else rest
-        if not path:
+        if not rest.strip("/"):
             raise InvalidInput(
                 f"{field_name}: {shown!r} names no file; expected sqlite:///PATH",
                 data={"field": field_name},
             )
-        absolute = Path("/" + path) if rest.startswith("/") else Path(path)
-        return StoreLocation(kind=StoreKind.SQLITE, path=absolute, shown=f"sqlite://{rest}")
+        return StoreLocation(kind=StoreKind.SQLITE, path=Path(rest), shown=f"sqlite://{rest}")
     if scheme in ("postgresql", "postgres"):
         check_schema(schema)
         return StoreLocation(kind=StoreKind.POSTGRESQL, conninfo=url, schema=schema, shown=shown)

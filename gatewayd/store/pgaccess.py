@@ -38,9 +38,12 @@ Op = Callable[[Conn], Awaitable[T]]
 # Transactions that lost a race the server detected (a deadlock, a serialization
 # failure) are tried again, up to this many times.
 _RACE_RETRIES = 10
+# A lost server is probed this often (doubling from the first), each probe
+# waiting this long for a connection.
 _PROBE_FIRST_S = 0.05
-_PROBE_MAX_S = 2.0
-_LOST = (psycopg.OperationalError, PoolTimeout)
+_PROBE_MAX_S = 0.5
+_PROBE_WAIT_S = 5.0
+CONNECTION_LOST = (psycopg.OperationalError, PoolTimeout)
 _RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
@@ -61,7 +64,8 @@ class PostgresAccess:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._fault: StoreUnreachable | None = None
         self._held = 0
-        self._answered = anyio.Event()
+        self._answered = anyio.Event()  # set when a fault ends
+        self._faulted = anyio.Event()  # set when one begins
         self._probing = anyio.Lock()
         self._health_listeners: list[HealthListener] = []
         self._event_listeners: list[EventsListener] = []
@@ -84,6 +88,7 @@ class PostgresAccess:
         if self._fault is None:
             self._fault = fault
             self._answered = anyio.Event()
+            self._faulted.set()
             log.error("the store does not answer", store=self.location.shown, error=fault.message)
             self._tell_health()
         return fault
@@ -91,6 +96,7 @@ class PostgresAccess:
     def _answers(self) -> None:
         if self._fault is not None:
             self._fault = None
+            self._faulted = anyio.Event()
             self._answered.set()
             log.info("the store answers again", store=self.location.shown)
             self._tell_health()
@@ -110,9 +116,9 @@ class PostgresAccess:
                 delay = _PROBE_FIRST_S
                 while self._fault is not None:
                     try:
-                        async with self._open_pool().connection(timeout=_PROBE_MAX_S) as conn:
+                        async with self._open_pool().connection(timeout=_PROBE_WAIT_S) as conn:
                             await conn.execute("SELECT 1")
-                    except (*_LOST, OSError):
+                    except (*CONNECTION_LOST, OSError):
                         await anyio.sleep(delay)  # the server's time to come back, not a race
                         delay = min(delay * 2, _PROBE_MAX_S)
                         continue
@@ -121,17 +127,8 @@ class PostgresAccess:
     async def upkeep(self) -> None:
         """Probe a lost server until it answers, each time it is lost; until cancelled."""
         while True:
-            if self._fault is None:
-                await self._fault_event()
+            await self._faulted.wait()
             await self.until_answers()
-
-    async def _fault_event(self) -> None:
-        changed = anyio.Event()
-        self._health_listeners.append(lambda _: changed.set())
-        try:
-            await changed.wait()
-        finally:
-            self._health_listeners.pop()
 
     # --- operations -----------------------------------------------------------------
 
@@ -143,19 +140,22 @@ class PostgresAccess:
 
     async def _call(self, op: Op[T]) -> T:
         """A read, tried once more on a fresh connection if the first one was lost."""
-        for attempt in (1, 2):
+        try:
+            value = await self._read(op)
+        except CONNECTION_LOST as exc:
+            self._lost(exc, "reading")
             try:
-                async with self._open_pool().connection() as conn:
-                    value = await op(conn)
-                    await conn.rollback()
-            except _LOST as exc:
-                fault = self._lost(exc, "reading")
-                if attempt == 2:
-                    raise fault from None
-                continue
-            self._answers()
-            return value
-        raise AssertionError("unreachable")
+                value = await self._read(op)
+            except CONNECTION_LOST as again:
+                raise self._lost(again, "reading") from None
+        self._answers()
+        return value
+
+    async def _read(self, op: Op[T]) -> T:
+        async with self._open_pool().connection() as conn:
+            value = await op(conn)
+            await conn.rollback()
+        return value
 
     async def _transact(self, op: Op[T]) -> T:
         async with self._open_pool().connection() as conn:
@@ -170,7 +170,7 @@ class PostgresAccess:
                 raise
             try:
                 await conn.commit()
-            except _LOST as exc:
+            except CONNECTION_LOST as exc:
                 raise _CutOff(str(row[0]), value) from exc
             return value
 
@@ -189,46 +189,52 @@ class PostgresAccess:
         """
         if self._read_only:
             raise StoreError(f"the store {self.location.shown} is opened read-only")
-        races = tries = 0
-        held = False
+        races = 0
+        retried = False
+        while True:
+            try:
+                value = await self._transact(op)
+            except _RACES:
+                races += 1
+                if races > _RACE_RETRIES:
+                    raise
+                continue
+            except _CutOff as cut:
+                self._lost(cut.__cause__ or cut, f"committing {label}")
+                if not await self._learn_committed(cut.xid, label):
+                    continue
+                value = cut.value  # type: ignore[assignment]
+            except CONNECTION_LOST as exc:
+                fault = self._lost(exc, f"writing {label}")
+                if not retried:
+                    retried = True  # once more, on a fresh connection
+                    continue
+                if not durable:
+                    raise fault from None
+                await self._held_until_answers(label)
+                continue
+            self._commits += 1
+            self._answers()
+            return value
+
+    async def _held_until_answers(self, label: str) -> None:
+        """Hold a write (counted in the health) until the server answers."""
+        self._held += 1
+        log.warning("a write is held until the store answers", write=label)
         try:
-            while True:
-                tries += 1
-                try:
-                    value = await self._transact(op)
-                except _RACES:
-                    races += 1
-                    if races > _RACE_RETRIES:
-                        raise
-                    continue
-                except _CutOff as cut:
-                    fault = self._lost(cut, f"committing {label}")
-                    if not held:
-                        held = True
-                        self._held += 1
-                    await self.until_answers()
-                    if await self._committed(cut.xid):
-                        value = cut.value  # type: ignore[assignment]
-                    else:
-                        continue
-                except _LOST as exc:
-                    fault = self._lost(exc, f"writing {label}")
-                    if tries == 1:
-                        continue  # once more, on a fresh connection
-                    if not durable:
-                        raise fault from None
-                    if not held:
-                        held = True
-                        self._held += 1
-                        log.warning("a write is held until the store answers", write=label)
-                    await self.until_answers()
-                    continue
-                self._commits += 1
-                self._answers()
-                return value
+            await self.until_answers()
         finally:
-            if held:
-                self._held -= 1
+            self._held -= 1
+
+    async def _learn_committed(self, xid: str, label: str) -> bool:
+        """Whether transaction ``xid``, whose commit was cut off, committed; asked once
+        the server answers."""
+        while True:
+            await self._held_until_answers(label)
+            try:
+                return await self._committed(xid)
+            except CONNECTION_LOST as exc:
+                self._lost(exc, f"asking whether {label} was written")
 
     async def _publish(
         self, op: Op[Published[T]], *, durable: bool = True, label: str = "a write"

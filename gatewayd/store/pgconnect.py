@@ -76,7 +76,9 @@ def new_pool(
         kwargs={"options": options, "connect_timeout": int(CONNECT_TIMEOUT_S)},
         configure=_configure,
         name=f"gatewayd-{location.schema}",
-        reconnect_timeout=0,  # never give up: the store's own prober says when it answers
+        # A failed reconnection is not retried in the background: the store's own
+        # prober (pgaccess) asks for connections until the server answers.
+        reconnect_timeout=0,
     )
 
 
@@ -130,7 +132,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any], location: StoreLocation) -
         await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
         for target in range(found + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target - 1]:
-                await conn.execute(statement.encode())
+                await conn.execute(statement)
         if found == 0:
             await conn.execute(
                 "INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,)

@@ -12,8 +12,14 @@ from gatewayd.model import Job, JobSource, JobTiming
 from gatewayd.store.base import Publication
 from gatewayd.store.pgaccess import Conn
 from gatewayd.store.pgevents import publish
-from gatewayd.store.sqlrows import from_us
-from gatewayd.store.tables import JOBS, LIVE, job_from_row, jobs_from_rows
+from gatewayd.store.tables import (
+    JOBS,
+    LIVE,
+    job_filter,
+    job_from_row,
+    jobs_from_rows,
+    timing_from_row,
+)
 from gatewayd.store.threads import Published
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.placeholders('%s')})"
@@ -117,20 +123,9 @@ async def page(
     after: str | None,
     limit: int | None,
 ) -> list[Job]:
-    where = ["TRUE"]
-    params: list[Any] = []
-    if source is not None:
-        where.append("source = %s")
-        params.append(source.value)
-    if enabled_only:
-        where.append("enabled = 1")
-    if after is not None:
-        where.append("name > %s")
-        params.append(after)
+    where, params = job_filter(source=source, enabled_only=enabled_only, after=after, mark="%s")
     params.append(limit)  # NULL: no limit
-    cursor = await conn.execute(
-        f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY name LIMIT %s", params
-    )
+    cursor = await conn.execute(f"{_SELECT} WHERE {where} ORDER BY name LIMIT %s", params)
     return jobs_from_rows(await cursor.fetchall())
 
 
@@ -138,13 +133,4 @@ async def timings(conn: Conn) -> list[JobTiming]:
     cursor = await conn.execute(
         "SELECT id, next_slot, enabled, spec->>'stagger_s', spec->'schedule'->>'kind' FROM jobs"
     )
-    return [
-        JobTiming(
-            job_id=job_id,
-            next_slot=from_us(slot),
-            enabled=bool(enabled),
-            stagger_s=float(stagger or 0),
-            one_shot=kind == "at",
-        )
-        for job_id, slot, enabled, stagger, kind in await cursor.fetchall()
-    ]
+    return [timing_from_row(row) for row in await cursor.fetchall()]

@@ -13,11 +13,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from gatewayd.errors import StoreError
 from gatewayd.model import Session
 from gatewayd.store import pgaudit, pgevents
 from gatewayd.store.base import Audit, Publication, Store
-from gatewayd.store.pgaccess import _LOST
+from gatewayd.store.pgaccess import CONNECTION_LOST
 from gatewayd.store.pgconnect import (
     CONNECT_TIMEOUT_S,
     check_version,
@@ -49,7 +48,7 @@ class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
                     await check_version(conn, self.location)
                 else:
                     await migrate(conn, self.location)
-        except _LOST as exc:
+        except CONNECTION_LOST as exc:
             await pool.close()
             raise unreachable(self.location, exc, "opening it") from None
         except BaseException:
@@ -98,6 +97,3 @@ class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
 
     async def audit(self) -> Audit:
         return await self._call(pgaudit.audit)
-
-
-__all__ = ["PostgresStore", "StoreError"]

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from gatewayd.errors import Conflict, NameTaken, NotFound
 from gatewayd.model import Job, JobSource, JobTiming
 from gatewayd.store.base import Publication
 from gatewayd.store.sqliteevents import publish
-from gatewayd.store.sqlrows import from_us
-from gatewayd.store.tables import JOBS, LIVE, job_from_row, jobs_from_rows
+from gatewayd.store.tables import (
+    JOBS,
+    LIVE,
+    job_filter,
+    job_from_row,
+    jobs_from_rows,
+    timing_from_row,
+)
 from gatewayd.store.threads import Published, savepoint
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.marks})"
@@ -95,20 +100,10 @@ def page(
     after: str | None,
     limit: int | None,
 ) -> list[Job]:
-    where = ["1"]
-    params: list[Any] = []
-    if source is not None:
-        where.append("source = ?")
-        params.append(source.value)
-    if enabled_only:
-        where.append("enabled = 1")
-    if after is not None:
-        where.append("name > ?")
-        params.append(after)
+    where, params = job_filter(source=source, enabled_only=enabled_only, after=after, mark="?")
     params.append(-1 if limit is None else limit)
     rows = conn.execute(
-        f"SELECT {JOBS.names} FROM jobs WHERE {' AND '.join(where)} ORDER BY name LIMIT ?",
-        params,
+        f"SELECT {JOBS.names} FROM jobs WHERE {where} ORDER BY name LIMIT ?", params
     ).fetchall()
     return jobs_from_rows(rows)
 
@@ -119,13 +114,4 @@ def timings(conn: sqlite3.Connection) -> list[JobTiming]:
         "json_extract(spec, '$.stagger_s'), json_extract(spec, '$.schedule.kind') "
         "FROM jobs"
     ).fetchall()
-    return [
-        JobTiming(
-            job_id=job_id,
-            next_slot=from_us(slot),
-            enabled=bool(enabled),
-            stagger_s=float(stagger or 0),
-            one_shot=kind == "at",
-        )
-        for job_id, slot, enabled, stagger, kind in rows
-    ]
+    return [timing_from_row(row) for row in rows]

@@ -19,6 +19,7 @@ from gatewayd.model import (
     InstanceState,
     Job,
     JobSource,
+    JobTiming,
     Leftovers,
     Run,
     RunStatus,
@@ -27,7 +28,7 @@ from gatewayd.model import (
     StopReason,
     Trigger,
 )
-from gatewayd.store.sqlrows import Column, Table, enum_column, time_column
+from gatewayd.store.sqlrows import Column, Table, enum_column, from_us, time_column
 from gatewayd.views import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
 
 LIVE = "status IN ('queued', 'running')"
@@ -159,6 +160,37 @@ JOBS: Table[Job] = Table(
         Column("enabled", int),
     ),
 )
+
+
+def job_filter(
+    *, source: JobSource | None, enabled_only: bool, after: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` condition and its parameters of a page of jobs (``mark``: ``?``
+    for SQLite, ``%s`` for PostgreSQL); see ``JobStore.list_jobs``."""
+    where = ["TRUE"]
+    params: list[Any] = []
+    if source is not None:
+        where.append(f"source = {mark}")
+        params.append(source.value)
+    if enabled_only:
+        where.append("enabled = 1")
+    if after is not None:
+        where.append(f"name > {mark}")
+        params.append(after)
+    return " AND ".join(where), params
+
+
+def timing_from_row(row: Sequence[Any]) -> JobTiming:
+    """What the timer needs of a job, from ``id, next_slot, enabled, stagger, kind``
+    (the spec's stagger and schedule kind, read by each store's JSON functions)."""
+    job_id, slot, enabled, stagger, kind = row
+    return JobTiming(
+        job_id=job_id,
+        next_slot=from_us(slot),
+        enabled=bool(enabled),
+        stagger_s=float(stagger or 0),
+        one_shot=kind == "at",
+    )
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
