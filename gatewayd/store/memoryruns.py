@@ -25,7 +25,7 @@ from gatewayd.store.transitions import (
     check_expected,
     finished,
     slot_key,
-    started,
+    starting,
 )
 
 
@@ -89,11 +89,9 @@ class MemoryRuns(MemoryRecords):
         publication: Publication = NOTHING,
     ) -> Run:
         await anyio.lowlevel.checkpoint()
-        run = started(
-            self._live(run_id), started_at=started_at, owner=owner, pid=pid, pid_start=pid_start
-        )
-        if outcome is not None:
-            run = finished(run, outcome)
+        run = starting(
+            started_at=started_at, owner=owner, pid=pid, pid_start=pid_start, outcome=outcome
+        )(self._live(run_id))
         self._fence(run.owner)
         self._runs[run_id] = run
         self._apply(publication)

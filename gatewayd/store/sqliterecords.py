@@ -22,7 +22,7 @@ from gatewayd.model import (
 from gatewayd.store import sqliteinstances, sqlitejobs, sqliteruns
 from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.sqliteaccess import SQLiteAccess
-from gatewayd.store.transitions import Expected, adopted, cancel_asked, finished, started
+from gatewayd.store.transitions import Expected, adopted, cancel_asked, finished, starting
 
 
 class SQLiteInstances(SQLiteAccess):
@@ -144,10 +144,9 @@ class SQLiteRuns(SQLiteAccess):
         outcome: RunOutcome | None = None,
         publication: Publication = NOTHING,
     ) -> Run:
-        def change(run: Run) -> Run:
-            run = started(run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start)
-            return run if outcome is None else finished(run, outcome)
-
+        change = starting(
+            started_at=started_at, owner=owner, pid=pid, pid_start=pid_start, outcome=outcome
+        )
         op = sqliteruns.transition(run_id, change, publication)
         return await self._publish(op, label=f"run {run_id} started")
 

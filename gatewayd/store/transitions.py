@@ -7,7 +7,7 @@ same transitions with the same errors.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from gatewayd.errors import Conflict, LeaseLost, RunAlreadyEnded, StaleDecision
@@ -63,6 +63,23 @@ def started(
         pid=pid,
         pid_start=pid_start,
     )
+
+
+def starting(
+    *,
+    started_at: datetime,
+    owner: str,
+    pid: int | None,
+    pid_start: int | None,
+    outcome: RunOutcome | None,
+) -> Callable[[Run], Run]:
+    """The change of ``Store.start_run``: a run started and, with ``outcome``, ended too."""
+
+    def change(run: Run) -> Run:
+        run = started(run, started_at=started_at, owner=owner, pid=pid, pid_start=pid_start)
+        return run if outcome is None else finished(run, outcome)
+
+    return change
 
 
 def adopted(run: Run, *, from_owner: str | None, to_owner: str) -> Run:
