@@ -15,7 +15,7 @@ operation). A lost server never kills the daemon and never drops a record:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -25,7 +25,8 @@ import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gatewayd.errors import StoreError, StoreUnreachable
-from gatewayd.store.base import EventsListener, HealthListener, StoreHealth
+from gatewayd.store.base import Envelope, EventsListener, HealthListener, StoreHealth
+from gatewayd.store.commitorder import CommitOrder
 from gatewayd.store.location import StoreLocation
 from gatewayd.store.pgconnect import unreachable
 from gatewayd.store.threads import Published
@@ -69,6 +70,7 @@ class PostgresAccess:
         self._probing = anyio.Lock()
         self._health_listeners: list[HealthListener] = []
         self._event_listeners: list[EventsListener] = []
+        self._order = CommitOrder(self._tell)
         self._commits = 0
 
     # --- health ---------------------------------------------------------------------
@@ -168,10 +170,15 @@ class PostgresAccess:
                 with contextlib.suppress(psycopg.Error):
                     await conn.rollback()
                 raise
+            envelopes = value.envelopes if isinstance(value, Published) else []
+            self._order.taken(envelopes)
             try:
                 await conn.commit()
             except CONNECTION_LOST as exc:
                 raise _CutOff(str(row[0]), value) from exc
+            except BaseException:
+                self._order.undone(envelopes)
+                raise
             return value
 
     async def _committed(self, xid: str) -> bool:
@@ -202,6 +209,8 @@ class PostgresAccess:
             except _CutOff as cut:
                 self._lost(cut.__cause__ or cut, f"committing {label}")
                 if not await self._learn_committed(cut.xid, label):
+                    if isinstance(cut.value, Published):
+                        self._order.undone(cut.value.envelopes)
                     continue
                 value = cut.value  # type: ignore[assignment]
             except CONNECTION_LOST as exc:
@@ -241,7 +250,9 @@ class PostgresAccess:
     ) -> T:
         """A write that also writes events: its value; the events go to the listeners."""
         published = await self._write(op, durable=durable, label=label)
-        if published.envelopes:
-            for listener in self._event_listeners:
-                listener(published.envelopes)
+        self._order.committed(published.envelopes)
         return published.value
+
+    def _tell(self, envelopes: Sequence[Envelope]) -> None:
+        for listener in self._event_listeners:
+            listener(envelopes)
