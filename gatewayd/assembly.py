@@ -45,6 +45,7 @@ async def open_core(
     broker: Broker | None = None,
     event_queue: int = GATEWAY.event_queue,
     backstop_s: float = CLUSTER.backstop_s,
+    lease_s: float = CLUSTER.lease_s,
     agents: frozenset[str] | None = None,
 ) -> AsyncIterator[Core]:
     """The core on an open ``store``; leaving the context ends its runs' tasks.
@@ -75,6 +76,7 @@ async def open_core(
                 pipeline=pipeline,
                 bus=bus,
                 instance_id=identity.instance_id,
+                claim_s=lease_s,
             )
             gateway = Gateway(
                 store=store,

@@ -209,6 +209,7 @@ class Daemon:
                 broker=broker,
                 event_queue=config.gateway.event_queue,
                 backstop_s=config.cluster.backstop_s,
+                lease_s=config.cluster.lease_s,
                 agents=frozenset(a.name for a in config.agents),
             )
         )

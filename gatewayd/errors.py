@@ -147,6 +147,25 @@ class LeaseLost(Conflict):
     """
 
 
+class ClaimLost(Conflict):
+    """This instance's claim on a job's due slot lapsed, or another instance holds it.
+
+    The store refuses the runs decided for the slot (nothing of them is kept):
+    the slot is the claim holder's to fire. The timer looks at the job again.
+    """
+
+
+class LockBusy(Conflict):
+    """Another instance held a lock shared by the store's instances (such as the one
+    under which the config's jobs are reconciled) longer than this one waits."""
+
+    @classmethod
+    def waited(cls, lock: str, wait_s: float) -> LockBusy:
+        return cls(
+            f"another instance has held the lock {lock} for over {wait_s:g}s", data={"lock": lock}
+        )
+
+
 class StateDirLocked(Conflict):
     """Another gatewayd process holds the lock of this state directory."""
 

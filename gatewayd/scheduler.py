@@ -12,6 +12,13 @@ While the store takes no writes (a full disk, say), the timer fires nothing: its
 slots stay in the heap, and once the store is writable again they are handled
 as any late slot is (an ordinary run within ``misfire_grace``, else as the
 job's catch-up policy says). No slot is dropped.
+
+Instances share the work: the timer claims its due jobs from the store in one
+batch before it fires them (:meth:`Store.claim_due`), and fires only those it
+got. A job another instance holds is looked at again when that claim lapses, a
+job whose slot has moved is timed again, and a job that is gone is dropped. A
+claim lasts one lease: a holder that dies leaves its slots to the others within
+one lease.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ import structlog
 
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
+from gatewayd.errors import ClaimLost
 from gatewayd.events import JOB
-from gatewayd.model import Job, Run
-from gatewayd.planning import next_run_at, timing_due_at
+from gatewayd.model import Job, JobTiming, Run
+from gatewayd.planning import timing_due_at
 from gatewayd.racing import first_of
 from gatewayd.runs import RunPipeline
+from gatewayd.settings import CLUSTER
 from gatewayd.store.base import Store
+from gatewayd.store.values import Due, DueClaims
 
 log = structlog.get_logger("gatewayd.scheduler")
 
@@ -39,6 +49,8 @@ log = structlog.get_logger("gatewayd.scheduler")
 RETRY_AFTER_ERROR_S = 5.0
 # The most jobs whose due slots are being recorded at once.
 MAX_FIRING = 64
+# The most due jobs claimed in one transaction.
+CLAIM_BATCH = 500
 # The most job changes of other instances the timer may lag behind before it
 # reads every job again.
 JOB_EVENTS_BEHIND = 10_000
@@ -49,14 +61,23 @@ class Scheduler:
     """Fires due slots; see the module docstring."""
 
     def __init__(
-        self, *, store: Store, clock: Clock, pipeline: RunPipeline, bus: Bus, instance_id: str
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        pipeline: RunPipeline,
+        bus: Bus,
+        instance_id: str,
+        claim_s: float = CLUSTER.lease_s,
     ) -> None:
         self._store = store
         self._clock = clock
         self._pipeline = pipeline
         self._bus = bus
         self._instance_id = instance_id
+        self._claim_s = claim_s
         self._due: dict[str, datetime] = {}
+        self._seen: dict[str, datetime | None] = {}  # each job's next slot, as last read
         self._heap: list[tuple[datetime, int, str]] = []
         self._order = itertools.count()
         self._changed = anyio.Event()
@@ -67,7 +88,7 @@ class Scheduler:
     async def load(self) -> None:
         """Read every job's next slot from the store."""
         for timing in await self._store.job_timings():
-            self._track_due(timing.job_id, timing_due_at(timing))
+            self._track(timing)
         self._changed.set()
 
     async def follow_jobs(
@@ -125,15 +146,17 @@ class Scheduler:
 
     def job_changed(self, job: Job) -> None:
         """Take note that ``job`` was added or changed; wake up if it is due sooner."""
-        self._track(job)
+        self._track(JobTiming.of(job))
         self._changed.set()
 
     def job_removed(self, job_id: str) -> None:
         self._due.pop(job_id, None)
+        self._seen.pop(job_id, None)
         self._changed.set()
 
-    def _track(self, job: Job) -> None:
-        self._track_due(job.id, next_run_at(job))
+    def _track(self, timing: JobTiming) -> None:
+        self._seen[timing.job_id] = timing.next_slot
+        self._track_due(timing.job_id, timing_due_at(timing))
 
     def _track_due(self, job_id: str, due: datetime | None) -> None:
         if due is None:
@@ -148,25 +171,57 @@ class Scheduler:
         while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
             heapq.heappop(self._heap)
 
-    def _pop_due(self, now: datetime) -> list[str]:
-        due: list[str] = []
+    def _pop_due(self, now: datetime, limit: int) -> list[Due]:
+        due: list[Due] = []
         self._drop_stale()
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and len(due) < limit:
             _, _, job_id = heapq.heappop(self._heap)
             self._due.pop(job_id, None)
-            due.append(job_id)
+            due.append(Due(job_id=job_id, next_slot=self._seen.get(job_id)))
             self._drop_stale()
         return due
 
-    async def fire(self, job_id: str) -> list[Run]:
-        """Handle the due slots of one job now; the runs recorded (none if not due)."""
+    def _look_again(self, job_id: str, after_s: float) -> None:
+        self._track_due(job_id, self._clock.now() + timedelta(seconds=after_s))
+        self._changed.set()
+
+    async def _claim(self, due: list[Due]) -> tuple[str, ...]:
+        """Claim ``due`` jobs; the ids this instance got. The others are timed anew."""
+        try:
+            claims = await self._store.claim_due(due, by=self._instance_id, hold_s=self._claim_s)
+        except Exception:
+            log.exception("could not claim due jobs; trying again later", jobs=len(due))
+            for d in due:
+                self._look_again(d.job_id, RETRY_AFTER_ERROR_S)
+            return ()
+        self._note(claims)
+        return claims.mine
+
+    def _note(self, claims: DueClaims) -> None:
+        for timing in claims.moved:
+            self._track(timing)
+        for job_id, lapses_in_s in claims.held:
+            self._look_again(job_id, lapses_in_s)
+        for job_id in claims.gone:
+            self.job_removed(job_id)
+        self._changed.set()
+
+    async def fire(self, job: Job) -> list[Run]:
+        """Handle the due slots of ``job`` now, if this instance can claim them; the runs
+        recorded (none if not due, or if another instance holds them)."""
+        due = [Due(job_id=job.id, next_slot=job.next_slot)]
+        return await self._fire_claimed(job.id) if await self._claim(due) else []
+
+    async def _fire_claimed(self, job_id: str) -> list[Run]:
         try:
             runs, job = await self._pipeline.fire_due(job_id)
+        except ClaimLost as exc:
+            log.info("another instance fires this slot", job_id=job_id, why=str(exc))
+            await self._reread(job_id)
+            return []
         except Exception:
             log.exception("could not fire a job; trying again later", job_id=job_id)
-            self._due[job_id] = self._clock.now() + timedelta(seconds=RETRY_AFTER_ERROR_S)
-            heapq.heappush(self._heap, (self._due[job_id], next(self._order), job_id))
-            self._changed.set()
+            self._look_again(job_id, RETRY_AFTER_ERROR_S)
             return []
         if job is not None:
             self.job_changed(job)
@@ -188,7 +243,8 @@ class Scheduler:
                 if not self._store.health.writable:
                     await self._sleep(None)  # until the store's health changes
                     continue
-                for job_id in self._pop_due(self._clock.now()):
+                due = self._pop_due(self._clock.now(), CLAIM_BATCH)
+                for job_id in await self._claim(due) if due else ():
                     await firing.acquire()
                     tg.start_soon(self._fire_and_release, job_id, firing)
                 wake_at = self.next_wake_at
@@ -198,7 +254,7 @@ class Scheduler:
 
     async def _fire_and_release(self, job_id: str, firing: anyio.Semaphore) -> None:
         try:
-            await self.fire(job_id)
+            await self._fire_claimed(job_id)
         finally:
             firing.release()
 

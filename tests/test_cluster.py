@@ -271,6 +271,69 @@ class TestAcrossInstances:
         assert "no violation found" in result.stdout
 
 
+def declaring(*jobs: tuple[str, str]) -> str:
+    """Config text declaring jobs ``(name, every)``."""
+    return "".join(
+        f'[[jobs]]\nname = "{name}"\nevery = "{every}"\nsystem_event = "{name}"\n'
+        for name, every in jobs
+    )
+
+
+class TestConfigJobs:
+    """Jobs declared in the config are reconciled cluster-wide, by name, one instance at a time."""
+
+    def _member(
+        self, tmp_path: Path, location: StoreLocation, name: str, jobs: str
+    ) -> DaemonProcess:
+        config = CONFIG.format(schema=location.schema) + jobs
+        env = {"GATEWAYD_STORE": pgserver.URL}
+        return DaemonProcess(tmp_path / name, config=config, env=env, files_dir=tmp_path)
+
+    def _config_jobs(self, location: StoreLocation) -> dict[str, str]:
+        with psycopg.connect(pgserver.URL, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {location.schema}")
+            rows = conn.execute(
+                "SELECT name, spec->'schedule'->>'every_s' FROM jobs WHERE source = 'config'"
+            ).fetchall()
+        return dict(rows)
+
+    def test_three_instances_started_at_once_declare_each_job_once(self, tmp_path: Path) -> None:
+        """Three gateways started together with one config all come up, and each
+        declared job exists once: they reconcile in turn, under the store's lock."""
+        needs_postgres("postgresql")
+        location = pgserver.fresh_location()
+        jobs = declaring(*((f"job{n}", "1h") for n in range(20)))
+        with ExitStack() as stack:
+            members = [self._member(tmp_path, location, name, jobs) for name in "abc"]
+            for member in members:
+                stack.callback(member.close)
+                member.spawn()
+            for member in members:
+                member.wait_for_message("READY=1", timeout=30, pid=member.pid)
+            assert sorted(self._config_jobs(location)) == sorted(f"job{n}" for n in range(20))
+
+    def test_when_files_differ_the_last_to_reconcile_wins(self, tmp_path: Path) -> None:
+        """Two instances whose files differ: the one that reconciles last (at its start
+        or its reload) sets the cluster's config jobs; the other's are removed or
+        changed, until it reloads."""
+        needs_postgres("postgresql")
+        location = pgserver.fresh_location()
+        with ExitStack() as stack:
+            a = self._member(tmp_path, location, "a", declaring(("shared", "1m"), ("only-a", "1h")))
+            stack.callback(a.close)
+            a.start()
+            assert self._config_jobs(location) == {"shared": "60.0", "only-a": "3600.0"}
+            b = self._member(tmp_path, location, "b", declaring(("shared", "2m"), ("only-b", "1h")))
+            stack.callback(b.close)
+            b.start()
+            assert self._config_jobs(location) == {"shared": "120.0", "only-b": "3600.0"}
+            a.signal(signal.SIGHUP)
+            wait_until(
+                lambda: self._config_jobs(location) == {"shared": "60.0", "only-a": "3600.0"},
+                what="a's file reconciled again after its reload",
+            )
+
+
 def lines_of(process: subprocess.Popen[str], *, timeout: float) -> Iterator[str]:
     """``process``'s stdout line by line, until it ends or ``timeout`` passes without one."""
     assert process.stdout is not None

@@ -14,8 +14,10 @@ import pytest
 import pytest_asyncio
 from gatewayd.clock import FakeClock
 from gatewayd.errors import (
+    ClaimLost,
     Conflict,
     LeaseLost,
+    LockBusy,
     NameTaken,
     NotFound,
     RunAlreadyEnded,
@@ -42,23 +44,39 @@ from gatewayd.model import (
 )
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Publication
+from gatewayd.store.postgres import PostgresStore
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from gatewayd.store.transitions import Expected
+from gatewayd.store.values import Due
 from gatewayd.views import spec_to_json
 
 from tests.conftest import needs_postgres
-from tests.harness import STORE_KINDS, new_store
+from tests.harness import CLAIMING_STORE_KINDS, STORE_KINDS, new_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest_asyncio.fixture(params=STORE_KINDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    needs_postgres(request.param)
-    s = new_store(request.param, tmp_path, FakeClock(T0))
+async def _open_store(kind: str, tmp_path: Path) -> Store:
+    needs_postgres(kind)
+    s = new_store(kind, tmp_path, FakeClock(T0))
     if isinstance(s, MemoryStore):
         s = MemoryStore()  # its own clock: leases move with real time here
     await s.open()
+    return s
+
+
+@pytest_asyncio.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = await _open_store(request.param, tmp_path)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest_asyncio.fixture(params=CLAIMING_STORE_KINDS)
+async def claiming(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = await _open_store(request.param, tmp_path)
     try:
         yield s
     finally:
@@ -586,6 +604,171 @@ class TestTheStoreDecides:
         """Every instance sharing the store gets the same main session id."""
         assert await store.main_session_id("first") == "first"
         assert await store.main_session_id("second") == "first"
+
+
+SLOT = T0 + timedelta(minutes=1)
+
+
+def due(job_id: str = "job0000001", slot: datetime | None = SLOT) -> Due:
+    return Due(job_id=job_id, next_slot=slot)
+
+
+async def fire(store: Store, by: str, run_id: str, *, slot: datetime = SLOT) -> None:
+    """Record ``by``'s run for ``slot``, advancing the job one minute, under its claim."""
+    await store.record_runs(
+        [run(run_id, slot=slot)],
+        advance_job="job0000001",
+        next_slot=slot + timedelta(minutes=1),
+        expected=Expected(next_slot=slot, claim=by),
+    )
+
+
+class TestDueClaims:
+    """I7, I10: instances share the due slots by claims; only a claim's holder fires its slot."""
+
+    async def test_the_holder_of_a_claim_records_its_slot(self, store: Store) -> None:
+        """Every store: a job claimed by an instance is its to fire."""
+        await store.add_job(job())
+        claims = await store.claim_due([due()], by="a", hold_s=60)
+        assert claims.mine == ("job0000001",)
+        await fire(store, "a", "r1")
+        got = await store.get_job("job0000001")
+        assert got is not None and got.next_slot == SLOT + timedelta(minutes=1)
+
+    async def test_a_held_claim_is_not_given_twice(self, claiming: Store) -> None:
+        """A job another instance holds is not claimed; the claim says when it lapses,
+        and the other's runs for the slot are refused, none of them kept."""
+        await claiming.add_job(job())
+        assert (await claiming.claim_due([due()], by="a", hold_s=60)).mine == ("job0000001",)
+        claims = await claiming.claim_due([due()], by="b", hold_s=60)
+        assert claims.mine == ()
+        [(job_id, lapses_in_s)] = claims.held
+        assert job_id == "job0000001" and 55 < lapses_in_s <= 60
+        with pytest.raises(ClaimLost):
+            await fire(claiming, "b", "r-b")
+        assert await claiming.get_run("r-b") is None
+        await fire(claiming, "a", "r-a")
+
+    async def test_recording_the_slot_ends_the_claim(self, claiming: Store) -> None:
+        """Once its holder records the slot, the next slot is free to claim; a claim on
+        the slot seen before reports it moved, with the job's new timing."""
+        await claiming.add_job(job())
+        await claiming.claim_due([due()], by="a", hold_s=60)
+        await fire(claiming, "a", "r1")
+        stale = await claiming.claim_due([due()], by="b", hold_s=60)
+        assert stale.mine == () and [t.next_slot for t in stale.moved] == [
+            SLOT + timedelta(minutes=1)
+        ]
+        fresh = await claiming.claim_due([due(slot=SLOT + timedelta(minutes=1))], by="b", hold_s=60)
+        assert fresh.mine == ("job0000001",)
+
+    async def test_a_lapsed_claim_is_claimed_again(self, claiming: Store) -> None:
+        """A holder that died leaves its claim to lapse, by the store's clock; then another
+        claims the slot, and the late holder's runs are refused."""
+        await claiming.add_job(job())
+        await claiming.claim_due([due()], by="a", hold_s=0.05)
+        with anyio.fail_after(5):
+            while not (claims := await claiming.claim_due([due()], by="b", hold_s=60)).mine:
+                [(_, lapses_in_s)] = claims.held
+                await anyio.sleep(lapses_in_s)  # the store's clock moves by itself
+        with pytest.raises(ClaimLost):
+            await fire(claiming, "a", "r-a")
+        await fire(claiming, "b", "r-b")
+
+    async def test_an_edit_ends_the_claim_and_a_deleted_job_is_gone(self, claiming: Store) -> None:
+        """An edited job's claim is void (its slot may have moved); a deleted job is named."""
+        await claiming.add_job(job())
+        await claiming.claim_due([due()], by="a", hold_s=60)
+        await claiming.update_job(job(name="renamed"))
+        assert (await claiming.claim_due([due()], by="b", hold_s=60)).mine == ("job0000001",)
+        await claiming.delete_job("job0000001")
+        assert (await claiming.claim_due([due()], by="b", hold_s=60)).gone == ("job0000001",)
+
+    async def test_a_disabled_job_is_not_claimed(self, claiming: Store) -> None:
+        """A disabled job is timed again (it will not fire), not claimed."""
+        await claiming.add_job(job(enabled=False))
+        claims = await claiming.claim_due([due()], by="a", hold_s=60)
+        assert claims.mine == () and [t.enabled for t in claims.moved] == [False]
+
+    async def test_concurrent_claims_share_the_jobs(self, claiming: Store) -> None:
+        """Instances claiming the same due jobs at once get disjoint shares that cover
+        them all: each job is claimed once, none waits on another's claim."""
+        ids = [f"job{n:07d}" for n in range(60)]
+        await claiming.add_jobs([job(job_id, name=job_id) for job_id in ids])
+        got: dict[str, tuple[str, ...]] = {}
+
+        async def claim(by: str) -> None:
+            claims = await claiming.claim_due([due(i) for i in ids], by=by, hold_s=60)
+            got[by] = claims.mine
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(claim, f"i{n}")
+        shares = [set(mine) for mine in got.values()]
+        assert sum(len(s) for s in shares) == len(ids), "no job claimed twice"
+        assert set().union(*shares) == set(ids), "none left unclaimed"
+
+
+def sibling(store: Store) -> Store:
+    """Another store object on the same store, as another instance would open it."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.location)
+    return store  # a memory store is shared by its instances as one object
+
+
+class TestSharedLocks:
+    """I10: work of several transactions that no two instances may do at once is
+    done under a lock the store's instances share."""
+
+    async def test_a_second_holder_waits_for_the_first(self, store: Store) -> None:
+        """The second instance enters only once the first has left."""
+        other = sibling(store)
+        await other.open()
+        steps: list[str] = []
+        second_in = anyio.Event()
+
+        async def second() -> None:
+            async with other.hold_lock("config-jobs", wait_s=5):
+                steps.append("second in")
+                second_in.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                async with store.hold_lock("config-jobs", wait_s=5):
+                    steps.append("first in")
+                    tg.start_soon(second)
+                    with anyio.move_on_after(0.3):  # a bounded look: it must not enter
+                        await second_in.wait()
+                    steps.append("first out")
+                with anyio.fail_after(5):
+                    await second_in.wait()
+        finally:
+            if other is not store:
+                await other.close()
+        assert steps == ["first in", "first out", "second in"]
+
+    async def test_a_waiter_gives_up_after_its_wait_and_holds_nothing(self, store: Store) -> None:
+        """A wait past ``wait_s`` is LockBusy; the waiter that gave up never holds the lock."""
+        other = sibling(store)
+        await other.open()
+        try:
+            async with store.hold_lock("config-jobs", wait_s=5):
+                with pytest.raises(LockBusy):
+                    async with other.hold_lock("config-jobs", wait_s=0.1):
+                        pytest.fail("entered a held lock")
+            with anyio.fail_after(5):
+                async with other.hold_lock("config-jobs", wait_s=5):
+                    pass
+            async with (
+                store.hold_lock("other-lock", wait_s=0.1),
+                other.hold_lock("another-lock", wait_s=0.1),
+            ):
+                pass
+        finally:
+            if other is not store:
+                await other.close()
 
 
 class TestInstances:

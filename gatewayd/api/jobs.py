@@ -29,6 +29,10 @@ from gatewayd.store.base import Store
 from gatewayd.views import JsonObject, spec_to_json
 
 log = structlog.get_logger("gatewayd.api")
+# The store's lock under which the config's jobs are reconciled, and how long an
+# instance waits for another to finish reconciling.
+CONFIG_JOBS_LOCK = "config-jobs"
+CONFIG_JOBS_LOCK_WAIT_S = 30.0
 
 MAX_BATCH_JOBS = 10_000
 
@@ -205,7 +209,15 @@ class Jobs:
         normalised spec is unchanged keeps its schedule anchor and next slot;
         ``enabled`` is only reconciled when the config sets it. Returns the
         names added, changed and removed.
+
+        Instances sharing a store reconcile one at a time, under the store's
+        lock :data:`CONFIG_JOBS_LOCK`: each sees what the previous one left, so
+        the last to reconcile (at its start or reload) wins.
         """
+        async with self._store.hold_lock(CONFIG_JOBS_LOCK, wait_s=CONFIG_JOBS_LOCK_WAIT_S):
+            return await self._reconcile(declared)
+
+    async def _reconcile(self, declared: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
         by_name = {j.name: j for j in await self._store.list_jobs(source=JobSource.CONFIG)}
         names = {spec.get("name") for spec in declared}
         result: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}

@@ -38,7 +38,7 @@ class Runs:
         job = await self._reads.job(ref)
         self._store.check_writable()
         if due:
-            runs = await self._scheduler.fire(job.id)
+            runs = await self._scheduler.fire(job)
             started = [r for r in runs if r.status is RunStatus.QUEUED]
             if not runs:
                 return RunRequest(ran=False, reason=NotRun.NOT_DUE)

@@ -227,9 +227,12 @@ class Admission:
     async def fire_due(self, job_id: str) -> tuple[list[Run], Job | None]:
         """Record and start what the due slots of a job call for; return the runs and the job.
 
-        The slots and the job's new ``next_slot`` are recorded in one transaction,
-        only if no other timer advanced the slot meanwhile. Returns the job as it
-        is afterwards (``None`` if it no longer exists).
+        The caller holds this instance's claim on the job's slot (see
+        :meth:`Store.claim_due`). The slots and the job's new ``next_slot`` are
+        recorded in one transaction, only if no other timer advanced the slot
+        meanwhile and the claim still holds (else
+        :class:`gatewayd.errors.ClaimLost`). Returns the job as it is afterwards
+        (``None`` if it no longer exists).
         """
         async with self._locks.hold(job_id):
             return await _until_fresh(lambda: self._fire_due(job_id))
@@ -261,7 +264,11 @@ class Admission:
         """
         looks = needs_live_runs(job.overlap)
         live = await self._store.live_runs(job.id) if looks else []
-        expected = Expected(live=_seen(live) if looks else None, next_slot=job.next_slot)
+        expected = Expected(
+            live=_seen(live) if looks else None,
+            next_slot=job.next_slot,
+            claim=self._instance_id,
+        )
         ahead = list(live)
         runs: list[Run] = []
         launches: list[tuple[Run, tuple[str, ...]]] = []

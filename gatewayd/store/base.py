@@ -12,6 +12,7 @@ is judged by its lease on the store's clock.
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 
@@ -71,6 +72,19 @@ class Store(InstanceStore, JobStore, RunStore, EventStore, abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counters for status reports (the SQLite store: commits and writes so far)."""
         return {}
+
+    # --- locks shared by the instances ---------------------------------------------
+
+    @abc.abstractmethod
+    def hold_lock(self, name: str, *, wait_s: float) -> AbstractAsyncContextManager[None]:
+        """Hold the lock ``name``, shared by every instance on the store, while the
+        context lasts, for work made of several transactions that no two
+        instances may do at once.
+
+        Another holder makes this one wait, without blocking the event loop, up
+        to ``wait_s`` (then :class:`gatewayd.errors.LockBusy`). A holder whose
+        process dies, or whose connection to the store is lost, releases it.
+        """
 
     # --- health ---------------------------------------------------------------------
     #

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Sequence
 
 from gatewayd.model import Job, JobSource, JobTiming
-from gatewayd.store.values import NOTHING, Publication
+from gatewayd.store.values import NOTHING, Due, DueClaims, Publication
 
 
 class JobStore(abc.ABC):
@@ -78,3 +78,22 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def count_jobs(self) -> tuple[int, int]:
         """How many jobs there are, and how many of them are enabled."""
+
+    async def claim_due(self, due: Sequence[Due], *, by: str, hold_s: float) -> DueClaims:
+        """Claim for instance ``by`` the due jobs whose next slot is still the one seen.
+
+        In one transaction: a job is claimed if it is enabled, its ``next_slot``
+        is ``due``'s, and no other instance holds a claim on it that has not
+        lapsed. A claim lasts ``hold_s`` by the store's clock, unless
+        :meth:`record_runs` advancing the job's slot, or :meth:`update_job`,
+        ends it first. Only the holder's runs for the slot are recorded (see
+        :class:`gatewayd.store.transitions.Expected`); so instances share the
+        work of the due slots instead of each deciding every one.
+
+        A store shared across hosts claims for real, skipping the jobs another
+        transaction is claiming rather than waiting for it (PostgreSQL: ``FOR
+        UPDATE SKIP LOCKED``). This default, for an embedded store whose
+        instances share one host and one writer, gives every job asked for: the
+        compare-and-set of the slot alone keeps each slot once.
+        """
+        return DueClaims(mine=tuple(d.job_id for d in due))

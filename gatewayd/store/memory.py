@@ -6,12 +6,15 @@ clock, which judges leases, is the one it is given.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import anyio
 import anyio.lowlevel
 
-from gatewayd.errors import NotFound
+from gatewayd.errors import LockBusy, NotFound
 from gatewayd.model import MAIN_SESSION_KEY, Session
 from gatewayd.store.base import (
     Audit,
@@ -35,6 +38,19 @@ class MemoryStore(MemoryInstances, MemoryJobs, MemoryRuns, Store):
 
     async def close(self) -> None:
         await anyio.lowlevel.checkpoint()
+
+    @asynccontextmanager
+    async def hold_lock(self, name: str, *, wait_s: float) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(name, anyio.Semaphore(1))  # held by instances, not tasks
+        try:
+            with anyio.fail_after(wait_s):
+                await lock.acquire()
+        except TimeoutError:
+            raise LockBusy.waited(name, wait_s) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     # --- sessions and events -----------------------------------------------------------
     async def publish(self, publication: Publication) -> None:

@@ -6,6 +6,8 @@ import dataclasses
 import itertools
 from datetime import datetime
 
+import anyio
+
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.errors import NameTaken, NotFound
 from gatewayd.model import (
@@ -35,6 +37,7 @@ class MemoryRecords:
         self._events: list[Envelope] = []
         self._event_seq = 0
         self._event_listeners: list[EventsListener] = []
+        self._locks: dict[str, anyio.Semaphore] = {}
 
     def _live(self, run_id: str) -> Run:
         run = self._runs.get(run_id)

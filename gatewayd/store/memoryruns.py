@@ -55,6 +55,7 @@ class MemoryRuns(MemoryRecords):
                 ),
                 next_slot_now=None if job is None else job.next_slot,
                 advances=advance_job is not None,
+                claim_now=expected.claim,  # it does not claim (see Store.claim_due)
             )
         for owner in {run.owner for run in runs}:
             self._fence(owner)

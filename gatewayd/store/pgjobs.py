@@ -12,6 +12,8 @@ from gatewayd.model import Job, JobSource, JobTiming
 from gatewayd.store.base import Publication
 from gatewayd.store.pgaccess import Conn
 from gatewayd.store.pgevents import publish
+from gatewayd.store.pginstances import NOW_US
+from gatewayd.store.sqlrows import to_us
 from gatewayd.store.tables import (
     JOBS,
     LIVE,
@@ -21,9 +23,30 @@ from gatewayd.store.tables import (
     timing_from_row,
 )
 from gatewayd.store.threads import Published
+from gatewayd.store.values import Due, DueClaims
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.placeholders('%s')})"
 _SELECT = f"SELECT {JOBS.names} FROM jobs"
+_TIMING = "id, next_slot, enabled, spec->>'stagger_s', spec->'schedule'->>'kind'"
+# The jobs asked for whose slot is as seen and whose claim is free, lapsed or
+# ours; rows another transaction has locked (claiming, recording or editing the
+# job) are skipped, not waited for.
+_CLAIM = f"""
+    WITH wanted AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS w (id, slot)),
+    free AS (
+        SELECT jobs.id FROM jobs JOIN wanted ON jobs.id = wanted.id
+        WHERE jobs.enabled = 1 AND jobs.next_slot IS NOT DISTINCT FROM wanted.slot
+            AND (jobs.claimed_by IS NULL OR jobs.claimed_by = %s
+                 OR jobs.claimed_until <= {NOW_US})
+        ORDER BY jobs.id
+        FOR UPDATE OF jobs SKIP LOCKED
+    )
+    UPDATE jobs SET claimed_by = %s, claimed_until = {NOW_US} + %s
+    FROM free WHERE jobs.id = free.id
+    RETURNING jobs.id"""
+# A job skipped because another transaction holds its row, with no claim yet
+# to say for how long, is looked at again this much later.
+BUSY_LOOK_AGAIN_S = 0.2
 
 
 async def _one(conn: Conn, query: str, params: tuple[Any, ...]) -> Any:
@@ -69,7 +92,8 @@ async def update(conn: Conn, job: Job, publication: Publication) -> Published[No
     try:
         async with conn.transaction():
             cursor = await conn.execute(
-                f"UPDATE jobs SET {JOBS.assignments(changed, '%s')} WHERE id = %s",
+                f"UPDATE jobs SET {JOBS.assignments(changed, '%s')}, "
+                "claimed_by = NULL, claimed_until = NULL WHERE id = %s",
                 (*JOBS.values_of(job, changed), job.id),
             )
     except psycopg.errors.UniqueViolation:
@@ -130,7 +154,36 @@ async def page(
 
 
 async def timings(conn: Conn) -> list[JobTiming]:
-    cursor = await conn.execute(
-        "SELECT id, next_slot, enabled, spec->>'stagger_s', spec->'schedule'->>'kind' FROM jobs"
-    )
+    cursor = await conn.execute(f"SELECT {_TIMING} FROM jobs")
     return [timing_from_row(row) for row in await cursor.fetchall()]
+
+
+async def claim(conn: Conn, due: Sequence[Due], by: str, hold_s: float) -> DueClaims:
+    ids = [d.job_id for d in due]
+    slots = [to_us(d.next_slot) for d in due]
+    cursor = await conn.execute(_CLAIM, (ids, slots, by, by, round(hold_s * 1e6)))
+    mine = {job_id for (job_id,) in await cursor.fetchall()}
+    rest = [d for d in due if d.job_id not in mine]
+    if not rest:
+        return DueClaims(mine=tuple(mine))
+    cursor = await conn.execute(
+        f"SELECT {_TIMING}, claimed_by, claimed_until - {NOW_US} FROM jobs WHERE id = ANY(%s)",
+        ([d.job_id for d in rest],),
+    )
+    found = {row[0]: row for row in await cursor.fetchall()}
+    moved: list[JobTiming] = []
+    held: list[tuple[str, float]] = []
+    for d in rest:
+        row = found.get(d.job_id)
+        if row is None:
+            continue
+        timing = timing_from_row(row[:5])
+        holder, lapses_in_us = row[5], row[6]
+        if not timing.enabled or timing.next_slot != d.next_slot:
+            moved.append(timing)
+        elif holder not in (None, by) and lapses_in_us > 0:
+            held.append((d.job_id, lapses_in_us / 1e6))
+        else:
+            held.append((d.job_id, BUSY_LOOK_AGAIN_S))
+    gone = tuple(d.job_id for d in rest if d.job_id not in found)
+    return DueClaims(mine=tuple(mine), moved=tuple(moved), held=tuple(held), gone=gone)

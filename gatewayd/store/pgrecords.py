@@ -23,6 +23,7 @@ from gatewayd.store import pginstances, pgjobs, pgruns
 from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.pgaccess import PostgresAccess
 from gatewayd.store.transitions import Expected, adopted, cancel_asked, finished, starting
+from gatewayd.store.values import Due, DueClaims
 
 
 class PostgresInstances(PostgresAccess):
@@ -109,6 +110,10 @@ class PostgresJobs(PostgresAccess):
 
     async def job_timings(self) -> list[JobTiming]:
         return await self._call(pgjobs.timings)
+
+    async def claim_due(self, due: Sequence[Due], *, by: str, hold_s: float) -> DueClaims:
+        op = partial(pgjobs.claim, due=list(due), by=by, hold_s=hold_s)
+        return await self._write(op, durable=False, label=f"claiming {len(due)} due jobs")
 
 
 class PostgresRuns(PostgresAccess):

@@ -21,7 +21,7 @@ from gatewayd.model import Run, RunCounts, RunStatus
 from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.pgaccess import Conn, Op
 from gatewayd.store.pgevents import publish
-from gatewayd.store.pginstances import fence
+from gatewayd.store.pginstances import NOW_US, fence
 from gatewayd.store.sqlrows import from_us, to_us
 from gatewayd.store.tables import LIVE, RUN_CHANGES, RUNS
 from gatewayd.store.threads import Published
@@ -39,7 +39,12 @@ async def _rows(conn: Conn, query: str, params: Sequence[Any] = ()) -> list[Any]
 
 async def _check(conn: Conn, job_id: str, expected: Expected, *, advances: bool) -> None:
     """Lock the job, then raise ``StaleDecision`` unless it is as the decision saw it."""
-    slot = await _rows(conn, "SELECT next_slot FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+    slot = await _rows(
+        conn,
+        f"SELECT next_slot, CASE WHEN claimed_until > {NOW_US} THEN claimed_by END "
+        "FROM jobs WHERE id = %s FOR UPDATE",
+        (job_id,),
+    )
     live: list[Any] = []
     if expected.live is not None:
         live = await _rows(conn, f"SELECT run_id FROM runs WHERE job_id = %s AND {LIVE}", (job_id,))
@@ -49,6 +54,7 @@ async def _check(conn: Conn, job_id: str, expected: Expected, *, advances: bool)
         live_now=(run_id for (run_id,) in live),
         next_slot_now=from_us(slot[0][0]) if slot else None,
         advances=advances,
+        claim_now=slot[0][1] if slot else None,
     )
 
 

@@ -10,9 +10,14 @@ is ridden out as :mod:`gatewayd.store.pgaccess` says.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import psycopg.errors
+
+from gatewayd.errors import LockBusy
 from gatewayd.model import Session
 from gatewayd.store import pgaudit, pgevents
 from gatewayd.store.base import Audit, Publication, Store
@@ -55,6 +60,24 @@ class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
             await pool.close()
             raise
         self._pool = pool
+
+    @asynccontextmanager
+    async def hold_lock(self, name: str, *, wait_s: float) -> AsyncIterator[None]:
+        """The lock is a transaction's advisory lock, keyed by the schema and ``name``: the
+        transaction lasts as long as the context, on a connection of its own."""
+        key = f"{self.location.schema}:{name}"
+        try:
+            async with self._open_pool().connection() as conn:
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_s}s",))
+                try:
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,)
+                    )
+                except psycopg.errors.LockNotAvailable:
+                    raise LockBusy.waited(name, wait_s) from None
+                yield
+        except CONNECTION_LOST as exc:
+            raise self._lost(exc, f"holding the lock {name}") from None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from gatewayd.store.base import (
     Store,
     StoreHealth,
 )
+from gatewayd.store.filelock import file_lock
 from gatewayd.store.schema import SCHEMA_VERSION
 from gatewayd.store.sqlitefile import (
     FileWatch,
@@ -97,6 +99,11 @@ class SQLiteStore(SQLiteInstances, SQLiteJobs, SQLiteRuns, Store):
                 f"the store {self.path} has schema version {report.version}; this gatewayd "
                 f"reads version {SCHEMA_VERSION}: start gatewayd once to migrate it"
             )
+
+    def hold_lock(self, name: str, *, wait_s: float) -> AbstractAsyncContextManager[None]:
+        """The lock is the ``flock`` of ``<store file>.<name>.lock``: the store's
+        instances share its host."""
+        return file_lock(self.path.with_name(f"{self.path.name}.{name}.lock"), wait_s=wait_s)
 
     def stats(self) -> dict[str, int]:
         writer = self._writer

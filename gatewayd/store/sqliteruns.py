@@ -41,6 +41,7 @@ def _check(conn: sqlite3.Connection, job_id: str, expected: Expected, *, advance
         live_now=(run_id for (run_id,) in live),
         next_slot_now=None if slot is None else from_us(slot[0]),
         advances=advances,
+        claim_now=expected.claim,  # it does not claim (see Store.claim_due)
     )
 
 

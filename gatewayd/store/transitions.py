@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from gatewayd.errors import Conflict, LeaseLost, RunAlreadyEnded, StaleDecision
+from gatewayd.errors import ClaimLost, Conflict, LeaseLost, RunAlreadyEnded, StaleDecision
 from gatewayd.model import (
     InstanceState,
     Run,
@@ -120,11 +120,14 @@ class Expected:
 
     ``live``: the ids of the job's live runs it saw (``None``: the decision did not
     look at them, as under overlap ``allow``). ``next_slot``: the job's next slot
-    it saw, if it advances the slot (compare-and-set).
+    it saw, if it advances the slot (compare-and-set). ``claim``: the instance
+    whose claim on the job's due slot the decision was made under (see
+    :meth:`Store.claim_due`), which must still hold it.
     """
 
     live: frozenset[str] | None = None
     next_slot: datetime | None = None
+    claim: str | None = None
 
 
 def check_expected(
@@ -134,8 +137,18 @@ def check_expected(
     live_now: Iterable[str],
     next_slot_now: datetime | None,
     advances: bool,
+    claim_now: str | None = None,
 ) -> None:
-    """Raise :class:`StaleDecision` unless the job is as the decision saw it."""
+    """Raise :class:`StaleDecision` unless the job is as the decision saw it, and
+    :class:`ClaimLost` unless ``claim_now`` (the holder of an unlapsed claim on the
+    job) is the decision's claim. A store that does not claim passes the
+    decision's own."""
+    if expected.claim is not None and claim_now != expected.claim:
+        raise ClaimLost(
+            f"the claim of instance {expected.claim} on job {job_id}'s slot lapsed "
+            f"(held now by {claim_now or 'nobody'})",
+            data={"job_id": job_id},
+        )
     if expected.live is not None:
         now = frozenset(live_now)
         if now != expected.live:

@@ -9,9 +9,34 @@ from datetime import datetime
 from typing import Any
 
 from gatewayd.errors import StoreError
-from gatewayd.model import Session, elapsed_ms
+from gatewayd.model import JobTiming, Session, elapsed_ms
 
 Envelope = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Due:
+    """A job the timer finds due: its id, and the next slot it saw."""
+
+    job_id: str
+    next_slot: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueClaims:
+    """What a claim of due jobs got (see :meth:`Store.claim_due`).
+
+    ``mine``: the jobs now claimed, their slots as seen. ``moved``: jobs whose
+    slot is not the one seen, or that are disabled: the timer times them again.
+    ``held``: jobs another instance holds (or is claiming), each with the seconds
+    until its claim lapses by the store's clock. ``gone``: jobs that no longer
+    exist.
+    """
+
+    mine: tuple[str, ...] = ()
+    moved: tuple[JobTiming, ...] = ()
+    held: tuple[tuple[str, float], ...] = ()
+    gone: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
