@@ -207,7 +207,7 @@ def apscheduler_load(n: int, window_s: float, *, exec_jobs: bool) -> Any:
         add_s = time.monotonic() - adding
         if time.time() > first:
             raise RuntimeError(f"adding to APScheduler 4 took {add_s:.1f}s, past the lead")
-        until = first + window_s + 60
+        until = first + window_s + 900
         runners = [ap4("run", URL, schema, str(out), name, str(until), mode) for name in MEMBERS]
         try:
             deadline = datetime.fromtimestamp(until, UTC)
@@ -322,15 +322,17 @@ def main() -> None:
         rows = []
         for exec_jobs in (False, True):
             kind = "exec" if exec_jobs else "in-process"
-            cases: list[tuple[str, Any]] = [
+            cases: list[tuple[str, str, Any]] = [
                 (
                     "gatewayd 3 x PostgreSQL",
+                    "gatewayd_postgresql",
                     lambda e=exec_jobs: gatewayd_load(
                         n, window, exec_jobs=e, cluster=True, lease=args.lease
                     ),
                 ),
                 (
                     "gatewayd 1 x SQLite",
+                    "gatewayd_sqlite",
                     lambda e=exec_jobs: gatewayd_load(
                         n, window, exec_jobs=e, cluster=False, lease=args.lease
                     ),
@@ -340,10 +342,11 @@ def main() -> None:
                 cases.append(
                     (
                         "APScheduler 4 3 x PostgreSQL",
+                        "apscheduler4_postgresql",
                         lambda e=exec_jobs: apscheduler_load(n, window, exec_jobs=e),
                     )
                 )
-            for label, case in cases:
+            for label, key, case in cases:
                 result = case()
                 stats = summarise(result["lags"])
                 shares = " ".join(f"{v}" for v in result["shares"].values())
@@ -360,10 +363,9 @@ def main() -> None:
                         shares,
                     ]
                 )
-                case_name = "_".join(label.split()[:3:2]).lower() + ("_exec" if exec_jobs else "")
                 summary_line(
                     "b8",
-                    case=case_name,
+                    case=key + ("_exec" if exec_jobs else ""),
                     jobs=n,
                     p50_ms=stats["p50"],
                     p99_ms=stats["p99"],

@@ -15,16 +15,20 @@ job's catch-up policy says). No slot is dropped.
 
 Instances share the work: the timer claims its due jobs from the store in one
 batch before it fires them (:meth:`Store.claim_due`), and fires only those it
-got. A job another instance holds is looked at again when that claim lapses, a
-job whose slot has moved is timed again, and a job that is gone is dropped. A
-claim lasts one lease: a holder that dies leaves its slots to the others within
-one lease.
+got. On a store whose claims are exclusive it claims ahead: it wakes
+``CLAIM_AHEAD_S`` before the first unclaimed slot and claims every job due
+within twice that, so that a claim costs one transaction per batch of slots,
+not one per slot; each claimed job then fires at its own time. A job another instance holds
+is looked at again when that claim lapses, a job whose slot has moved is timed
+again, and a job that is gone is dropped. A claim lasts one lease: a holder
+that dies leaves its slots to the others within one lease.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import anyio
@@ -51,6 +55,8 @@ RETRY_AFTER_ERROR_S = 5.0
 MAX_FIRING = 64
 # The most due jobs claimed in one transaction.
 CLAIM_BATCH = 500
+# Jobs due within this long are claimed together (at most a quarter of the claim's hold).
+CLAIM_AHEAD_S = 0.2
 # The most job changes of other instances the timer may lag behind before it
 # reads every job again.
 JOB_EVENTS_BEHIND = 10_000
@@ -76,9 +82,14 @@ class Scheduler:
         self._bus = bus
         self._instance_id = instance_id
         self._claim_s = claim_s
+        ahead_s = min(CLAIM_AHEAD_S, claim_s / 4) if store.exclusive_claims else 0.0
+        self._ahead = timedelta(seconds=ahead_s)
         self._due: dict[str, datetime] = {}
         self._seen: dict[str, datetime | None] = {}  # each job's next slot, as last read
         self._heap: list[tuple[datetime, int, str]] = []
+        # The jobs this instance has claimed, each with when it fires.
+        self._claimed: dict[str, datetime] = {}
+        self._ready: list[tuple[datetime, int, str]] = []
         self._order = itertools.count()
         self._changed = anyio.Event()
         self._naps = 0
@@ -132,7 +143,19 @@ class Scheduler:
     def next_wake_at(self) -> datetime | None:
         """When the scheduler will next fire a slot, or ``None`` if nothing is scheduled."""
         self._drop_stale()
-        return self._heap[0][0] if self._heap else None
+        return min((h[0][0] for h in (self._heap, self._ready) if h), default=None)
+
+    def _wake_at(self) -> datetime | None:
+        """When the timer wakes next: to claim the next jobs ahead, or to fire one claimed."""
+        self._drop_stale()
+        to_claim = self._heap[0][0] - self._ahead if self._heap else None
+        to_fire = self._ready[0][0] if self._ready else None
+        return min((t for t in (to_claim, to_fire) if t is not None), default=None)
+
+    @property
+    def claims_ahead(self) -> timedelta:
+        """How long before a slot the timer wakes to claim it (zero on an embedded store)."""
+        return self._ahead
 
     @property
     def tracked(self) -> int:
@@ -152,11 +175,15 @@ class Scheduler:
     def job_removed(self, job_id: str) -> None:
         self._due.pop(job_id, None)
         self._seen.pop(job_id, None)
+        self._claimed.pop(job_id, None)
         self._changed.set()
 
     def _track(self, timing: JobTiming) -> None:
+        if self._seen.get(timing.job_id, timing.next_slot) != timing.next_slot:
+            self._claimed.pop(timing.job_id, None)  # claimed for a slot that has moved
         self._seen[timing.job_id] = timing.next_slot
-        self._track_due(timing.job_id, timing_due_at(timing))
+        if timing.job_id not in self._claimed:
+            self._track_due(timing.job_id, timing_due_at(timing))
 
     def _track_due(self, job_id: str, due: datetime | None) -> None:
         if due is None:
@@ -170,16 +197,47 @@ class Scheduler:
     def _drop_stale(self) -> None:
         while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
             heapq.heappop(self._heap)
+        while self._ready and self._claimed.get(self._ready[0][2]) != self._ready[0][0]:
+            heapq.heappop(self._ready)
 
-    def _pop_due(self, now: datetime, limit: int) -> list[Due]:
-        due: list[Due] = []
+    def _pop_ready(self, now: datetime) -> list[str]:
+        """The claimed jobs due by ``now``."""
+        ready: list[str] = []
+        self._drop_stale()
+        while self._ready and self._ready[0][0] <= now:
+            _, _, job_id = heapq.heappop(self._ready)
+            del self._claimed[job_id]
+            ready.append(job_id)
+            self._drop_stale()
+        return ready
+
+    def _hold(
+        self, job_ids: tuple[str, ...], fire_at: dict[str, datetime], now: datetime
+    ) -> list[str]:
+        """Of the jobs just claimed, those due by ``now``; the rest wait for their time."""
+        now_due = []
+        for job_id in job_ids:
+            at = fire_at[job_id]
+            if at <= now:
+                now_due.append(job_id)
+            else:
+                self._claimed[job_id] = at
+                heapq.heappush(self._ready, (at, next(self._order), job_id))
+        return now_due
+
+    def _pop_due(self, now: datetime, limit: int) -> dict[str, datetime]:
+        """The jobs due by ``now`` (at most ``limit``), with when each fires."""
+        due: dict[str, datetime] = {}
         self._drop_stale()
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
-            _, _, job_id = heapq.heappop(self._heap)
+            at, _, job_id = heapq.heappop(self._heap)
             self._due.pop(job_id, None)
-            due.append(Due(job_id=job_id, next_slot=self._seen.get(job_id)))
+            due[job_id] = at
             self._drop_stale()
         return due
+
+    def _seen_due(self, job_ids: Iterable[str]) -> list[Due]:
+        return [Due(job_id=job_id, next_slot=self._seen.get(job_id)) for job_id in job_ids]
 
     def _look_again(self, job_id: str, after_s: float) -> None:
         self._track_due(job_id, self._clock.now() + timedelta(seconds=after_s))
@@ -243,11 +301,16 @@ class Scheduler:
                 if not self._store.health.writable:
                     await self._sleep(None)  # until the store's health changes
                     continue
-                due = self._pop_due(self._clock.now(), CLAIM_BATCH)
-                for job_id in await self._claim(due) if due else ():
+                now = self._clock.now()
+                fire = self._pop_ready(now)
+                due = self._pop_due(now + 2 * self._ahead, CLAIM_BATCH)
+                if due:
+                    mine = await self._claim(self._seen_due(due))
+                    fire += self._hold(mine, due, self._clock.now())
+                for job_id in fire:
                     await firing.acquire()
                     tg.start_soon(self._fire_and_release, job_id, firing)
-                wake_at = self.next_wake_at
+                wake_at = self._wake_at()
                 if wake_at is not None and wake_at <= self._clock.now():
                     continue
                 await self._sleep(wake_at)

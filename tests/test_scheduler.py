@@ -26,7 +26,7 @@ class TestSleeping:
         """With one job every 10 minutes, the only wake-up is at the slot."""
         async with open_harness(tmp_path) as h:
             await h.add(name="ten", every="10m", command="true")
-            assert await h.clock.wait_for_sleeper() == at(600)
+            assert await h.clock.wait_for_sleeper() == at(600) - h.scheduler.claims_ahead
             assert h.scheduler.next_wake_at == at(600)
 
     async def test_sleeps_forever_without_jobs(self, tmp_path: Path) -> None:
@@ -39,9 +39,10 @@ class TestSleeping:
     async def test_wakes_early_when_a_sooner_job_is_added(self, tmp_path: Path) -> None:
         async with open_harness(tmp_path) as h:
             await h.add(name="hourly", every="1h", command="true")
-            assert await h.clock.wait_for_sleeper() == at(3600)
+            ahead = h.scheduler.claims_ahead
+            assert await h.clock.wait_for_sleeper() == at(3600) - ahead
             await h.add(name="minutely", every="1m", command="true")
-            assert await h.clock.wait_for_sleeper(until=at(60)) == at(60)
+            assert await h.clock.wait_for_sleeper(until=at(60) - ahead) == at(60) - ahead
 
 
 class TestFiring:
@@ -69,7 +70,7 @@ class TestFiring:
             job_id = await h.add(name="ny", cron="0 * * * *", tz="America/New_York", command="true")
             fired = []
             for n in (1, 2, 3):
-                wake = await h.clock.wait_for_sleeper()
+                wake = await h.clock.wait_for_sleeper() + h.scheduler.claims_ahead
                 fired.append(wake)
                 await h.advance_to(wake)
                 await h.until(partial(h.ended_runs, job_id, n, RunStatus.SUCCEEDED))

@@ -180,7 +180,11 @@ class TestSlotsOnce:
             (r.job_name, r.owner, r.trigger, r.status, r.scheduled_for, r.error) for r in odd
         ]
         owners = {owner: sum(r.owner == owner for r in runs) for owner in ("a", "b")}
-        assert all(owners.values()), f"both timers fired slots: {owners}"
+        if not a.store.exclusive_claims:
+            assert all(owners.values()), f"both timers fired slots: {owners}"
+        # With exclusive claims, the timer the fake clock wakes first claims every
+        # slot and the other finds them held: how real instances share the slots
+        # is measured by tests/test_cluster.py, on their own clocks.
 
 
 class TestAdmissionAcrossInstances:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import ClassVar
 
 from gatewayd.model import Job, JobSource, JobTiming
 from gatewayd.store.values import NOTHING, Due, DueClaims, Publication
@@ -11,6 +12,10 @@ from gatewayd.store.values import NOTHING, Due, DueClaims, Publication
 
 class JobStore(abc.ABC):
     """Jobs, and their slots."""
+
+    #: Whether :meth:`claim_due` gives each job to one instance at a time (a store
+    #: shared across hosts), rather than every job asked for (the embedded stores).
+    exclusive_claims: ClassVar[bool] = False
 
     # Every change of a job carries its ``job.*`` event in ``publication``,
     # written in the same transaction, only if the change is.

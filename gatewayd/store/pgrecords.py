@@ -66,6 +66,8 @@ class PostgresInstances(PostgresAccess):
 class PostgresJobs(PostgresAccess):
     """Jobs, and their slots."""
 
+    exclusive_claims = True
+
     async def add_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         op = partial(pgjobs.add, jobs=[job], publication=publication)
         await self._publish(op, durable=False, label=f"job {job.name!r}")
