@@ -176,9 +176,14 @@ def gatewayd_load(n: int, window_s: float, *, exec_jobs: bool, cluster: bool, le
             lags = [lag for m in members for lag in lags_from_logs(m.state_dir / "runs")]
         else:
             lags = [(started - slot) / 1000 for _, slot, started, _, _ in recorded if started]
-        owners = {}
         for member in members:
-            owners[member.call("gateway.status")["instance_id"]] = member.state_dir.name
+            if member.process is not None and member.process.poll() is not None:
+                print(f"{member.state_dir.name} exited {member.process.returncode}:")
+                print("\n".join(member.log().splitlines()[-15:]), flush=True)
+        owners = {
+            instance_id: Path(state_dir).name
+            for instance_id, state_dir in rows("SELECT instance_id, state_dir FROM instances")
+        }
         result = judge(
             n, [((job, slot), owners.get(owner, owner)) for job, slot, _, owner, _ in recorded]
         )

@@ -3,7 +3,8 @@
 An instance renews its lease three times within each ``lease``, and at once
 when its store takes writes again after a fault. When it finds
 another instance's lease lapsed (by the store's clock), it settles at once
-rather than at its next sweep. When it finds its own lease gone (another
+rather than at its next sweep; that look runs beside the renewals, so that a
+slow store never holds a renewal back. When it finds its own lease gone (another
 instance took its runs over: it was frozen, or cut off from the store, for
 longer than its lease), it owns nothing any more, and says so.
 """
@@ -46,6 +47,7 @@ class LeaseKeeper:
         self._others_lapsed = others_lapsed
         self._lost = lost
         self._writable_again = anyio.Event()
+        self._looking = False
         store.watch_health(self._health_changed)
 
     def _health_changed(self, health: StoreHealth) -> None:
@@ -57,29 +59,45 @@ class LeaseKeeper:
     ) -> None:
         """Renew the lease until cancelled, or until it is found lost."""
         task_status.started()
-        while True:
-            await first_of(
-                lambda: self._clock.sleep(self._lease_s / RENEWALS_PER_LEASE),
-                self._writable_again.wait,
-            )
-            self._writable_again = anyio.Event()
-            if not self._store.health.writable:
-                continue  # the store holds nothing back for a lease: try again next time
-            try:
-                if not await self._store.renew_lease(self._instance_id, lease_s=self._lease_s):
+        async with anyio.create_task_group() as looks:
+            while True:
+                await first_of(
+                    lambda: self._clock.sleep(self._lease_s / RENEWALS_PER_LEASE),
+                    self._writable_again.wait,
+                )
+                self._writable_again = anyio.Event()
+                if not self._store.health.writable:
+                    continue  # the store holds nothing back for a lease: try again next time
+                try:
+                    renewed = await self._store.renew_lease(
+                        self._instance_id, lease_s=self._lease_s
+                    )
+                except Exception:
+                    log.exception(
+                        "could not renew the lease; trying again", instance_id=self._instance_id
+                    )
+                    continue
+                if not renewed:
                     log.error(
                         "this instance's lease was taken over by another instance; it owns "
                         "no run any more",
                         instance_id=self._instance_id,
                     )
                     self._lost()
+                    looks.cancel_scope.cancel()
                     return
-                if await self._any_lapsed():
-                    await self._others_lapsed()
-            except Exception:
-                log.exception(
-                    "could not renew the lease; trying again", instance_id=self._instance_id
-                )
+                if not self._looking:
+                    self._looking = True
+                    looks.start_soon(self._look_at_others)
+
+    async def _look_at_others(self) -> None:
+        try:
+            if await self._any_lapsed():
+                await self._others_lapsed()
+        except Exception:
+            log.exception("could not look at the other instances' leases; trying again later")
+        finally:
+            self._looking = False
 
     async def _any_lapsed(self) -> bool:
         now = await self._store.now()

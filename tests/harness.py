@@ -38,9 +38,9 @@ HARNESS_LEASE_S = 10 * 365 * 86400.0
 HARNESS_HOST_ID = "test-host"
 # PostgreSQL's cases run whenever the test server answers (see tests/pgserver.py).
 STORE_KINDS = ("memory", "sqlite", "postgresql")
-# The stores shared across hosts, whose claims of due jobs are exclusive (see
+# The stores shared across hosts: their claims of due jobs are exclusive (see
 # Store.claim_due); the embedded ones give every job asked for.
-CLAIMING_STORE_KINDS = ("postgresql",)
+SHARED_STORE_KINDS = ("postgresql",)
 # The store a harness opens when given none: the ``each_store`` fixture sets it per test.
 default_store_kind = "memory"
 

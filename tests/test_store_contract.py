@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import orjson
+import psycopg
 import pytest
 import pytest_asyncio
 from gatewayd.clock import FakeClock
@@ -44,14 +45,16 @@ from gatewayd.model import (
 )
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Publication
+from gatewayd.store.pginstances import fence
 from gatewayd.store.postgres import PostgresStore
 from gatewayd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from gatewayd.store.transitions import Expected
 from gatewayd.store.values import Due
 from gatewayd.views import spec_to_json
 
+from tests import pgserver
 from tests.conftest import needs_postgres
-from tests.harness import CLAIMING_STORE_KINDS, STORE_KINDS, new_store
+from tests.harness import SHARED_STORE_KINDS, STORE_KINDS, new_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -74,8 +77,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.close()
 
 
-@pytest_asyncio.fixture(params=CLAIMING_STORE_KINDS)
-async def claiming(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@pytest_asyncio.fixture(params=SHARED_STORE_KINDS)
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s = await _open_store(request.param, tmp_path)
     try:
         yield s
@@ -635,70 +638,70 @@ class TestDueClaims:
         got = await store.get_job("job0000001")
         assert got is not None and got.next_slot == SLOT + timedelta(minutes=1)
 
-    async def test_a_held_claim_is_not_given_twice(self, claiming: Store) -> None:
+    async def test_a_held_claim_is_not_given_twice(self, shared: Store) -> None:
         """A job another instance holds is not claimed; the claim says when it lapses,
         and the other's runs for the slot are refused, none of them kept."""
-        await claiming.add_job(job())
-        assert (await claiming.claim_due([due()], by="a", hold_s=60)).mine == ("job0000001",)
-        claims = await claiming.claim_due([due()], by="b", hold_s=60)
+        await shared.add_job(job())
+        assert (await shared.claim_due([due()], by="a", hold_s=60)).mine == ("job0000001",)
+        claims = await shared.claim_due([due()], by="b", hold_s=60)
         assert claims.mine == ()
         [(job_id, lapses_in_s)] = claims.held
         assert job_id == "job0000001" and 55 < lapses_in_s <= 60
         with pytest.raises(ClaimLost):
-            await fire(claiming, "b", "r-b")
-        assert await claiming.get_run("r-b") is None
-        await fire(claiming, "a", "r-a")
+            await fire(shared, "b", "r-b")
+        assert await shared.get_run("r-b") is None
+        await fire(shared, "a", "r-a")
 
-    async def test_recording_the_slot_ends_the_claim(self, claiming: Store) -> None:
+    async def test_recording_the_slot_ends_the_claim(self, shared: Store) -> None:
         """Once its holder records the slot, the next slot is free to claim; a claim on
         the slot seen before reports it moved, with the job's new timing."""
-        await claiming.add_job(job())
-        await claiming.claim_due([due()], by="a", hold_s=60)
-        await fire(claiming, "a", "r1")
-        stale = await claiming.claim_due([due()], by="b", hold_s=60)
+        await shared.add_job(job())
+        await shared.claim_due([due()], by="a", hold_s=60)
+        await fire(shared, "a", "r1")
+        stale = await shared.claim_due([due()], by="b", hold_s=60)
         assert stale.mine == () and [t.next_slot for t in stale.moved] == [
             SLOT + timedelta(minutes=1)
         ]
-        fresh = await claiming.claim_due([due(slot=SLOT + timedelta(minutes=1))], by="b", hold_s=60)
+        fresh = await shared.claim_due([due(slot=SLOT + timedelta(minutes=1))], by="b", hold_s=60)
         assert fresh.mine == ("job0000001",)
 
-    async def test_a_lapsed_claim_is_claimed_again(self, claiming: Store) -> None:
+    async def test_a_lapsed_claim_is_claimed_again(self, shared: Store) -> None:
         """A holder that died leaves its claim to lapse, by the store's clock; then another
         claims the slot, and the late holder's runs are refused."""
-        await claiming.add_job(job())
-        await claiming.claim_due([due()], by="a", hold_s=0.05)
+        await shared.add_job(job())
+        await shared.claim_due([due()], by="a", hold_s=0.05)
         with anyio.fail_after(5):
-            while not (claims := await claiming.claim_due([due()], by="b", hold_s=60)).mine:
+            while not (claims := await shared.claim_due([due()], by="b", hold_s=60)).mine:
                 [(_, lapses_in_s)] = claims.held
                 await anyio.sleep(lapses_in_s)  # the store's clock moves by itself
         with pytest.raises(ClaimLost):
-            await fire(claiming, "a", "r-a")
-        await fire(claiming, "b", "r-b")
+            await fire(shared, "a", "r-a")
+        await fire(shared, "b", "r-b")
 
-    async def test_an_edit_ends_the_claim_and_a_deleted_job_is_gone(self, claiming: Store) -> None:
+    async def test_an_edit_ends_the_claim_and_a_deleted_job_is_gone(self, shared: Store) -> None:
         """An edited job's claim is void (its slot may have moved); a deleted job is named."""
-        await claiming.add_job(job())
-        await claiming.claim_due([due()], by="a", hold_s=60)
-        await claiming.update_job(job(name="renamed"))
-        assert (await claiming.claim_due([due()], by="b", hold_s=60)).mine == ("job0000001",)
-        await claiming.delete_job("job0000001")
-        assert (await claiming.claim_due([due()], by="b", hold_s=60)).gone == ("job0000001",)
+        await shared.add_job(job())
+        await shared.claim_due([due()], by="a", hold_s=60)
+        await shared.update_job(job(name="renamed"))
+        assert (await shared.claim_due([due()], by="b", hold_s=60)).mine == ("job0000001",)
+        await shared.delete_job("job0000001")
+        assert (await shared.claim_due([due()], by="b", hold_s=60)).gone == ("job0000001",)
 
-    async def test_a_disabled_job_is_not_claimed(self, claiming: Store) -> None:
+    async def test_a_disabled_job_is_not_claimed(self, shared: Store) -> None:
         """A disabled job is timed again (it will not fire), not claimed."""
-        await claiming.add_job(job(enabled=False))
-        claims = await claiming.claim_due([due()], by="a", hold_s=60)
+        await shared.add_job(job(enabled=False))
+        claims = await shared.claim_due([due()], by="a", hold_s=60)
         assert claims.mine == () and [t.enabled for t in claims.moved] == [False]
 
-    async def test_concurrent_claims_share_the_jobs(self, claiming: Store) -> None:
-        """Instances claiming the same due jobs at once get disjoint shares that cover
+    async def test_concurrent_claims_share_the_jobs(self, shared: Store) -> None:
+        """Instances shared the same due jobs at once get disjoint shares that cover
         them all: each job is claimed once, none waits on another's claim."""
         ids = [f"job{n:07d}" for n in range(60)]
-        await claiming.add_jobs([job(job_id, name=job_id) for job_id in ids])
+        await shared.add_jobs([job(job_id, name=job_id) for job_id in ids])
         got: dict[str, tuple[str, ...]] = {}
 
         async def claim(by: str) -> None:
-            claims = await claiming.claim_due([due(i) for i in ids], by=by, hold_s=60)
+            claims = await shared.claim_due([due(i) for i in ids], by=by, hold_s=60)
             got[by] = claims.mine
 
         async with anyio.create_task_group() as tg:
@@ -799,6 +802,36 @@ class TestInstances:
         claimed = await store.adopt_run("r1", from_owner="a", to_owner="b")
         settled = await store.finish_run(claimed.run_id, ended(RunStatus.INTERRUPTED))
         assert settled.status is RunStatus.INTERRUPTED and settled.owner == "b"
+
+    async def test_a_renewal_never_waits_for_the_runs_writes(self, shared: Store) -> None:
+        """I4, I10: a lease is renewed while a write about the instance's runs holds its
+        fence (under a steady stream of such writes, a renewal that waited for them
+        let the lease lapse); a take-over waits for that write to land."""
+        assert isinstance(shared, PostgresStore)
+        await shared.register_instance(instance("a"), lease_s=0.2)
+        await shared.register_instance(instance("b"), lease_s=60)
+        writer = await psycopg.AsyncConnection.connect(pgserver.URL)
+        try:
+            await writer.execute(f"SET search_path TO {shared.location.schema}")
+            await fence(writer, {"a"})  # a write of a's in flight, not committed yet
+            with anyio.fail_after(2):
+                assert await shared.renew_lease("a", lease_s=0.2)
+            await until_lapsed(shared, "a")
+            taken: list[bool] = []
+
+            async def take_over() -> None:
+                taken.append(await shared.take_over("a", by="b"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take_over)
+                with anyio.move_on_after(0.3):  # a bounded look: it must wait
+                    while not taken:
+                        await anyio.sleep(0.01)
+                assert taken == [], "the take-over did not wait for the write in flight"
+                await writer.commit()
+            assert taken == [True]
+        finally:
+            await writer.close()
 
     async def test_registration_and_renewal_set_the_lease_by_the_store_clock(
         self, store: Store

@@ -40,10 +40,13 @@ Op = Callable[[Conn], Awaitable[T]]
 # failure) are tried again, up to this many times.
 _RACE_RETRIES = 10
 # A lost server is probed this often (doubling from the first), each probe
-# waiting this long for a connection.
+# waiting this long for a connection. The wait is short: the pool gives up on a
+# connection that failed, and only a new request makes it try again, so a probe
+# that waited long would find the server back long after the others do (and its
+# lease taken over meanwhile).
 _PROBE_FIRST_S = 0.05
 _PROBE_MAX_S = 0.5
-_PROBE_WAIT_S = 5.0
+_PROBE_WAIT_S = 0.5
 CONNECTION_LOST = (psycopg.OperationalError, PoolTimeout)
 _RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
@@ -63,6 +66,9 @@ class PostgresAccess:
         self.location = location
         self._read_only = read_only
         self._pool: AsyncConnectionPool[Conn] | None = None
+        # Leases are renewed on a connection of their own, so that an instance busy
+        # with many writes never lets its lease lapse waiting in their queue.
+        self._lease_pool: AsyncConnectionPool[Conn] | None = None
         self._fault: StoreUnreachable | None = None
         self._held = 0
         self._answered = anyio.Event()  # set when a fault ends
@@ -159,8 +165,8 @@ class PostgresAccess:
             await conn.rollback()
         return value
 
-    async def _transact(self, op: Op[T]) -> T:
-        async with self._open_pool().connection() as conn:
+    async def _transact(self, op: Op[T], pool: AsyncConnectionPool[Conn]) -> T:
+        async with pool.connection() as conn:
             cursor = await conn.execute("SELECT pg_current_xact_id()::text")
             row = await cursor.fetchone()
             assert row is not None
@@ -188,11 +194,13 @@ class PostgresAccess:
             await conn.rollback()
         return row is not None and row[0] == "committed"
 
-    async def _write(self, op: Op[T], *, durable: bool = True, label: str = "a write") -> T:
+    async def _write(
+        self, op: Op[T], *, durable: bool = True, label: str = "a write", lease: bool = False
+    ) -> T:
         """``op`` in one transaction, committed; see the module docstring for faults.
 
         A durable write waits for a lost server and is written then; any other
-        is refused with the fault.
+        is refused with the fault. A ``lease`` write goes on the leases' connection.
         """
         if self._read_only:
             raise StoreError(f"the store {self.location.shown} is opened read-only")
@@ -200,7 +208,8 @@ class PostgresAccess:
         retried = False
         while True:
             try:
-                value = await self._transact(op)
+                pool = self._lease_pool if lease and self._lease_pool else self._open_pool()
+                value = await self._transact(op, pool)
             except _RACES:
                 races += 1
                 if races > _RACE_RETRIES:

@@ -63,7 +63,7 @@ def unreachable(location: StoreLocation, exc: BaseException, doing: str) -> Stor
 
 
 def new_pool(
-    location: StoreLocation, *, read_only: bool = False
+    location: StoreLocation, *, read_only: bool = False, max_size: int = POOL_MAX, name: str = ""
 ) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
     options = f"-c search_path={location.schema}"
     if read_only:
@@ -71,11 +71,11 @@ def new_pool(
     return AsyncConnectionPool(
         location.conninfo,
         min_size=1,
-        max_size=POOL_MAX,
+        max_size=max_size,
         open=False,
         kwargs={"options": options, "connect_timeout": int(CONNECT_TIMEOUT_S)},
         configure=_configure,
-        name=f"gatewayd-{location.schema}",
+        name=f"gatewayd-{location.schema}{name}",
         # A failed reconnection is not retried in the background: the store's own
         # prober (pgaccess) asks for connections until the server answers.
         reconnect_timeout=0,

@@ -65,6 +65,8 @@ async def stop(conn: Conn, instance_id: str) -> None:
 async def take_over(
     conn: Conn, instance_id: str, *, by: str, grace_s: float, proven_dead: bool
 ) -> bool:
+    # Waits for the writes its runs' fence let through (see ``fence``).
+    await conn.execute("SELECT 1 FROM instances WHERE instance_id = %s FOR UPDATE", (instance_id,))
     cursor = await conn.execute(
         "UPDATE instances SET state = 'gone', taken_by = %s WHERE instance_id = %s "
         f"AND state = 'live' AND (%s OR lease_until IS NULL OR lease_until + %s < {NOW_US})",
@@ -87,15 +89,18 @@ async def every(conn: Conn) -> list[Instance]:
 async def fence(conn: Conn, owners: set[str | None]) -> None:
     """Refuse the write if an owner of its runs was taken over (see ``check_holder``).
 
-    The owners' rows are locked (shared) until the write commits, so that a take
-    over waits for it: a write either lands before its owner is taken over, or
-    is refused.
+    The owners' rows are locked (``FOR KEY SHARE``) until the write commits, and a
+    take-over locks the row ``FOR UPDATE`` first, so that it waits for the write:
+    a write either lands before its owner is taken over, or is refused. The
+    weakest lock is taken so that a lease's renewal (an update of no key) never
+    waits for the runs' writes: under a steady stream of them, a stronger one
+    would starve the renewal until the lease lapsed.
     """
     named = sorted(o for o in owners if o is not None)
     if not named:
         return
     cursor = await conn.execute(
-        "SELECT instance_id, state FROM instances WHERE instance_id = ANY(%s) FOR SHARE",
+        "SELECT instance_id, state FROM instances WHERE instance_id = ANY(%s) FOR KEY SHARE",
         (named,),
     )
     states = {instance_id: InstanceState(state) for instance_id, state in await cursor.fetchall()}

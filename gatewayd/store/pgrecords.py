@@ -38,7 +38,7 @@ class PostgresInstances(PostgresAccess):
 
     async def renew_lease(self, instance_id: str, *, lease_s: float) -> bool:
         op = partial(pginstances.renew, instance_id=instance_id, lease_s=lease_s)
-        return await self._write(op, durable=False, label="a lease")
+        return await self._write(op, durable=False, label="a lease", lease=True)
 
     async def stop_instance(self, instance_id: str) -> None:
         op = partial(pginstances.stop, instance_id=instance_id)

@@ -46,6 +46,7 @@ class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
         if self._pool is not None:
             return
         pool = new_pool(self.location, read_only=self._read_only)
+        leases = new_pool(self.location, read_only=self._read_only, max_size=1, name="-leases")
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             async with pool.connection() as conn:
@@ -53,13 +54,17 @@ class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
                     await check_version(conn, self.location)
                 else:
                     await migrate(conn, self.location)
+            await leases.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         except CONNECTION_LOST as exc:
+            await leases.close()
             await pool.close()
             raise unreachable(self.location, exc, "opening it") from None
         except BaseException:
+            await leases.close()
             await pool.close()
             raise
         self._pool = pool
+        self._lease_pool = leases
 
     @asynccontextmanager
     async def hold_lock(self, name: str, *, wait_s: float) -> AsyncIterator[None]:
@@ -81,8 +86,10 @@ class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        leases, self._lease_pool = self._lease_pool, None
+        for each in (leases, pool):
+            if each is not None:
+                await each.close()
 
     def stats(self) -> dict[str, int]:
         return {"commits": self._commits, "writes": self._commits}
