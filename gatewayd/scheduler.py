@@ -18,10 +18,10 @@ batch before it fires them (:meth:`Store.claim_due`), and fires only those it
 got. On a store whose claims are exclusive it claims ahead: it wakes
 ``CLAIM_AHEAD_S`` before the first unclaimed slot and claims every job due
 within twice that, so that a claim costs one transaction per batch of slots,
-not one per slot; each claimed job then fires at its own time. A job another instance holds
-is looked at again when that claim lapses, a job whose slot has moved is timed
-again, and a job that is gone is dropped. A claim lasts one lease: a holder
-that dies leaves its slots to the others within one lease.
+not one per slot; each claimed job then fires at its own time. A job another
+instance holds is looked at again when that claim lapses, a job whose slot has
+moved is timed again, and a job that is gone is dropped. A claim lasts one
+lease: a holder that dies leaves its slots to the others within one lease.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class Scheduler:
         self._claim_s = claim_s
         ahead_s = min(CLAIM_AHEAD_S, claim_s / 4) if store.exclusive_claims else 0.0
         self._ahead = timedelta(seconds=ahead_s)
-        self._due: dict[str, datetime] = {}
+        self._due: dict[str, datetime] = {}  # when the timer looks at each job next
+        self._fire_at: dict[str, datetime] = {}  # when each job fires (its slot and stagger)
         self._seen: dict[str, datetime | None] = {}  # each job's next slot, as last read
         self._heap: list[tuple[datetime, int, str]] = []
         # The jobs this instance has claimed, each with when it fires.
@@ -174,6 +175,7 @@ class Scheduler:
 
     def job_removed(self, job_id: str) -> None:
         self._due.pop(job_id, None)
+        self._fire_at.pop(job_id, None)
         self._seen.pop(job_id, None)
         self._claimed.pop(job_id, None)
         self._changed.set()
@@ -182,8 +184,13 @@ class Scheduler:
         if self._seen.get(timing.job_id, timing.next_slot) != timing.next_slot:
             self._claimed.pop(timing.job_id, None)  # claimed for a slot that has moved
         self._seen[timing.job_id] = timing.next_slot
+        due = timing_due_at(timing)
+        if due is None:
+            self._fire_at.pop(timing.job_id, None)
+        else:
+            self._fire_at[timing.job_id] = due
         if timing.job_id not in self._claimed:
-            self._track_due(timing.job_id, timing_due_at(timing))
+            self._track_due(timing.job_id, due)
 
     def _track_due(self, job_id: str, due: datetime | None) -> None:
         if due is None:
@@ -226,13 +233,13 @@ class Scheduler:
         return now_due
 
     def _pop_due(self, now: datetime, limit: int) -> dict[str, datetime]:
-        """The jobs due by ``now`` (at most ``limit``), with when each fires."""
+        """The jobs to look at by ``now`` (at most ``limit``), with when each fires."""
         due: dict[str, datetime] = {}
         self._drop_stale()
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
             at, _, job_id = heapq.heappop(self._heap)
             self._due.pop(job_id, None)
-            due[job_id] = at
+            due[job_id] = min(at, self._fire_at.get(job_id, at))
             self._drop_stale()
         return due
 
@@ -240,7 +247,10 @@ class Scheduler:
         return [Due(job_id=job_id, next_slot=self._seen.get(job_id)) for job_id in job_ids]
 
     def _look_again(self, job_id: str, after_s: float) -> None:
-        self._track_due(job_id, self._clock.now() + timedelta(seconds=after_s))
+        """Look at the job again in ``after_s`` (the timer wakes ``claims_ahead`` before
+        what it tracks, so that is added: a claim held elsewhere is asked for once it
+        has lapsed, not again and again until then)."""
+        self._track_due(job_id, self._clock.now() + timedelta(seconds=after_s) + self._ahead)
         self._changed.set()
 
     async def _claim(self, due: list[Due]) -> tuple[str, ...]:

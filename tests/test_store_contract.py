@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,31 +60,30 @@ from tests.harness import SHARED_STORE_KINDS, STORE_KINDS, new_store
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-async def _open_store(kind: str, tmp_path: Path) -> Store:
+@asynccontextmanager
+async def _opened(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     needs_postgres(kind)
     s = new_store(kind, tmp_path, FakeClock(T0))
     if isinstance(s, MemoryStore):
         s = MemoryStore()  # its own clock: leases move with real time here
     await s.open()
-    return s
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest_asyncio.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = await _open_store(request.param, tmp_path)
-    try:
+    async with _opened(request.param, tmp_path) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest_asyncio.fixture(params=SHARED_STORE_KINDS)
 async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = await _open_store(request.param, tmp_path)
-    try:
+    """A store shared across hosts (PostgreSQL)."""
+    async with _opened(request.param, tmp_path) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def job(job_id: str = "job0000001", name: str = "backup", **kw: object) -> Job:

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 import pytest_asyncio
 from gatewayd.broker import LocalBroker
@@ -26,6 +28,7 @@ from gatewayd.recovery import Recovery, Settlement
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.store import MemoryStore, SQLiteStore, Store
 from gatewayd.store.base import Envelope
+from gatewayd.store.pgjobs import BUSY_LOOK_AGAIN_S
 from gatewayd.store.postgres import PostgresStore
 
 from tests import pgserver
@@ -354,3 +357,38 @@ class TestCancelAcrossInstances:
                 [cancelled] = await b.gateway.runs.cancel("queued-of-a", run_only=True)
         assert cancelled.status is RunStatus.CANCELLED
         assert cancelled.cancel_requested is None, "no request waits for a dead owner"
+
+
+class TestClaimsOnASharedStore:
+    """I7, I10: on a store shared across hosts, the timer claims its slots, and waits
+    for another's claim without asking again and again."""
+
+    async def test_a_job_being_claimed_elsewhere_is_looked_at_a_moment_later(
+        self, tmp_path: Path
+    ) -> None:
+        """A job whose row another transaction holds is skipped, looked at again a moment
+        later (not at once, over and over), and fired once the row is free."""
+        needs_postgres("postgresql")
+        store = PostgresStore(pgserver.fresh_location())
+        async with open_harness(tmp_path, store=store) as h:
+            h.runner.auto_finish = True
+            job_id = await h.add(name="minutely", every="1m", command="true")
+            ahead = h.scheduler.claims_ahead
+            assert ahead > timedelta(0)
+            claim_at = START + timedelta(minutes=1) - ahead
+            assert await h.clock.wait_for_sleeper() == claim_at
+            other = await psycopg.AsyncConnection.connect(pgserver.URL)
+            try:
+                await other.execute(f"SET search_path TO {store.location.schema}")
+                await other.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+                h.clock.set(claim_at)
+                again = claim_at + timedelta(seconds=BUSY_LOOK_AGAIN_S)
+                with anyio.fail_after(5):
+                    assert await h.clock.wait_for_sleeper(until=again) == again
+                assert await h.runs(job_id) == []
+                await other.commit()
+            finally:
+                await other.close()
+            await h.advance_to(START + timedelta(minutes=1))
+            runs = await h.until(partial(h.ended_runs, job_id, 1, RunStatus.SUCCEEDED))
+            assert [r.scheduled_for for r in runs] == [START + timedelta(minutes=1)]
