@@ -21,6 +21,7 @@ whose last slot the dead instance fired has fired again elsewhere. Over
 
     .venv/bin/python -m benchmarks.b8_cluster [--jobs N] [--window S] [--trials T]
         [--lease DUR] [--only load|failover] [--skip-apscheduler]
+        [--runs both|in-process|exec]
 
 ``GATEWAYD_BENCH_POSTGRES`` names the database (default ``postgresql:///test``).
 """
@@ -320,12 +321,14 @@ def main() -> None:
     parser.add_argument("--lease", default="10s")
     parser.add_argument("--only", choices=("load", "failover"))
     parser.add_argument("--skip-apscheduler", action="store_true")
+    parser.add_argument("--runs", choices=("both", "in-process", "exec"), default="both")
     args = parser.parse_args()
     print(machine(), flush=True)
     n, window = args.jobs, args.window
     if args.only != "failover":
         rows = []
-        for exec_jobs in (False, True):
+        kinds = {"both": (False, True), "in-process": (False,), "exec": (True,)}[args.runs]
+        for exec_jobs in kinds:
             kind = "exec" if exec_jobs else "in-process"
             cases: list[tuple[str, str, Any]] = [
                 (

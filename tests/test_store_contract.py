@@ -520,7 +520,11 @@ async def until_lapsed(store: Store, instance_id: str, *, grace_s: float = 0.0) 
     """Wait, by the store's clock, until the instance's lease has lapsed ``grace_s`` ago."""
     got = await store.get_instance(instance_id)
     assert got is not None and got.lease_until is not None
-    deadline = got.lease_until + timedelta(seconds=grace_s)
+    await until_store_time(store, got.lease_until + timedelta(seconds=grace_s))
+
+
+async def until_store_time(store: Store, deadline: datetime) -> None:
+    """Wait until the store's clock, which moves by itself, has passed ``deadline``."""
     with anyio.fail_after(5):
         while await store.now() <= deadline:
             await anyio.sleep(0.01)  # the store's clock moves by itself: a deadline wait
@@ -670,10 +674,10 @@ class TestDueClaims:
         claims the slot, and the late holder's runs are refused."""
         await shared.add_job(job())
         await shared.claim_due([due()], by="a", hold_s=0.05)
-        with anyio.fail_after(5):
-            while not (claims := await shared.claim_due([due()], by="b", hold_s=60)).mine:
-                [(_, lapses_in_s)] = claims.held
-                await anyio.sleep(lapses_in_s)  # the store's clock moves by itself
+        held = await shared.claim_due([due()], by="b", hold_s=60)
+        [(_, lapses_in_s)] = held.held
+        await until_store_time(shared, await shared.now() + timedelta(seconds=lapses_in_s))
+        assert (await shared.claim_due([due()], by="b", hold_s=60)).mine == ("job0000001",)
         with pytest.raises(ClaimLost):
             await fire(shared, "a", "r-a")
         await fire(shared, "b", "r-b")
@@ -818,15 +822,16 @@ class TestInstances:
                 assert await shared.renew_lease("a", lease_s=0.2)
             await until_lapsed(shared, "a")
             taken: list[bool] = []
+            done = anyio.Event()
 
             async def take_over() -> None:
                 taken.append(await shared.take_over("a", by="b"))
+                done.set()
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(take_over)
                 with anyio.move_on_after(0.3):  # a bounded look: it must wait
-                    while not taken:
-                        await anyio.sleep(0.01)
+                    await done.wait()
                 assert taken == [], "the take-over did not wait for the write in flight"
                 await writer.commit()
             assert taken == [True]

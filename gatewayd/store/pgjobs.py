@@ -177,8 +177,8 @@ async def claim(conn: Conn, due: Sequence[Due], by: str, hold_s: float) -> DueCl
         row = found.get(d.job_id)
         if row is None:
             continue
-        timing = timing_from_row(row[:5])
-        holder, lapses_in_us = row[5], row[6]
+        *timing_row, holder, lapses_in_us = row  # the timing's columns, then the claim's
+        timing = timing_from_row(timing_row)
         if not timing.enabled or timing.next_slot != d.next_slot:
             moved.append(timing)
         elif holder not in (None, by) and lapses_in_us > 0:
