@@ -33,7 +33,7 @@ from typing import Any
 from gatewayd.durations import format_time, parse_time
 from gatewayd.paths import DB_NAME
 
-from benchmarks.common import AsyncClient, daemon, summarise, summary_line, table
+from benchmarks.common import AsyncClient, daemon, lag_summary_line, summarise, table
 
 COMMAND = 'echo "$(date +%s.%N) $GATEWAYD_SCHEDULED_FOR"'
 CONFIG = """
@@ -235,16 +235,7 @@ def main() -> None:
                 ]
             )
             key = label.split()[0].lower() + "_" + label.split()[1].lower()
-            summary_line(
-                "b1",
-                case=key,
-                jobs=n,
-                p50_ms=stats["p50"],
-                p99_ms=stats["p99"],
-                max_ms=stats["max"],
-                add_s=result["add_s"],
-                missing=result["failed"],
-            )
+            lag_summary_line("b1", key, n, stats, add_s=result["add_s"], missing=result["failed"])
     print()
     table(["scheduler", "jobs", "rate", "p50 ms", "p99 ms", "max ms", "add s", "not ok"], rows)
 

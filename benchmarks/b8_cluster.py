@@ -50,22 +50,22 @@ from gatewayd.store.sqlrows import from_us
 from gatewayd.testing import DaemonProcess
 
 from benchmarks.b1_firing_lag import COMMAND, lags_from_logs, slots
-from benchmarks.common import AsyncClient, machine, summarise, summary_line, table
+from benchmarks.b1_firing_lag import CONFIG as B1_CONFIG
+from benchmarks.common import (
+    AsyncClient,
+    lag_summary_line,
+    machine,
+    summarise,
+    summary_line,
+    table,
+)
 
 URL = os.environ.get("GATEWAYD_BENCH_POSTGRES", "postgresql:///test")
 AP4_PYTHON = Path(__file__).resolve().parent.parent / ".venv-ap4" / "bin" / "python"
 AP4_WORKER = Path(__file__).resolve().parent / "ap4_cluster_worker.py"
 MEMBERS = ("a", "b", "c")
 BATCH = 5_000
-CONFIG = """
-[gateway]
-max_concurrent_runs = 512
-log_level = "warning"
-[scheduler]
-misfire_grace = "1h"
-[cluster]
-lease = "{lease}"
-"""
+CONFIG = B1_CONFIG + '[cluster]\nlease = "{lease}"\n'  # B1's, with the lease of the case
 
 
 @contextmanager
@@ -371,13 +371,11 @@ def main() -> None:
                         shares,
                     ]
                 )
-                summary_line(
+                lag_summary_line(
                     "b8",
-                    case=key + ("_exec" if exec_jobs else ""),
-                    jobs=n,
-                    p50_ms=stats["p50"],
-                    p99_ms=stats["p99"],
-                    max_ms=stats["max"],
+                    key + ("_exec" if exec_jobs else ""),
+                    n,
+                    stats,
                     duplicates=result["duplicates"],
                     missing=result["missing"],
                 )

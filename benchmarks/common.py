@@ -59,6 +59,19 @@ def summary_line(name: str, **values: Any) -> None:
     print(f"SUMMARY {name} {parts}", flush=True)
 
 
+def lag_summary_line(name: str, case: str, jobs: int, lags: dict[str, float], **extra: Any) -> None:
+    """A ``SUMMARY`` line of a firing-lag case: its p50, p99 and max in milliseconds."""
+    summary_line(
+        name,
+        case=case,
+        jobs=jobs,
+        p50_ms=lags["p50"],
+        p99_ms=lags["p99"],
+        max_ms=lags["max"],
+        **extra,
+    )
+
+
 @contextmanager
 def daemon(config: str = "", *, env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
     """A real `gatewayd serve` on a temporary state directory, stopped afterwards."""
