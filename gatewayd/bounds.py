@@ -137,6 +137,7 @@ class Page:
 
 
 JOB_PAGE = Page(default=100, largest=200)
+NEXT_SLOTS = Page(default=10, largest=1000)  # the slots ``cron next`` shows
 RUN_PAGE = Page(default=20, largest=200)
 SESSION_PAGE = Page(default=50, largest=500)
 

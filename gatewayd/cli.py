@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatewayd import __version__, cli_output
-from gatewayd.bounds import JOB_PAGE, RUN_PAGE, SESSION_PAGE
+from gatewayd import __version__, cli_output, views
+from gatewayd.bounds import JOB_PAGE, NEXT_SLOTS, RUN_PAGE, SESSION_PAGE, check_time
+from gatewayd.clock import SystemClock
+from gatewayd.durations import parse_time
 from gatewayd.errors import (
     EXIT_CONFLICT,
     EXIT_INTERNAL,
@@ -30,8 +32,10 @@ from gatewayd.errors import (
     NotFound,
 )
 from gatewayd.flatspec import spec_from_flat
+from gatewayd.jobspec import schedule_from_spec
 from gatewayd.model import Catchup, LeftoverPolicy, Overlap, SessionTarget
 from gatewayd.paths import resolve_socket, resolve_state_dir
+from gatewayd.planning import upcoming
 from gatewayd.rpc.client import RpcClient
 
 
@@ -175,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", action="store_true", help="wait for the run to end")
     cancel = cron.add_parser("cancel", parents=[common], help="cancel a run, or a job's runs")
     cancel.add_argument("ref", metavar="JOB|RUN_ID")
+    upcoming = cron.add_parser(
+        "next", parents=[common], help="the next slots of a job, or of a schedule (no daemon)"
+    )
+    upcoming.add_argument("job", metavar="JOB", nargs="?")
+    upcoming.add_argument("--cron", metavar="EXPR", help="a cron schedule instead of a job")
+    upcoming.add_argument("--tz", metavar="ZONE", help="the cron schedule's zone (default UTC)")
+    upcoming.add_argument("--every", metavar="DUR", help="an interval instead of a job")
+    upcoming.add_argument(
+        "--count", type=int, default=NEXT_SLOTS.default, help=f"at most {NEXT_SLOTS.largest}"
+    )
+    upcoming.add_argument("--from", dest="after", metavar="TIME", help="the slots after TIME")
     history = cron.add_parser("runs", parents=[common], help="a job's run history")
     history.add_argument("--id", dest="job", metavar="JOB", required=True)
     history.add_argument(
@@ -285,6 +300,15 @@ def _cron(args: argparse.Namespace, client: RpcClient) -> int:
     if action == "cancel":
         runs = client.call("cron.cancel", {"job": args.ref})
         return _show(args, runs, cli_output.print_runs)
+    if action == "next":
+        if args.job is None:
+            raise InvalidInput("cron next: give a job, or --cron EXPR or --every DUR")
+        asked: dict[str, Any] = {"job": args.job, "count": args.count}
+        if args.after is not None:
+            asked["from"] = args.after
+        now = SystemClock().now()
+        shown = client.call("cron.next", asked)
+        return _show(args, shown, lambda s: cli_output.print_upcoming(s, now=now))
     params: dict[str, Any] = {"job": args.job, "limit": args.limit}
     if args.before:
         params["before"] = args.before
@@ -407,9 +431,26 @@ def _store(args: argparse.Namespace) -> int:
     return _show(args, body, lambda b: print(f"backed up {b['source']} to {b['path']} (checked)"))
 
 
+def _next_of_schedule(args: argparse.Namespace) -> int:
+    """``cron next --cron EXPR | --every DUR``: worked out here, with no daemon."""
+    if args.job is not None:
+        raise InvalidInput("cron next: give a job, or --cron or --every, not both")
+    now = SystemClock().now()
+    after = None if args.after is None else check_time(parse_time(args.after), "from")
+    flat = {"cron": args.cron, "every": args.every, "tz": args.tz}
+    spec = spec_from_flat({k: v for k, v in flat.items() if v is not None})
+    schedule = schedule_from_spec(spec.get("schedule"), now=after or now)
+    NEXT_SLOTS.check(args.count, "count")
+    slots = upcoming(schedule, count=args.count, after=after or now)
+    shown = views.upcoming_to_json(slots, schedule)
+    return _show(args, shown, lambda s: cli_output.print_upcoming(s, now=now))
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "serve":
         return _serve(args)
+    if args.cmd == "cron" and args.action == "next" and (args.cron or args.every):
+        return _next_of_schedule(args)
     if args.cmd == "doctor":
         return _doctor(args)
     if args.cmd == "store":

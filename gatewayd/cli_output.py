@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
 
-from gatewayd.durations import format_duration
+from gatewayd.durations import format_duration, parse_time
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
@@ -248,3 +249,29 @@ def print_event(event: dict[str, Any]) -> None:
         f"{event.get('seq')}  {event.get('ts')}  {stream}.{event.get('phase')}  "
         f"{event.get('run_id')}  {detail}{extra}"
     )
+
+
+def print_upcoming(slots: Sequence[dict[str, Any]], *, now: datetime) -> None:
+    """``cron next``: each slot in UTC and in its zone, from now, marked if DST moved it."""
+    if not slots:
+        print("no slot to come")
+        return
+    rows = []
+    for slot in slots:
+        at = parse_time(slot["at"])
+        mark = {"gap": "gap: its local time did not exist", "fold": "fold: the first of two"}
+        rows.append(
+            [
+                slot["at"],
+                slot["local"],
+                slot["utc_offset"],
+                _from_now((at - now).total_seconds()),
+                mark.get(slot["dst"] or "", ""),
+            ]
+        )
+    table(["at (UTC)", "local", "offset", "from now", "dst"], rows)
+
+
+def _from_now(seconds: float) -> str:
+    whole = format_duration(round(abs(seconds)))
+    return f"in {whole}" if seconds >= 0 else f"{whole} ago"

@@ -166,6 +166,11 @@ def _schedule(
     return Schedule(kind=kind, at=at, tz=tz)
 
 
+def schedule_from_spec(body: Any, *, now: datetime) -> Schedule:
+    """A schedule on its own (``cron next --cron``), checked as a job's is."""
+    return _schedule(body, now=now, trusted=False, allow_past_at=True)
+
+
 def _env(value: Any) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()

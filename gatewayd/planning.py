@@ -273,6 +273,67 @@ def first_slot(job: Job, now: datetime) -> datetime | None:
     return next_slot(job.schedule, now - stagger_offset(job.id, job.stagger_s))
 
 
+# --- the slots to come (``cron next``) ------------------------------------------------
+
+
+class DstShift(enum.StrEnum):
+    """How a daylight-saving change placed a cron slot (see the module docstring)."""
+
+    GAP = "gap"  # its local time did not exist: it fires at the first instant after
+    FOLD = "fold"  # its local time occurred twice: it fires at the first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upcoming:
+    """A slot still to come: its nominal time, when it fires (with the stagger), and
+    how a daylight-saving change placed it."""
+
+    slot: datetime
+    at: datetime
+    dst: DstShift | None
+
+
+def dst_shift(schedule: Schedule, slot: datetime) -> DstShift | None:
+    """Whether a daylight-saving change placed ``slot`` of a cron schedule (else ``None``)."""
+    if schedule.kind is not ScheduleKind.CRON:
+        return None
+    assert schedule.expr is not None
+    tz = zone(schedule.tz)
+    naive = slot.astimezone(tz).replace(tzinfo=None)
+    if not croniter.match(schedule.expr, naive, second_at_beginning=_has_seconds(schedule.expr)):
+        return DstShift.GAP
+    if naive.replace(tzinfo=tz, fold=0).utcoffset() != naive.replace(tzinfo=tz, fold=1).utcoffset():
+        return DstShift.FOLD
+    return None
+
+
+def upcoming(
+    schedule: Schedule,
+    *,
+    count: int,
+    after: datetime,
+    first: datetime | None = None,
+    stagger: timedelta = timedelta(0),
+) -> list[Upcoming]:
+    """The next ``count`` slots, walked as the timer walks them (:func:`next_slot` from
+    each to the next): from ``first`` if given (a job's stored next slot, the one its
+    timer fires next), else from the first slot that fires after ``after``."""
+    slot = first if first is not None else next_slot(schedule, after - stagger)
+    found: list[Upcoming] = []
+    while slot is not None and len(found) < count:
+        at = slot if schedule.kind is ScheduleKind.AT else slot + stagger
+        found.append(Upcoming(slot=slot, at=at, dst=dst_shift(schedule, slot)))
+        slot = next_slot(schedule, slot)
+    return found
+
+
+def job_upcoming(job: Job, *, count: int, now: datetime, after: datetime | None) -> list[Upcoming]:
+    """The next ``count`` slots of ``job``: from its stored next slot, or after ``after``."""
+    stagger = stagger_offset(job.id, job.stagger_s)
+    first = job.next_slot if after is None else None
+    return upcoming(job.schedule, count=count, after=after or now, first=first, stagger=stagger)
+
+
 # --- due slots and catch-up ----------------------------------------------------------
 
 

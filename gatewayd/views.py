@@ -8,7 +8,7 @@ shape). These are the contracts scripts rely on: keys are never removed or renam
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gatewayd.api.values import (
@@ -44,7 +44,7 @@ from gatewayd.model import (
     SessionTarget,
     SystemEventPayload,
 )
-from gatewayd.planning import next_run_at
+from gatewayd.planning import Upcoming, next_run_at, zone
 
 JsonObject = dict[str, Any]
 
@@ -58,6 +58,30 @@ def schedule_to_json(schedule: Schedule) -> JsonObject:
         "at": format_time(schedule.at),
         "anchor": format_time(schedule.anchor),
     }
+
+
+def upcoming_to_json(slots: list[Upcoming], schedule: Schedule) -> list[JsonObject]:
+    """``cron next``: each slot's firing in UTC and in the schedule's zone (a cron
+    schedule's; UTC for the others), with its offset and its daylight-saving mark."""
+    tz = zone(schedule.tz) if schedule.kind is ScheduleKind.CRON else UTC
+    shown = []
+    for slot in slots:
+        local = slot.at.astimezone(tz)
+        offset = local.utcoffset()
+        assert offset is not None
+        minutes = int(offset.total_seconds()) // 60
+        sign = "-" if minutes < 0 else "+"
+        shown.append(
+            {
+                "at": format_time(slot.at),
+                "local": local.isoformat(
+                    timespec="milliseconds" if local.microsecond else "seconds"
+                ),
+                "utc_offset": f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}",
+                "dst": None if slot.dst is None else slot.dst.value,
+            }
+        )
+    return shown
 
 
 def payload_to_json(payload: Payload) -> JsonObject:

@@ -27,6 +27,7 @@ from gatewayd.clock import Clock
 from gatewayd.errors import InvalidInput, NotFound, StoreError
 from gatewayd.logs import dropped_lines
 from gatewayd.model import MAIN_SESSION_KEY, Job, RunStatus, Session
+from gatewayd.planning import Upcoming, job_upcoming
 from gatewayd.runs import RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.sessions import inbox_path, tail_jsonl, transcript_path
@@ -68,6 +69,11 @@ class Reads:
             self._fault_since = self._clock.now()
 
     # --- jobs -------------------------------------------------------------------------
+
+    def upcoming(self, job: Job, *, count: int, after: datetime | None) -> list[Upcoming]:
+        """The next ``count`` slots of ``job`` (``cron next``), as its timer walks them."""
+        bounds.NEXT_SLOTS.check(count, "count")
+        return job_upcoming(job, count=count, now=self._clock.now(), after=after)
 
     async def job(self, ref: str) -> Job:
         """The job whose id, else whose name, is ``ref``."""

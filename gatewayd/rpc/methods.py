@@ -15,6 +15,7 @@ import orjson
 from gatewayd import bounds, views
 from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import JobState
+from gatewayd.durations import parse_time
 from gatewayd.errors import InvalidInput
 from gatewayd.rpc.protocol import RawJson
 from gatewayd.rpc.server import Handler, Send, StreamHandler
@@ -202,6 +203,18 @@ class _Methods:
             views.run_to_json(r) for r in await self._runs.cancel(ref, run_only=name == "run_id")
         ]
 
+    async def cron_next(self, params: dict[str, Any]) -> Any:
+        _known(params, "cron.next", "job", "count", "from")
+        count = params.get("count", bounds.NEXT_SLOTS.default)
+        after = params.get("from")
+        job = await self._reads.job(_str(params, "job", "cron.next"))
+        slots = self._reads.upcoming(
+            job,
+            count=count,
+            after=None if after is None else bounds.check_time(parse_time(after), "from"),
+        )
+        return views.upcoming_to_json(slots, job.schedule)
+
     async def cron_runs(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.runs", "job", "limit", "before")
         limit = _limit(params, "cron.runs", bounds.RUN_PAGE)
@@ -258,6 +271,7 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         "cron.run": m.cron_run,
         "cron.cancel": m.cron_cancel,
         "cron.runs": m.cron_runs,
+        "cron.next": m.cron_next,
         "runs.get": m.runs_get,
         "runs.last": m.runs_last,
         "runs.wait": m.runs_wait,
