@@ -303,6 +303,8 @@ def _cron(args: argparse.Namespace, client: RpcClient) -> int:
     if action == "next":
         if args.job is None:
             raise InvalidInput("cron next: give a job, or --cron EXPR or --every DUR")
+        if args.tz is not None:
+            raise InvalidInput("tz: a time zone goes only with --cron (a job has its own)")
         asked: dict[str, Any] = {"job": args.job, "count": args.count}
         if args.after is not None:
             asked["from"] = args.after

@@ -328,7 +328,10 @@ def upcoming(
 
 
 def job_upcoming(job: Job, *, count: int, now: datetime, after: datetime | None) -> list[Upcoming]:
-    """The next ``count`` slots of ``job``: from its stored next slot, or after ``after``."""
+    """The next ``count`` slots of ``job``: from its stored next slot, or after ``after``
+    (none while it is disabled: its timer fires nothing)."""
+    if not job.enabled:
+        return []
     stagger = stagger_offset(job.id, job.stagger_s)
     first = job.next_slot if after is None else None
     return upcoming(job.schedule, count=count, after=after or now, first=first, stagger=stagger)

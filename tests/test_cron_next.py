@@ -180,3 +180,8 @@ class TestTheCommand:
             assert text.code == 0 and " in " in text.stdout, text.stdout
             missing = d.cli("cron", "next", "nope")
             assert missing.code != 0 and "nope" in missing.stderr
+            assert d.cli("cron", "disable", "daily").code == 0
+            disabled = d.cli("cron", "next", "daily", "--json")
+            assert disabled.code == 0 and disabled.json() == [], "a disabled job fires nothing"
+            zoned = d.cli("cron", "next", "daily", "--tz", "UTC")
+            assert zoned.code == 2 and "tz" in zoned.stderr
