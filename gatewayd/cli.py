@@ -438,7 +438,7 @@ def _next_of_schedule(args: argparse.Namespace) -> int:
     if args.job is not None:
         raise InvalidInput("cron next: give a job, or --cron or --every, not both")
     now = SystemClock().now()
-    after = None if args.after is None else check_time(parse_time(args.after), "from")
+    after = None if args.after is None else check_time(parse_time(args.after, what="from"), "from")
     flat = {"cron": args.cron, "every": args.every, "tz": args.tz}
     spec = spec_from_flat({k: v for k, v in flat.items() if v is not None})
     schedule = schedule_from_spec(spec.get("schedule"), now=after or now)

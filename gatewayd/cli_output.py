@@ -251,6 +251,9 @@ def print_event(event: dict[str, Any]) -> None:
     )
 
 
+_DST_MARKS = {"gap": "gap: its local time did not exist", "fold": "fold: the first of two"}
+
+
 def print_upcoming(slots: Sequence[dict[str, Any]], *, now: datetime) -> None:
     """``cron next``: each slot in UTC and in its zone, from now, marked if DST moved it."""
     if not slots:
@@ -259,14 +262,13 @@ def print_upcoming(slots: Sequence[dict[str, Any]], *, now: datetime) -> None:
     rows = []
     for slot in slots:
         at = parse_time(slot["at"])
-        mark = {"gap": "gap: its local time did not exist", "fold": "fold: the first of two"}
         rows.append(
             [
                 slot["at"],
                 slot["local"],
                 slot["utc_offset"],
                 _from_now((at - now).total_seconds()),
-                mark.get(slot["dst"] or "", ""),
+                _DST_MARKS.get(slot["dst"] or "", ""),
             ]
         )
     table(["at (UTC)", "local", "offset", "from now", "dst"], rows)

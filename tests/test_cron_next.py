@@ -185,3 +185,5 @@ class TestTheCommand:
             assert disabled.code == 0 and disabled.json() == [], "a disabled job fires nothing"
             zoned = d.cli("cron", "next", "daily", "--tz", "UTC")
             assert zoned.code == 2 and "tz" in zoned.stderr
+            garbled = d.cli("cron", "next", "daily", "--from", "soonish")
+            assert garbled.code == 2 and "from:" in garbled.stderr

@@ -207,12 +207,10 @@ class _Methods:
         _known(params, "cron.next", "job", "count", "from")
         count = params.get("count", bounds.NEXT_SLOTS.default)
         after = params.get("from")
+        if after is not None:
+            after = bounds.check_time(parse_time(after, what="from"), "from")
         job = await self._reads.job(_str(params, "job", "cron.next"))
-        slots = self._reads.upcoming(
-            job,
-            count=count,
-            after=None if after is None else bounds.check_time(parse_time(after), "from"),
-        )
+        slots = self._reads.upcoming(job, count=count, after=after)
         return views.upcoming_to_json(slots, job.schedule)
 
     async def cron_runs(self, params: dict[str, Any]) -> Any:
