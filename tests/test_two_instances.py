@@ -23,11 +23,12 @@ import pytest
 import pytest_asyncio
 from gatewayd.broker import LocalBroker
 from gatewayd.clock import FakeClock
-from gatewayd.model import InstanceState, Run, RunStatus, StopReason, Trigger
+from gatewayd.errors import StoreUnreachable
+from gatewayd.model import Instance, InstanceState, Run, RunStatus, StopReason, Trigger
 from gatewayd.recovery import Recovery, Settlement
 from gatewayd.runners.exec import ExecRunner
 from gatewayd.store import MemoryStore, SQLiteStore, Store
-from gatewayd.store.base import Envelope
+from gatewayd.store.base import Envelope, StoreHealth
 from gatewayd.store.pgjobs import BUSY_LOOK_AGAIN_S
 from gatewayd.store.postgres import PostgresStore
 
@@ -392,3 +393,64 @@ class TestClaimsOnASharedStore:
             await h.advance_to(START + timedelta(minutes=1))
             runs = await h.until(partial(h.ended_runs, job_id, 1, RunStatus.SUCCEEDED))
             assert [r.scheduled_for for r in runs] == [START + timedelta(minutes=1)]
+
+
+class OutageSeen(MemoryStore):
+    """A memory store whose health can go and come back, as a server's does: a memory
+    store cannot fail for real, so the test says when it does (a mock, named)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self._health_watchers: list[Callable[[StoreHealth], None]] = []
+        self._fault: StoreUnreachable | None = None
+
+    @property
+    def health(self) -> StoreHealth:
+        return StoreHealth(fault=self._fault)
+
+    def watch_health(self, listener: Callable[[StoreHealth], None]) -> None:
+        self._health_watchers.append(listener)
+
+    def outage(self, fault: StoreUnreachable | None) -> None:
+        self._fault = fault
+        for listener in self._health_watchers:
+            listener(self.health)
+
+
+class TestAfterAnOutage:
+    """I4: after the store was out of reach, every lease has lapsed; an instance judges
+    the others only once it has been in touch with the store for a whole lease."""
+
+    async def test_no_live_instance_is_taken_over_for_an_outage(self, tmp_path: Path) -> None:
+        """B, back from an outage, leaves A's lapsed lease alone for one lease (A's time
+        to renew it), and takes A over only if it is still lapsed after that."""
+        clock = FakeClock(START)
+        store = OutageSeen(clock)
+        async with open_harness(tmp_path / "b", store=store, clock=clock, instance_id="b") as b:
+            recovery = Recovery(
+                store=store,
+                clock=clock,
+                pipeline=b.pipeline,
+                exec_runner=ExecRunner(),
+                instance_id="b",
+                state_dir=b.state_dir,
+                host_id="another-host",
+                lease_s=10.0,
+            )
+            a = Instance(
+                instance_id="a",
+                pid=2,
+                host="h",
+                host_id="another-host",
+                state_dir="/state/of/a",  # alive or not, nothing here proves A dead
+                started_at=START,
+            )
+            await store.register_instance(a, lease_s=10.0)
+            store.outage(StoreUnreachable("the store does not answer"))
+            clock.advance(30)  # the outage: every lease lapsed meanwhile
+            store.outage(None)
+            assert (await recovery.settle()).taken_over == []
+            got = await store.get_instance("a")
+            assert got is not None and got.state is InstanceState.LIVE
+            clock.advance(10.5)  # a whole lease in touch, and A never renewed
+            assert (await recovery.settle()).taken_over == ["a"]
