@@ -442,7 +442,6 @@ def _next_of_schedule(args: argparse.Namespace) -> int:
     flat = {"cron": args.cron, "every": args.every, "tz": args.tz}
     spec = spec_from_flat({k: v for k, v in flat.items() if v is not None})
     schedule = schedule_from_spec(spec.get("schedule"), now=after or now)
-    NEXT_SLOTS.check(args.count, "count")
     slots = upcoming(schedule, count=args.count, after=after or now)
     shown = views.upcoming_to_json(slots, schedule)
     return _show(args, shown, lambda s: cli_output.print_upcoming(s, now=now))

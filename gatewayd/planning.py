@@ -317,7 +317,9 @@ def upcoming(
 ) -> list[Upcoming]:
     """The next ``count`` slots, walked as the timer walks them (:func:`next_slot` from
     each to the next): from ``first`` if given (a job's stored next slot, the one its
-    timer fires next), else from the first slot that fires after ``after``."""
+    timer fires next), else from the first slot that fires after ``after``.
+    ``count`` must be within :data:`gatewayd.bounds.NEXT_SLOTS`, else InvalidInput."""
+    bounds.NEXT_SLOTS.check(count, "count")
     slot = first if first is not None else next_slot(schedule, after - stagger)
     found: list[Upcoming] = []
     while slot is not None and len(found) < count:
@@ -331,6 +333,7 @@ def job_upcoming(job: Job, *, count: int, now: datetime, after: datetime | None)
     """The next ``count`` slots of ``job``: from its stored next slot, or after ``after``
     (none while it is disabled: its timer fires nothing)."""
     if not job.enabled:
+        bounds.NEXT_SLOTS.check(count, "count")
         return []
     stagger = stagger_offset(job.id, job.stagger_s)
     first = job.next_slot if after is None else None

@@ -170,7 +170,11 @@ class Scheduler:
 
     def job_changed(self, job: Job) -> None:
         """Take note that ``job`` was added or changed; wake up if it is due sooner."""
-        self._track(JobTiming.of(job))
+        self._retime(JobTiming.of(job))
+
+    def _retime(self, timing: JobTiming) -> None:
+        """Take note of a job's new timing; wake up if it is due sooner."""
+        self._track(timing)
         self._changed.set()
 
     def job_removed(self, job_id: str) -> None:
@@ -266,13 +270,13 @@ class Scheduler:
         return claims.mine
 
     def _note(self, claims: DueClaims) -> None:
+        """Time again the jobs a claim did not get (each step wakes the timer if needed)."""
         for timing in claims.moved:
-            self._track(timing)
+            self._retime(timing)
         for job_id, lapses_in_s in claims.held:
             self._look_again(job_id, lapses_in_s)
         for job_id in claims.gone:
             self.job_removed(job_id)
-        self._changed.set()
 
     async def fire(self, job: Job) -> list[Run]:
         """Handle the due slots of ``job`` now, if this instance can claim them; the runs

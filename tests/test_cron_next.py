@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from gatewayd.cli import main
 from gatewayd.model import RunStatus, Schedule, ScheduleKind
-from gatewayd.planning import DstShift, upcoming
+from gatewayd.planning import DstShift, Upcoming, upcoming
 from gatewayd.testing import DaemonProcess
 
 from tests.harness import open_harness
@@ -38,8 +38,13 @@ def cron(expr: str, tz: str) -> Schedule:
     return Schedule(kind=ScheduleKind.CRON, expr=expr, tz=tz)
 
 
+def around(expr: str, tz: str, day: datetime, count: int) -> list[Upcoming]:
+    """The ``count`` slots of ``expr`` in ``tz`` from six hours before ``day``."""
+    return upcoming(cron(expr, tz), count=count, after=day - timedelta(hours=6))
+
+
 def marks(expr: str, tz: str, day: datetime, count: int) -> list[DstShift | None]:
-    return [u.dst for u in upcoming(cron(expr, tz), count=count, after=day - timedelta(hours=6))]
+    return [u.dst for u in around(expr, tz, day, count)]
 
 
 class TestMarks:
@@ -50,7 +55,7 @@ class TestMarks:
     def test_a_daily_slot_in_the_spring_gap_is_marked_gap(self, tz: str, which: int) -> None:
         """02:30 does not exist on the spring-forward day: it fires at 03:00, marked gap."""
         day = TRANSITIONS[tz]["spring"][which]
-        slots = upcoming(cron("30 2 * * *", tz), count=3, after=day - timedelta(hours=6))
+        slots = around("30 2 * * *", tz, day, 3)
         gaps = [u for u in slots if u.dst is DstShift.GAP]
         assert len(gaps) == 1
         assert gaps[0].at.astimezone(ZoneInfo(tz)).strftime("%H:%M") == "03:00"
@@ -74,7 +79,7 @@ class TestMarks:
     def test_an_hourly_slot_in_the_fold_fires_once_marked_fold(self, tz: str, which: int) -> None:
         """An hourly job fires the doubled hour once, at its first occurrence, marked fold."""
         day = TRANSITIONS[tz]["fall"][which]
-        slots = upcoming(cron("0 * * * *", tz), count=30, after=day - timedelta(hours=6))
+        slots = around("0 * * * *", tz, day, 30)
         folds = [u for u in slots if u.dst is DstShift.FOLD]
         assert len(folds) == 1
         gaps_between = [b.at - a.at for a, b in itertools.pairwise(slots)]

@@ -716,13 +716,21 @@ class TestDueClaims:
         assert set().union(*shares) == set(ids), "none left unclaimed"
 
 
-def sibling(store: Store) -> Store:
-    """Another store object on the same store, as another instance would open it."""
+@asynccontextmanager
+async def sibling(store: Store) -> AsyncIterator[Store]:
+    """Another store object on the same store, open, as another instance would have it."""
     if isinstance(store, SQLiteStore):
-        return SQLiteStore(store.path)
-    if isinstance(store, PostgresStore):
-        return PostgresStore(store.location)
-    return store  # a memory store is shared by its instances as one object
+        other: Store = SQLiteStore(store.path)
+    elif isinstance(store, PostgresStore):
+        other = PostgresStore(store.location)
+    else:
+        yield store  # a memory store is shared by its instances as one object
+        return
+    await other.open()
+    try:
+        yield other
+    finally:
+        await other.close()
 
 
 class TestSharedLocks:
@@ -731,17 +739,15 @@ class TestSharedLocks:
 
     async def test_a_second_holder_waits_for_the_first(self, store: Store) -> None:
         """The second instance enters only once the first has left."""
-        other = sibling(store)
-        await other.open()
         steps: list[str] = []
         second_in = anyio.Event()
+        async with sibling(store) as other:
 
-        async def second() -> None:
-            async with other.hold_lock("config-jobs", wait_s=5):
-                steps.append("second in")
-                second_in.set()
+            async def second() -> None:
+                async with other.hold_lock("config-jobs", wait_s=5):
+                    steps.append("second in")
+                    second_in.set()
 
-        try:
             async with anyio.create_task_group() as tg:
                 async with store.hold_lock("config-jobs", wait_s=5):
                     steps.append("first in")
@@ -751,16 +757,11 @@ class TestSharedLocks:
                     steps.append("first out")
                 with anyio.fail_after(5):
                     await second_in.wait()
-        finally:
-            if other is not store:
-                await other.close()
         assert steps == ["first in", "first out", "second in"]
 
     async def test_a_waiter_gives_up_after_its_wait_and_holds_nothing(self, store: Store) -> None:
         """A wait past ``wait_s`` is LockBusy; the waiter that gave up never holds the lock."""
-        other = sibling(store)
-        await other.open()
-        try:
+        async with sibling(store) as other:
             async with store.hold_lock("config-jobs", wait_s=5):
                 with pytest.raises(LockBusy):
                     async with other.hold_lock("config-jobs", wait_s=0.1):
@@ -773,9 +774,6 @@ class TestSharedLocks:
                 other.hold_lock("another-lock", wait_s=0.1),
             ):
                 pass
-        finally:
-            if other is not store:
-                await other.close()
 
 
 class TestInstances:
