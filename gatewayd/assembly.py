@@ -6,12 +6,16 @@ so that each wires the same pieces the same way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 
+from gatewayd.alerting.delivery import Deliverer
+from gatewayd.alerting.values import SinkSpec
+from gatewayd.alerting.watch import AlertWatcher
 from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import Identity
 from gatewayd.broker import Broker, LocalBroker
@@ -47,12 +51,16 @@ async def open_core(
     backstop_s: float = CLUSTER.backstop_s,
     lease_s: float = CLUSTER.lease_s,
     agents: frozenset[str] | None = None,
+    sinks: Sequence[SinkSpec] = (),
+    sink_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Core]:
     """The core on an open ``store``; leaving the context ends its runs' tasks.
 
     Its followers run inside the context: the bus reads what other instances
-    append, and the pipeline carries out the stops asked of its runs. The timer
-    is built but not started: the caller loads it and runs it.
+    append, and the pipeline carries out the stops asked of its runs; the
+    alerts' watcher and deliverer run there too (``sinks`` are the config's
+    ``[alerts.NAME]``; their commands get ``sink_env``, the process's own by
+    default). The timer is built but not started: the caller loads it and runs it.
     """
     broker = broker or LocalBroker()
     bus = Bus(store, broker=broker, queue_size=event_queue, backstop_s=backstop_s)
@@ -86,10 +94,29 @@ async def open_core(
                 identity=identity,
                 bus=bus,
                 agents=agents,
+                sinks=frozenset(s.name for s in sinks),
             )
+            deliverer = Deliverer(
+                store=store,
+                clock=clock,
+                sinks=sinks,
+                env=os.environ if sink_env is None else sink_env,
+            )
+            watcher = AlertWatcher(
+                store=store,
+                clock=clock,
+                bus=bus,
+                jobs=gateway.jobs,
+                deliverer=deliverer,
+                host=identity.host,
+                instance_id=identity.instance_id,
+            )
+            pipeline.add_finished_listener(watcher.after_run)
             await followers.start(bus.follow)
             await followers.start(pipeline.carry_out_cancels)
             await followers.start(scheduler.follow_jobs)
+            await followers.start(deliverer.run)
+            await followers.start(watcher.run)
             yield Core(
                 bus=bus, broker=broker, pipeline=pipeline, scheduler=scheduler, gateway=gateway
             )

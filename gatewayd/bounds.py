@@ -98,6 +98,11 @@ RETRY_ATTEMPTS = Count(low=1, high=100)
 # A one-shot `at` given relative to now (`+20m`) and how far it may reach.
 AT_OFFSET = Span(low=0.0, high=MAX_DURATION_S)
 MAX_OUTPUT = Count(low=0, high=64 * GIB)
+ALERT_SINKS = Count(low=0, high=16)
+ALERT_AFTER = Count(low=1, high=1000)
+ALERT_COOLDOWN = Span(low=0.0, high=30 * DAY)
+EXPECT_SUCCESS_WITHIN = Span(low=1.0, high=366 * DAY)
+PAUSE_AFTER = Count(low=1, high=1000)
 
 # --- the config file -----------------------------------------------------------------
 
@@ -117,6 +122,9 @@ MAX_CONNECTIONS = Count(low=1, high=100_000)
 LEASE = Span(low=0.1, high=HOUR)
 ORPHAN_GRACE = Span(low=0.0, high=7 * DAY)
 BACKSTOP = Span(low=0.01, high=HOUR)
+SINK_RETRY_BACKOFF = Span(low=0.01, high=HOUR)
+SINK_MAX_ATTEMPTS = Count(low=1, high=100)
+SINK_TIMEOUT = Span(low=0.01, high=HOUR)
 
 # --- RPC parameters ------------------------------------------------------------------
 
@@ -140,6 +148,8 @@ JOB_PAGE = Page(default=100, largest=200)
 NEXT_SLOTS = Page(default=10, largest=1000)  # the slots ``cron next`` shows
 RUN_PAGE = Page(default=20, largest=200)
 SESSION_PAGE = Page(default=50, largest=500)
+ALERT_PAGE = Page(default=50, largest=500)
+WHY_SLOTS = Page(default=200, largest=2000)  # the slots ``cron why`` shows
 
 WAIT_TIMEOUT = Span(low=0.0, high=DAY)
 PROBE_LAG = Span(low=0.001, high=60.0)

@@ -100,6 +100,24 @@ def _job_flags(parser: argparse.ArgumentParser, *, adding: bool) -> None:
     )
     parser.add_argument("--disabled", action="store_true", default=None)
     parser.add_argument("--delete-after-run", action="store_true", default=None)
+    parser.add_argument(
+        "--alert",
+        metavar="SINK",
+        action="append",
+        help="send its alerts to the [alerts.SINK] of the config (repeatable)",
+    )
+    parser.add_argument(
+        "--alert-after", metavar="N", type=int, help="alert after N failures in a row (1)"
+    )
+    parser.add_argument(
+        "--alert-cooldown", metavar="DUR", help="alert again while failing after DUR (1h)"
+    )
+    parser.add_argument(
+        "--expect-success-within", metavar="DUR", help="alert if no run succeeds for DUR"
+    )
+    parser.add_argument(
+        "--pause-after", metavar="N", type=int, help="pause the schedule after N failures in a row"
+    )
 
 
 _FLAT_FROM_ARGS = (
@@ -125,6 +143,11 @@ _FLAT_FROM_ARGS = (
     "delete_after_run",
     "max_output",
     "leftovers",
+    "alert",
+    "alert_after",
+    "alert_cooldown",
+    "expect_success_within",
+    "pause_after",
 )
 
 

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from gatewayd import bounds
+from gatewayd.alerting.values import SinkKind, SinkSpec
 from gatewayd.durations import parse_duration, parse_size
 from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
@@ -53,6 +54,10 @@ SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs
 CLUSTER_KEYS = frozenset({"lease", "host_id", "orphan_grace", "backstop"})
 STORE_KEYS = frozenset({"url", "schema"})
 AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
+SINK_KEYS = frozenset(
+    {"command", "webhook", "token_env", "retry_backoff", "max_attempts", "timeout"}
+)
+_SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
@@ -64,6 +69,7 @@ class Config:
     cluster: ClusterSettings = ClusterSettings()
     store: StoreSettings = StoreSettings()
     agents: tuple[AgentSpec, ...] = ()
+    sinks: tuple[SinkSpec, ...] = ()
     jobs: tuple[Mapping[str, Any], ...] = ()
     path: Path | None = None
     source_text: str = field(default="", repr=False)
@@ -280,8 +286,64 @@ def _agents(path: Path | None, text: str, body: Any) -> tuple[AgentSpec, ...]:
     return tuple(agents)
 
 
+def _sinks(path: Path | None, text: str, body: Any, env: Mapping[str, str]) -> tuple[SinkSpec, ...]:
+    where = str(path) if path else "config"
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: alerts: declare each alert sink as an [alerts.NAME] table")
+    sinks = []
+    defaults = SinkSpec(name="-", kind=SinkKind.COMMAND)
+    for name, table in body.items():
+        r = _Reader(path, text, f"alerts.{name}", table)
+        if not _SINK_NAME.fullmatch(name):
+            raise r.error(r.table, "a sink's name is letters, digits, '_', '.' and '-'")
+        r.check_keys(SINK_KEYS)
+        command, webhook = r.body.get("command"), r.string("webhook", None)
+        if (command is None) == (webhook is None):
+            raise r.error(r.table, "give exactly one of command or webhook")
+        if command is not None and (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(a, str) and a and "\0" not in a for a in command)
+        ):
+            raise r.error("command", 'expected a list of strings, like ["notify", "--json"]')
+        if webhook is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", webhook):
+            raise r.error("webhook", f"expected an http:// or https:// URL, got {webhook!r}")
+        token_env = r.string("token_env", None)
+        if token_env is not None:
+            if webhook is None:
+                raise r.error("token_env", "a bearer token goes only with a webhook")
+            if not token_env or "=" in token_env or "\0" in token_env:
+                raise r.error("token_env", f"{token_env!r} is not a variable name")
+            if not env.get(token_env):
+                raise r.error(
+                    "token_env", f"the variable {token_env} that holds the token is not set"
+                )
+        sinks.append(
+            SinkSpec(
+                name=name,
+                kind=SinkKind.COMMAND if command is not None else SinkKind.WEBHOOK,
+                command=tuple(command or ()),
+                webhook=webhook,
+                token_env=token_env,
+                retry_backoff_s=r.duration(
+                    "retry_backoff", defaults.retry_backoff_s, bounds.SINK_RETRY_BACKOFF
+                ),
+                max_attempts=r.integer(
+                    "max_attempts", defaults.max_attempts, bounds.SINK_MAX_ATTEMPTS
+                ),
+                timeout_s=r.duration("timeout", defaults.timeout_s, bounds.SINK_TIMEOUT),
+            )
+        )
+    return tuple(sinks)
+
+
 def _jobs(
-    path: Path | None, text: str, body: Any, now: datetime, agents: frozenset[str]
+    path: Path | None,
+    text: str,
+    body: Any,
+    now: datetime,
+    agents: frozenset[str],
+    sinks: frozenset[str],
 ) -> tuple[Mapping[str, Any], ...]:
     where = str(path) if path else "config"
     if not isinstance(body, list):
@@ -313,6 +375,11 @@ def _jobs(
             raise ConfigError(
                 f"{where}: {label}: agent {agent!r} is not declared; add [agents.{agent}]"
             )
+        for sink in (spec.get("alerts") or {}).get("sinks") or ():
+            if sink not in sinks:
+                raise ConfigError(
+                    f"{where}: {label}: alert sink {sink!r} is not declared; add [alerts.{sink}]"
+                )
         if spec["name"] in seen:
             raise ConfigError(f"{where}: {label}: the name {spec['name']!r} is declared twice")
         seen.add(spec["name"])
@@ -338,21 +405,24 @@ def parse_config(
         body = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    unknown = sorted(set(body) - {"gateway", "scheduler", "cluster", "store", "jobs", "agents"})
+    known = {"gateway", "scheduler", "cluster", "store", "jobs", "agents", "alerts"}
+    unknown = sorted(set(body) - known)
     if unknown:
         raise ConfigError(
             f"{where}: unknown table or key {unknown[0]!r}; "
-            "known are gateway, scheduler, cluster, store, agents, jobs"
+            "known are gateway, scheduler, cluster, store, agents, alerts, jobs"
         )
     agents = _agents(path, text, body.get("agents", {}))
     names = frozenset(a.name for a in agents)
+    sinks = _sinks(path, text, body.get("alerts", {}), env)
     return Config(
         gateway=_gateway(path, text, body.get("gateway", {}), env),
         scheduler=_scheduler(path, text, body.get("scheduler", {}), env),
         cluster=_cluster(path, text, body.get("cluster", {}), env),
         store=_store(path, text, body.get("store", {})),
         agents=agents,
-        jobs=_jobs(path, text, body.get("jobs", []), now, names),
+        sinks=sinks,
+        jobs=_jobs(path, text, body.get("jobs", []), now, names, frozenset(s.name for s in sinks)),
         path=path,
         source_text=text,
     )

@@ -211,6 +211,8 @@ class Daemon:
                 backstop_s=config.cluster.backstop_s,
                 lease_s=config.cluster.lease_s,
                 agents=frozenset(a.name for a in config.agents),
+                sinks=config.sinks,
+                sink_env=self.env,
             )
         )
         self._pipeline = core.pipeline
@@ -318,10 +320,16 @@ class Daemon:
         except GatewaydError as exc:
             log.error("reload refused; keeping the running configuration", error=exc.message)
         else:
-            old = (self.config.gateway, self.config.scheduler, self.config.agents)
-            if (fresh.gateway, fresh.scheduler, fresh.agents) != old:
+            old = (
+                self.config.gateway,
+                self.config.scheduler,
+                self.config.agents,
+                self.config.sinks,
+            )
+            if (fresh.gateway, fresh.scheduler, fresh.agents, fresh.sinks) != old:
                 log.warning(
-                    "reload: [gateway], [scheduler] and [agents] changes take effect at restart"
+                    "reload: [gateway], [scheduler], [agents] and [alerts] changes take effect "
+                    "at restart"
                 )
             self.config = replace(self.config, jobs=fresh.jobs, source_text=fresh.source_text)
             log.info("configuration reloaded", **changes)

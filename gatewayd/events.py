@@ -127,5 +127,12 @@ class JobDisabled(JobEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobPaused(JobEvent):
+    """Its schedule paused after failures in a row (``pause_after``)."""
+
+    phase: ClassVar[str] = "paused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRemoved(JobEvent):
     phase: ClassVar[str] = "removed"

@@ -42,6 +42,11 @@ FLAT_KEYS = frozenset(
         "delete_after_run",
         "max_output",
         "leftovers",
+        "alert",
+        "alert_after",
+        "alert_cooldown",
+        "expect_success_within",
+        "pause_after",
     }
 )
 
@@ -102,9 +107,23 @@ def spec_from_flat(flat: Mapping[str, Any], *, what: str = "job") -> JsonObject:
         ("delete_after_run", "delete_after_run"),
         ("max_output", "max_output"),
         ("leftovers", "leftovers"),
+        ("pause_after", "pause_after"),
     ):
         if flat_key in flat:
             spec[spec_key] = flat[flat_key]
+    alerts: JsonObject = {}
+    if "alert" in flat:
+        sinks = flat["alert"]
+        alerts["sinks"] = [sinks] if isinstance(sinks, str) else sinks
+    for flat_key, alerts_key in (
+        ("alert_after", "after"),
+        ("alert_cooldown", "cooldown_s"),
+        ("expect_success_within", "expect_success_within_s"),
+    ):
+        if flat_key in flat:
+            alerts[alerts_key] = flat[flat_key]
+    if alerts:
+        spec["alerts"] = alerts
     retry: JsonObject = {}
     if "retry" in flat:
         retries = flat["retry"]

@@ -9,6 +9,7 @@ is stored. The config file and the CLI write specs in a flat form
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -21,6 +22,7 @@ from gatewayd.model import (
     DEFAULT_AGENT,
     UTC_ZONE,
     AgentTurnPayload,
+    AlertPolicy,
     Catchup,
     ExecPayload,
     Job,
@@ -44,7 +46,18 @@ MAX_TEXT_LEN = 256 * 1024
 # Fields a job's JSON carries that the daemon owns: accepted and ignored in input,
 # so that the output of `cron get` can be fed back.
 DAEMON_OWNED = frozenset(
-    {"id", "next_run_at", "running_run_id", "last_run", "source", "created_at", "updated_at"}
+    {
+        "id",
+        "next_run_at",
+        "running_run_id",
+        "last_run",
+        "source",
+        "created_at",
+        "updated_at",
+        "paused",
+        "disabled",
+        "standing",
+    }
 )
 SPEC_FIELDS = frozenset(
     {
@@ -62,6 +75,8 @@ SPEC_FIELDS = frozenset(
         "delete_after_run",
         "max_output",
         "leftovers",
+        "alerts",
+        "pause_after",
     }
 )
 
@@ -246,6 +261,45 @@ def _retry(value: Any) -> RetryPolicy:
     )
 
 
+_SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _alerts(value: Any) -> AlertPolicy:
+    if value is None:
+        return AlertPolicy()
+    body = _object(value, "alerts")
+    _unknown(body, frozenset({"sinks", "after", "cooldown_s", "expect_success_within_s"}), "alerts")
+    defaults = AlertPolicy()
+    raw = body.get("sinks") or []
+    if not isinstance(raw, list):
+        raise InvalidInput(f"alerts.sinks: expected a list of sink names, got {raw!r}")
+    bounds.ALERT_SINKS.check(len(raw), "alerts.sinks (how many)")
+    sinks: list[str] = []
+    for index, name in enumerate(raw):
+        if not isinstance(name, str) or not _SINK_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"alerts.sinks[{index}]: {name!r} is not a sink name "
+                "(letters, digits, '_', '.', '-')"
+            )
+        if name not in sinks:
+            sinks.append(name)
+    within = body.get("expect_success_within_s")
+    return AlertPolicy(
+        sinks=tuple(sinks),
+        after=bounds.ALERT_AFTER.check(body.get("after", defaults.after), "alerts.after"),
+        cooldown_s=_duration(
+            body.get("cooldown_s", defaults.cooldown_s), "alerts.cooldown_s", bounds.ALERT_COOLDOWN
+        ),
+        expect_success_within_s=None
+        if within is None
+        else _duration(within, "alerts.expect_success_within_s", bounds.EXPECT_SUCCESS_WITHIN),
+    )
+
+
+def _pause_after(value: Any, what: str) -> int:
+    return bounds.PAUSE_AFTER.check(value, what)
+
+
 def _max_output(value: Any, what: str) -> int:
     return bounds.MAX_OUTPUT.check(parse_size(value, what=what), what)
 
@@ -270,6 +324,7 @@ _POLICY_CHECKS: tuple[tuple[str, Callable[[Any, str], Any]], ...] = (
     ("delete_after_run", _bool),
     ("max_output", _max_output),
     ("leftovers", _one_of(LeftoverPolicy)),
+    ("pause_after", _pause_after),
 )
 
 
@@ -323,6 +378,7 @@ def job_from_spec(
         schedule=schedule,
         payload=_payload(body.get("payload")),
         retry=_retry(body.get("retry")),
+        alerts=_alerts(body.get("alerts")),
         source=source,
         next_slot=next_slot_value,
         created_at=created_at,

@@ -7,7 +7,7 @@ made with :func:`dataclasses.replace`, recorded by a store.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 # The zone of a schedule that names none, and the agent of a turn that names none.
@@ -191,6 +191,50 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AlertPolicy:
+    """When a job's alerts go to its ``sinks`` (``[alerts.NAME]`` of the config).
+
+    ``after`` consecutive failed or timed-out runs raise one alert per streak,
+    and again every ``cooldown_s`` while it lasts; the first success after it,
+    a recovery. A missed slot raises one. ``expect_success_within_s``: no
+    success for that long raises one, once per silence. No sinks, no alerts.
+    """
+
+    sinks: tuple[str, ...] = ()
+    after: int = 1
+    cooldown_s: float = 3600.0
+    expect_success_within_s: float | None = None
+
+
+class StandingChange(enum.StrEnum):
+    """A change of whether a job's timer fires it."""
+
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    PAUSED = "paused"  # after ``pause_after`` consecutive failures
+    RESUMED = "resumed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Standing:
+    """When and by whom a job was disabled, enabled, paused or resumed.
+
+    ``by`` is who asked (the API or the config file), ``None`` for the pause
+    rule; a pause names the failures in a row and the run that made them.
+    """
+
+    change: StandingChange
+    at: datetime
+    by: JobSource | None = None
+    failures: int | None = None
+    run_id: str | None = None
+
+
+# How many changes of its standing a job keeps, newest last.
+STANDING_KEPT = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     """A schedule, a payload and its policies.
 
@@ -217,9 +261,36 @@ class Job:
     delete_after_run: bool = False
     max_output: int | None = None
     leftovers: LeftoverPolicy = LeftoverPolicy.KILL
+    alerts: AlertPolicy = AlertPolicy()
+    pause_after: int | None = None
     next_slot: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    standing: tuple[Standing, ...] = ()
+
+    @property
+    def paused(self) -> Standing | None:
+        """The pause that holds the job's schedule now, or ``None``."""
+        for change in reversed(self.standing):
+            if change.change is StandingChange.PAUSED:
+                return change
+            if change.change in (StandingChange.RESUMED, StandingChange.ENABLED):
+                return None
+        return None
+
+    @property
+    def disabled(self) -> Standing | None:
+        """When and by whom the job was disabled, while it is (``None`` if not recorded)."""
+        if self.enabled:
+            return None
+        for change in reversed(self.standing):
+            if change.change is StandingChange.DISABLED:
+                return change
+        return None
+
+    def with_standing(self, change: Standing) -> Job:
+        """This job with ``change`` added to its standing (the oldest beyond the kept ones go)."""
+        return replace(self, standing=(*self.standing, change)[-STANDING_KEPT:])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from gatewayd.alerting.values import Alert, AlertAttempt, AlertReason, AlertState
 from gatewayd.api.values import (
     JobState,
     LagProbe,
@@ -26,6 +27,7 @@ from gatewayd.model import (
     DEFAULT_AGENT,
     UTC_ZONE,
     AgentTurnPayload,
+    AlertPolicy,
     Catchup,
     ExecPayload,
     Instance,
@@ -42,6 +44,8 @@ from gatewayd.model import (
     ScheduleKind,
     Session,
     SessionTarget,
+    Standing,
+    StandingChange,
     SystemEventPayload,
 )
 from gatewayd.planning import Upcoming, next_run_at, zone
@@ -119,7 +123,59 @@ def spec_to_json(job: Job) -> JsonObject:
         "delete_after_run": job.delete_after_run,
         "max_output": job.max_output,
         "leftovers": job.leftovers.value,
+        "alerts": {
+            "sinks": list(job.alerts.sinks),
+            "after": job.alerts.after,
+            "cooldown_s": job.alerts.cooldown_s,
+            "expect_success_within_s": job.alerts.expect_success_within_s,
+        },
+        "pause_after": job.pause_after,
     }
+
+
+def standing_to_json(change: Standing) -> JsonObject:
+    return {
+        "change": change.change.value,
+        "at": format_time(change.at),
+        "by": None if change.by is None else change.by.value,
+        "failures": change.failures,
+        "run_id": change.run_id,
+    }
+
+
+def standing_from_json(body: JsonObject) -> Standing:
+    at = parse_time(body["at"])
+    by = body.get("by")
+    return Standing(
+        change=StandingChange(body["change"]),
+        at=at,
+        by=None if by is None else JobSource(by),
+        failures=body.get("failures"),
+        run_id=body.get("run_id"),
+    )
+
+
+def stored_job_to_json(job: Job) -> JsonObject:
+    """What a store keeps of a job beyond its columns: its spec and its standing."""
+    body = spec_to_json(job)
+    body["standing"] = [standing_to_json(change) for change in job.standing]
+    return body
+
+
+def _pause_to_json(job: Job) -> JsonObject | None:
+    pause = job.paused
+    if pause is None:
+        return None
+    return {"at": format_time(pause.at), "failures": pause.failures, "run_id": pause.run_id}
+
+
+def _disabled_to_json(job: Job) -> JsonObject | None:
+    if job.enabled:
+        return None
+    change = job.disabled
+    if change is None:
+        return {"at": None, "by": None}
+    return {"at": format_time(change.at), "by": None if change.by is None else change.by.value}
 
 
 def job_to_json(state: JobState) -> JsonObject:
@@ -133,6 +189,8 @@ def job_to_json(state: JobState) -> JsonObject:
             "next_run_at": format_time(next_run_at(job)),
             "running_run_id": running_run_id,
             "last_run": run_to_json(last_run) if last_run is not None else None,
+            "paused": _pause_to_json(job),
+            "disabled": _disabled_to_json(job),
             "created_at": format_time(job.created_at),
             "updated_at": format_time(job.updated_at),
         }
@@ -224,11 +282,25 @@ def job_from_stored(
         ),
         payload=payload_from_stored(body["payload"]),
         retry=RetryPolicy(**retry),
+        alerts=_alerts_from_stored(body.get("alerts")),
+        standing=tuple(standing_from_json(c) for c in body.get("standing") or ()),
         source=source,
         next_slot=next_slot,
         created_at=created_at,
         updated_at=updated_at,
         **policies,
+    )
+
+
+def _alerts_from_stored(body: JsonObject | None) -> AlertPolicy:
+    if not body:
+        return AlertPolicy()
+    defaults = AlertPolicy()
+    return AlertPolicy(
+        sinks=tuple(body.get("sinks") or ()),
+        after=body.get("after") or defaults.after,
+        cooldown_s=body.get("cooldown_s", defaults.cooldown_s),
+        expect_success_within_s=body.get("expect_success_within_s"),
     )
 
 
@@ -247,6 +319,7 @@ _STORED_POLICIES: tuple[tuple[str, Callable[[Any], Any]], ...] = (
     ("delete_after_run", _same),
     ("max_output", _same),
     ("leftovers", LeftoverPolicy),
+    ("pause_after", _same),
 )
 
 
@@ -421,3 +494,76 @@ def event_to_json(event: Event) -> JsonObject:
             instance=event.instance,
         )
     return body
+
+
+# --- alerts ---------------------------------------------------------------------------
+
+
+def alert_message_to_json(alert: Alert) -> JsonObject:
+    """What a sink gets: the alert, without how its delivery stands."""
+    return {
+        "alert_id": alert.alert_id,
+        "reason": alert.reason.value,
+        "job": {"id": alert.job_id, "name": alert.job_name},
+        "run_ids": list(alert.run_ids),
+        "streak": alert.streak,
+        "message": alert.message,
+        "raised_at": format_time(alert.raised_at),
+        "host": alert.host,
+        "instance": alert.instance,
+        "sink": alert.sink,
+    }
+
+
+def alert_to_json(alert: Alert) -> JsonObject:
+    """An alert with its delivery: ``gatewayd alerts``, and what a store keeps of it."""
+    body = alert_message_to_json(alert)
+    body.update(
+        {
+            "key": alert.key,
+            "state": alert.state.value,
+            "next_attempt_at": format_time(alert.next_attempt_at),
+            "delivered_at": format_time(alert.delivered_at),
+            "error": alert.last_error,
+            "attempts": [
+                {
+                    "number": a.number,
+                    "at": format_time(a.at),
+                    "duration_ms": a.duration_ms,
+                    "error": a.error,
+                }
+                for a in alert.attempts
+            ],
+        }
+    )
+    return body
+
+
+def alert_from_json(body: JsonObject) -> Alert:
+    """An alert from the JSON :func:`alert_to_json` wrote (a store's own: trusted)."""
+    return Alert(
+        alert_id=body["alert_id"],
+        key=body["key"],
+        sink=body["sink"],
+        reason=AlertReason(body["reason"]),
+        job_id=body["job"]["id"],
+        job_name=body["job"]["name"],
+        run_ids=tuple(body["run_ids"]),
+        streak=body.get("streak"),
+        message=body["message"],
+        raised_at=parse_time(body["raised_at"]),
+        host=body["host"],
+        instance=body["instance"],
+        state=AlertState(body["state"]),
+        next_attempt_at=_stored_time(body.get("next_attempt_at")),
+        delivered_at=_stored_time(body.get("delivered_at")),
+        attempts=tuple(
+            AlertAttempt(
+                number=a["number"],
+                at=parse_time(a["at"]),
+                duration_ms=a["duration_ms"],
+                error=a.get("error"),
+            )
+            for a in body.get("attempts") or ()
+        ),
+    )

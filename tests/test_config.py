@@ -62,11 +62,11 @@ class TestConfig:
         """config.example.toml names every key the parser knows (set, or commented out)."""
         import re
 
-        from gatewayd.config import AGENT_KEYS, GATEWAY_KEYS, SCHEDULER_KEYS
+        from gatewayd.config import AGENT_KEYS, GATEWAY_KEYS, SCHEDULER_KEYS, SINK_KEYS
         from gatewayd.flatspec import FLAT_KEYS
 
         text = (ROOT / "config.example.toml").read_text()
-        for key in GATEWAY_KEYS | SCHEDULER_KEYS | AGENT_KEYS:
+        for key in GATEWAY_KEYS | SCHEDULER_KEYS | AGENT_KEYS | SINK_KEYS:
             assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), key
         for key in FLAT_KEYS:
             assert key in text, key

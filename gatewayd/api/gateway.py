@@ -33,6 +33,7 @@ class Gateway:
         identity: Identity,
         bus: Bus,
         agents: frozenset[str] | None = None,
+        sinks: frozenset[str] = frozenset(),
     ) -> None:
         self.identity = identity
         self.reads = Reads(
@@ -51,5 +52,6 @@ class Gateway:
             reads=self.reads,
             bus=bus,
             agents=agents,
+            sinks=sinks,
         )
         self.runs = Runs(store=store, pipeline=pipeline, scheduler=scheduler, reads=self.reads)

@@ -18,10 +18,27 @@ from gatewayd.api.reads import Reads
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.errors import InvalidInput, NameTaken
-from gatewayd.events import JobAdded, JobDisabled, JobEnabled, JobEvent, JobRemoved, JobUpdated
+from gatewayd.events import (
+    JobAdded,
+    JobDisabled,
+    JobEnabled,
+    JobEvent,
+    JobPaused,
+    JobRemoved,
+    JobUpdated,
+)
 from gatewayd.ids import new_job_id
 from gatewayd.jobspec import job_from_spec, patched_spec
-from gatewayd.model import AgentTurnPayload, Job, JobSource, Run, ScheduleKind, StopReason
+from gatewayd.model import (
+    AgentTurnPayload,
+    Job,
+    JobSource,
+    Run,
+    ScheduleKind,
+    Standing,
+    StandingChange,
+    StopReason,
+)
 from gatewayd.planning import first_slot
 from gatewayd.runs import RunPipeline
 from gatewayd.scheduler import Scheduler
@@ -50,6 +67,7 @@ class Jobs:
         reads: Reads,
         bus: Bus,
         agents: frozenset[str] | None = None,
+        sinks: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._bus = bus
@@ -58,12 +76,13 @@ class Jobs:
         self._scheduler = scheduler
         self._reads = reads
         self._agents = agents
+        self._sinks = sinks
         pipeline.add_finished_listener(self._after_run)
 
     def _event(self, kind: type[JobEvent], job: Job, by: JobSource) -> JobEvent:
         return kind.of(job, self._clock.now(), source=by, instance=self._reads.identity.instance_id)
 
-    def _check_agent(self, job: Job) -> None:
+    def _check_references(self, job: Job) -> None:
         payload = job.payload
         agents = self._agents
         if (
@@ -76,6 +95,14 @@ class Jobs:
                 f"payload.agent: no agent {payload.agent!r} is configured "
                 f"(configured: {known}); add [agents.{payload.agent}] to the config"
             )
+        for index, sink in enumerate(job.alerts.sinks):
+            if sink not in self._sinks:
+                known = ", ".join(sorted(self._sinks)) or "none"
+                raise InvalidInput(
+                    f"alerts.sinks[{index}]: no alert sink {sink!r} is configured "
+                    f"(configured: {known}); add [alerts.{sink}] to the config",
+                    data={"field": f"alerts.sinks[{index}]"},
+                )
 
     def _new(self, spec: Any, source: JobSource) -> Job:
         """A new job from ``spec``, checked, with its first slot."""
@@ -83,7 +110,7 @@ class Jobs:
         job = job_from_spec(
             spec, job_id=new_job_id(), source=source, now=now, created_at=now, updated_at=now
         )
-        self._check_agent(job)
+        self._check_references(job)
         return dataclasses.replace(job, next_slot=first_slot(job, now))
 
     async def add(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
@@ -137,9 +164,12 @@ class Jobs:
         *,
         source: JobSource | None = None,
         by: JobSource = JobSource.API,
+        resume: bool = False,
     ) -> Job:
         """Apply ``patch`` to the job; ``source`` changes whose job it is (the config's),
-        ``by`` says who changed it (the ``source`` of its event)."""
+        ``by`` says who changed it (the ``source`` of its event). ``resume`` ends a
+        pause after failures (``cron enable``); no other change does. A paused job
+        keeps no next slot: its timer fires nothing until it is resumed."""
         self._store.check_writable()
         current = await self._reads.job(ref)
         if source is None and current.source is JobSource.CONFIG:
@@ -161,15 +191,25 @@ class Jobs:
                 next_slot_value=current.next_slot,
                 keep_schedule=None if schedule_changed else current.schedule,
             )
-            self._check_agent(job)
-            if (
+            self._check_references(job)
+            job = dataclasses.replace(job, standing=current.standing)
+            resumes = resume and current.paused is not None
+            if job.enabled != current.enabled:
+                change = StandingChange.ENABLED if job.enabled else StandingChange.DISABLED
+                job = job.with_standing(Standing(change=change, at=now, by=by))
+            elif resumes:
+                job = job.with_standing(Standing(change=StandingChange.RESUMED, at=now, by=by))
+            if job.paused is not None:
+                job = dataclasses.replace(job, next_slot=None)  # a paused job's timer fires nothing
+            elif (
                 schedule_changed
+                or resumes
                 or (job.enabled and not current.enabled)
                 or (job.stagger_s != current.stagger_s and job.next_slot is not None)
             ):
                 job = dataclasses.replace(job, next_slot=first_slot(job, now))
             kind: type[JobEvent] = JobUpdated
-            if job.enabled != current.enabled:
+            if job.enabled != current.enabled or resumes:
                 kind = JobEnabled if job.enabled else JobDisabled
             await self._bus.publish_with(
                 lambda publication: self._store.update_job(job, publication=publication),
@@ -180,10 +220,31 @@ class Jobs:
         return job
 
     async def set_enabled(self, ref: str, enabled: bool) -> Job:
+        """``cron enable`` (which also resumes a paused job) and ``cron disable``."""
         job = await self._reads.job(ref)
-        if job.enabled == enabled:
+        if job.enabled == enabled and not (enabled and job.paused is not None):
             return job
-        return await self.update(job.id, {"enabled": enabled}, source=job.source)
+        return await self.update(job.id, {"enabled": enabled}, source=job.source, resume=enabled)
+
+    async def pause(self, job_id: str, *, failures: int, run_id: str) -> Job | None:
+        """Pause the job's schedule after ``failures`` in a row, the last ``run_id``
+        (the ``pause_after`` rule); ``None`` if it is gone, disabled or paused already."""
+        async with self._pipeline.job_lock(job_id):
+            current = await self._store.get_job(job_id)
+            if current is None or not current.enabled or current.paused is not None:
+                return None
+            now = self._clock.now()
+            change = Standing(
+                change=StandingChange.PAUSED, at=now, failures=failures, run_id=run_id
+            )
+            job = dataclasses.replace(current.with_standing(change), next_slot=None, updated_at=now)
+            await self._bus.publish_with(
+                lambda publication: self._store.update_job(job, publication=publication),
+                self._event(JobPaused, job, job.source),
+            )
+        self._scheduler.job_changed(job)
+        log.warning("job paused after failures", job_id=job.id, name=job.name, failures=failures)
+        return job
 
     async def remove(self, ref: str, *, by: JobSource = JobSource.API) -> Job:
         """Remove the job (one declared in the config file only ``by`` the config)."""

@@ -68,7 +68,8 @@ class Recorder:
         The write is seen through even if the caller is cancelled (see the bus), and
         the caller launches the runs before a cancellation can land: a run
         recorded is always driven to its ending. ``now`` is when they were decided;
-        ``expected``, what the decision saw (see ``Store.record_runs``).
+        ``expected``, what the decision saw (see ``Store.record_runs``). Each run
+        recorded skipped is an ending: ``on_ended(run, None)`` follows.
         """
 
         def write(publication: Publication) -> Awaitable[None]:
@@ -87,6 +88,9 @@ class Recorder:
                 for run in runs
             ),
         )
+        for run in runs:
+            if run.status is RunStatus.SKIPPED:
+                await self._on_ended(run, None)
 
     async def record_start(
         self,

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 
+from gatewayd.store.interface_alerts import AlertStore
 from gatewayd.store.interface_events import EventStore
 from gatewayd.store.interface_instances import InstanceStore
 from gatewayd.store.interface_jobs import JobStore
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-class Store(InstanceStore, JobStore, RunStore, EventStore, abc.ABC):
+class Store(InstanceStore, JobStore, RunStore, EventStore, AlertStore, abc.ABC):
     """Durable jobs, runs and instances.
 
     All methods are coroutines and never block the event loop. A method that

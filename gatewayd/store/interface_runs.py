@@ -10,6 +10,7 @@ from gatewayd.model import (
     Run,
     RunCounts,
     RunOutcome,
+    RunStatus,
     StopReason,
 )
 from gatewayd.store.transitions import Expected
@@ -123,6 +124,10 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
         """The newest run of the job that started and was queued before ``before_run_id``."""
+
+    @abc.abstractmethod
+    async def latest_run_with(self, job_id: str, status: RunStatus) -> Run | None:
+        """The job's newest run (in the order runs were queued) with ``status``, or ``None``."""
 
     @abc.abstractmethod
     async def live_runs(self, job_id: str | None = None) -> list[Run]:

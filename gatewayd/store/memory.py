@@ -24,13 +24,14 @@ from gatewayd.store.base import (
     SlotClaims,
     Store,
 )
+from gatewayd.store.memoryalerts import MemoryAlerts
 from gatewayd.store.memoryinstances import MemoryInstances
 from gatewayd.store.memoryjobs import MemoryJobs
 from gatewayd.store.memoryruns import MemoryRuns
 from gatewayd.store.transitions import ending_problems, slot_key
 
 
-class MemoryStore(MemoryInstances, MemoryJobs, MemoryRuns, Store):
+class MemoryStore(MemoryInstances, MemoryJobs, MemoryRuns, MemoryAlerts, Store):
     """Every record in dictionaries; nothing survives the process."""
 
     async def open(self) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import anyio
 
+from gatewayd.alerting.values import Alert
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.errors import NameTaken, NotFound
 from gatewayd.model import (
@@ -38,6 +39,7 @@ class MemoryRecords:
         self._event_seq = 0
         self._event_listeners: list[EventsListener] = []
         self._locks: dict[str, anyio.Semaphore] = {}
+        self._alerts: dict[str, Alert] = {}
 
     def _live(self, run_id: str) -> Run:
         run = self._runs.get(run_id)

@@ -159,6 +159,11 @@ class MemoryRuns(MemoryRecords):
                 latest[run.job_id] = run
         return latest
 
+    async def latest_run_with(self, job_id: str, status: RunStatus) -> Run | None:
+        await anyio.lowlevel.checkpoint()
+        found = [r for r in self._runs.values() if r.job_id == job_id and r.status is status]
+        return next(iter(self._newest_first(found)), None)
+
     async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
         await anyio.lowlevel.checkpoint()
         limit = self._seq.get(before_run_id, 0)

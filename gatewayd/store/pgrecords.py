@@ -17,6 +17,7 @@ from gatewayd.model import (
     Run,
     RunCounts,
     RunOutcome,
+    RunStatus,
     StopReason,
 )
 from gatewayd.store import pginstances, pgjobs, pgruns
@@ -188,6 +189,9 @@ class PostgresRuns(PostgresAccess):
     async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
         op = partial(pgruns.previous_started, job_id=job_id, before_run_id=before_run_id)
         return await self._call(op)
+
+    async def latest_run_with(self, job_id: str, status: RunStatus) -> Run | None:
+        return await self._call(partial(pgruns.latest_with, job_id=job_id, status=status))
 
     async def live_runs(self, job_id: str | None = None) -> list[Run]:
         return await self._call(partial(pgruns.live, job_id=job_id))

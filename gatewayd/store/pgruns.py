@@ -160,6 +160,15 @@ async def previous_started(conn: Conn, job_id: str, before_run_id: str) -> Run |
     return RUNS.load(rows[0]) if rows else None
 
 
+async def latest_with(conn: Conn, job_id: str, status: RunStatus) -> Run | None:
+    rows = await _rows(
+        conn,
+        f"{_SELECT} WHERE job_id = %s AND status = %s ORDER BY seq DESC LIMIT 1",
+        (job_id, status.value),
+    )
+    return RUNS.load(rows[0]) if rows else None
+
+
 async def live(conn: Conn, job_id: str | None) -> list[Run]:
     if job_id is None:
         rows = await _rows(conn, f"{_SELECT} WHERE {LIVE} ORDER BY seq")

@@ -90,6 +90,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO counters (name, value) VALUES ('events', 0)",
         "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
     ),
+    # version 2: alerts, stored before they are delivered, with their attempts
+    (
+        """CREATE TABLE alerts (
+            alert_id text PRIMARY KEY,
+            job_id text NOT NULL,
+            reason text NOT NULL,
+            state text NOT NULL,
+            raised_at bigint NOT NULL,
+            next_attempt_at bigint,
+            tries integer NOT NULL,
+            body jsonb NOT NULL
+        )""",
+        "CREATE INDEX alerts_job ON alerts (job_id, raised_at)",
+        "CREATE INDEX alerts_due ON alerts (next_attempt_at) WHERE state = 'pending'",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,6 +22,7 @@ from gatewayd.model import Session
 from gatewayd.store import pgaudit, pgevents
 from gatewayd.store.base import Audit, Publication, Store
 from gatewayd.store.pgaccess import CONNECTION_LOST
+from gatewayd.store.pgalerts import PostgresAlerts
 from gatewayd.store.pgconnect import (
     CONNECT_TIMEOUT_S,
     check_version,
@@ -32,7 +33,7 @@ from gatewayd.store.pgconnect import (
 from gatewayd.store.pgrecords import PostgresInstances, PostgresJobs, PostgresRuns
 
 
-class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, Store):
+class PostgresStore(PostgresInstances, PostgresJobs, PostgresRuns, PostgresAlerts, Store):
     """The store in ``location``'s database and schema, created or migrated at open
     (with ``read_only``, only checked, and never written to)."""
 

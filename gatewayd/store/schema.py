@@ -116,6 +116,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """INSERT INTO meta (key, value)
             SELECT 'main_session_id', session_id FROM sessions WHERE key = 'main'""",
     ),
+    # version 7: alerts, stored before they are delivered, with their attempts
+    (
+        """CREATE TABLE alerts (
+            alert_id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL,
+            raised_at INTEGER NOT NULL,
+            next_attempt_at INTEGER,
+            tries INTEGER NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        "CREATE INDEX alerts_job ON alerts (job_id, raised_at)",
+        "CREATE INDEX alerts_due ON alerts (next_attempt_at) WHERE state = 'pending'",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,6 +36,7 @@ from gatewayd.store.base import (
 )
 from gatewayd.store.filelock import file_lock
 from gatewayd.store.schema import SCHEMA_VERSION
+from gatewayd.store.sqlitealerts import SQLiteAlerts
 from gatewayd.store.sqlitefile import (
     FileWatch,
     check_file,
@@ -52,7 +53,7 @@ from gatewayd.workers import WorkerPool
 READERS = 4
 
 
-class SQLiteStore(SQLiteInstances, SQLiteJobs, SQLiteRuns, Store):
+class SQLiteStore(SQLiteInstances, SQLiteJobs, SQLiteRuns, SQLiteAlerts, Store):
     """The store in ``path``, created if missing; with ``read_only``, never written to."""
 
     # --- lifecycle ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from gatewayd.model import (
     Run,
     RunCounts,
     RunOutcome,
+    RunStatus,
     StopReason,
 )
 from gatewayd.store import sqliteinstances, sqlitejobs, sqliteruns
@@ -181,6 +182,9 @@ class SQLiteRuns(SQLiteAccess):
     async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
         op = partial(sqliteruns.previous_started, job_id=job_id, before_run_id=before_run_id)
         return await self._call(op)
+
+    async def latest_run_with(self, job_id: str, status: RunStatus) -> Run | None:
+        return await self._call(partial(sqliteruns.latest_with, job_id=job_id, status=status))
 
     async def live_runs(self, job_id: str | None = None) -> list[Run]:
         return await self._call(partial(sqliteruns.live, job_id=job_id))

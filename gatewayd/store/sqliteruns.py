@@ -169,6 +169,14 @@ def previous_started(conn: sqlite3.Connection, job_id: str, before_run_id: str) 
     return RUNS.load(row) if row else None
 
 
+def latest_with(conn: sqlite3.Connection, job_id: str, status: RunStatus) -> Run | None:
+    row = conn.execute(
+        f"{_SELECT} WHERE job_id = ? AND status = ? ORDER BY seq DESC LIMIT 1",
+        (job_id, status.value),
+    ).fetchone()
+    return RUNS.load(row) if row else None
+
+
 def live(conn: sqlite3.Connection, job_id: str | None) -> list[Run]:
     query = f"{_SELECT} WHERE {LIVE}"
     params: tuple[str, ...] = ()

@@ -7,12 +7,14 @@ leftovers, an event's body) as the bytes orjson writes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
+from gatewayd.alerting.values import Alert, AlertReason, AlertState
 from gatewayd.model import (
     ErrorKind,
     Instance,
@@ -29,7 +31,14 @@ from gatewayd.model import (
     Trigger,
 )
 from gatewayd.store.sqlrows import Column, Table, enum_column, from_us, time_column
-from gatewayd.views import job_from_stored, leftovers_from_json, leftovers_to_json, spec_to_json
+from gatewayd.views import (
+    alert_from_json,
+    alert_to_json,
+    job_from_stored,
+    leftovers_from_json,
+    leftovers_to_json,
+    stored_job_to_json,
+)
 
 LIVE = "status IN ('queued', 'running')"
 
@@ -152,7 +161,7 @@ JOBS: Table[Job] = Table(
     (
         Column("id"),
         Column("source", get=lambda job: job.source.value),
-        Column("spec", get=lambda job: orjson.dumps(spec_to_json(job))),
+        Column("spec", get=lambda job: orjson.dumps(stored_job_to_json(job))),
         time_column("next_slot"),
         time_column("created_at"),
         time_column("updated_at"),
@@ -206,3 +215,36 @@ def jobs_from_rows(rows: Sequence[Sequence[Any]]) -> list[Job]:
 @functools.lru_cache(maxsize=1024)  # bounded: each cached job is objects for the GC to scan
 def _cached_job(row: tuple[Any, ...]) -> Job:
     return JOBS.load(row)
+
+
+def _alert(
+    *,
+    alert_id: str,
+    job_id: str,
+    reason: AlertReason,
+    state: AlertState,
+    raised_at: Any,
+    next_attempt_at: Any,
+    tries: int,
+    body: bytes | str,
+) -> Alert:
+    """An alert from its columns: its body holds the rest (``state`` and ``next_attempt_at``
+    are the columns', which taking an alert to try it moves alone)."""
+    alert = alert_from_json(orjson.loads(body))
+    return dataclasses.replace(alert, state=state, next_attempt_at=next_attempt_at)
+
+
+ALERTS: Table[Alert] = Table(
+    "alerts",
+    _alert,
+    (
+        Column("alert_id"),
+        Column("job_id"),
+        enum_column("reason", AlertReason),
+        enum_column("state", AlertState),
+        time_column("raised_at"),
+        time_column("next_attempt_at"),
+        Column("tries", get=lambda alert: len(alert.attempts)),
+        Column("body", get=lambda alert: orjson.dumps(alert_to_json(alert))),
+    ),
+)

@@ -1,0 +1,1 @@
+"""Alerts: what raises them (``rules``), where they go (``sinks``), and their delivery."""
