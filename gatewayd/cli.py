@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gatewayd import __version__, cli_output, views
-from gatewayd.bounds import JOB_PAGE, NEXT_SLOTS, RUN_PAGE, SESSION_PAGE, check_time
+from gatewayd import __version__, cli_output
+from gatewayd.bounds import ALERT_PAGE, JOB_PAGE, NEXT_SLOTS, RUN_PAGE, SESSION_PAGE, check_time
 from gatewayd.clock import SystemClock
 from gatewayd.durations import parse_time
 from gatewayd.errors import (
@@ -32,10 +32,8 @@ from gatewayd.errors import (
     NotFound,
 )
 from gatewayd.flatspec import spec_from_flat
-from gatewayd.jobspec import schedule_from_spec
 from gatewayd.model import Catchup, LeftoverPolicy, Overlap, SessionTarget
 from gatewayd.paths import resolve_socket, resolve_state_dir
-from gatewayd.planning import upcoming
 from gatewayd.rpc.client import RpcClient
 
 
@@ -213,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=int, default=NEXT_SLOTS.default, help=f"at most {NEXT_SLOTS.largest}"
     )
     upcoming.add_argument("--from", dest="after", metavar="TIME", help="the slots after TIME")
+    why = cron.add_parser("why", parents=[common], help="what became of a job's slots, and why")
+    why.add_argument("job", metavar="JOB")
+    why.add_argument("--since", metavar="TIME", help="from TIME (default: the last 24 hours)")
     history = cron.add_parser("runs", parents=[common], help="a job's run history")
     history.add_argument("--id", dest="job", metavar="JOB", required=True)
     history.add_argument(
@@ -256,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", action="store_true", help="stream live events")
     events.add_argument("--since", type=int, metavar="SEQ", help="events after this seq")
     events.add_argument("--limit", type=int, default=100, help="how much history (100)")
+
+    alerts = sub.add_parser("alerts", parents=[common], help="alerts and their delivery")
+    alerts.add_argument("--job", metavar="JOB", help="only this job's")
+    alerts.add_argument(
+        "--limit", type=int, default=ALERT_PAGE.default, help=f"at most {ALERT_PAGE.largest}"
+    )
 
     runs = sub.add_parser("runs", help="runs").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -334,6 +341,11 @@ def _cron(args: argparse.Namespace, client: RpcClient) -> int:
         now = SystemClock().now()
         shown = client.call("cron.next", asked)
         return _show(args, shown, lambda s: cli_output.print_upcoming(s, now=now))
+    if action == "why":
+        asked = {"job": args.job}
+        if args.since is not None:
+            asked["since"] = args.since
+        return _show(args, client.call("cron.why", asked), cli_output.print_why)
     params: dict[str, Any] = {"job": args.job, "limit": args.limit}
     if args.before:
         params["before"] = args.before
@@ -458,6 +470,10 @@ def _store(args: argparse.Namespace) -> int:
 
 def _next_of_schedule(args: argparse.Namespace) -> int:
     """``cron next --cron EXPR | --every DUR``: worked out here, with no daemon."""
+    from gatewayd import views  # the daemon's planning, loaded only for this command
+    from gatewayd.jobspec import schedule_from_spec
+    from gatewayd.planning import upcoming
+
     if args.job is not None:
         raise InvalidInput("cron next: give a job, or --cron or --every, not both")
     now = SystemClock().now()
@@ -488,6 +504,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _sessions(args, client)
         if args.cmd == "events":
             return _events(args, client)
+        if args.cmd == "alerts":
+            asked = {"limit": args.limit} | ({} if args.job is None else {"job": args.job})
+            return _show(args, client.call("alerts.list", asked), cli_output.print_alerts)
         if args.action == "show":
             return _show(
                 args, client.call("runs.get", {"run_id": args.run_id}), cli_output.print_run

@@ -104,8 +104,85 @@ def print_job(job: dict[str, Any]) -> None:
         ("stagger", format_duration(float(job.get("stagger_s") or 0))),
         ("session", job.get("session")),
         ("source", job.get("source")),
+        ("alerts", _alerts_text(job.get("alerts") or {})),
+        ("pause after", job.get("pause_after") and f"{job['pause_after']} failures in a row"),
+        ("paused", _paused_text(job.get("paused"))),
+        ("disabled", _disabled_text(job.get("disabled"))),
     ]
     print_fields(fields)
+
+
+def _alerts_text(alerts: dict[str, Any]) -> str | None:
+    sinks = alerts.get("sinks") or []
+    if not sinks:
+        return None
+    text = f"to {', '.join(sinks)} after {alerts.get('after', 1)} failures in a row"
+    cooldown = alerts.get("cooldown_s")
+    if cooldown is not None:
+        text += f", again every {format_duration(float(cooldown))}"
+    within = alerts.get("expect_success_within_s")
+    if within is not None:
+        text += f"; if no success within {format_duration(float(within))}"
+    return text
+
+
+def _paused_text(paused: dict[str, Any] | None) -> str | None:
+    if not paused:
+        return None
+    return (
+        f"since {paused['at']} after {paused['failures']} failures in a row "
+        f"(run {paused['run_id']}); `cron enable` resumes"
+    )
+
+
+def _disabled_text(disabled: dict[str, Any] | None) -> str | None:
+    if not disabled:
+        return None
+    if disabled.get("at") is None:
+        return "yes"
+    return f"since {disabled['at']} by {disabled.get('by') or 'the pause rule'}"
+
+
+def print_why(why: dict[str, Any]) -> None:
+    """``cron why``: each slot since ``since`` and what became of it, then what is next."""
+    print(f"job {why['job']['name']} ({why['job']['id']}), since {why['since']}")
+    if why.get("truncated"):
+        print("(older slots left out)")
+    rows = [
+        [
+            entry["at"],
+            entry["kind"] if entry["kind"] != "slot" else "",
+            entry["fate"],
+            entry.get("run_id"),
+            entry["detail"],
+        ]
+        for entry in why["slots"]
+    ]
+    if rows:
+        table(["at", "kind", "what became of it", "run", "why"], rows)
+    else:
+        print("no slot, and no run, in that time")
+    print(why["summary"])
+
+
+def print_alerts(alerts: Sequence[dict[str, Any]]) -> None:
+    """``gatewayd alerts``: each alert, its sink and how its delivery stands."""
+    if not alerts:
+        print("no alerts")
+        return
+    rows = [
+        [
+            a["raised_at"],
+            a["job"]["name"],
+            a["reason"],
+            a["sink"],
+            a["state"],
+            len(a.get("attempts") or ()),
+            a.get("error") if a["state"] != "delivered" else a.get("delivered_at"),
+        ]
+        for a in alerts
+    ]
+    table(["raised", "job", "reason", "sink", "state", "attempts", "error / delivered"], rows)
 
 
 def print_runs(runs: Sequence[dict[str, Any]]) -> None:

@@ -85,16 +85,20 @@ class FakeClock:
             return
         woken = anyio.Event()
         heapq.heappush(self._sleepers, (when, next(self._order), woken))
-        if self._sleeper_added is not None:
-            self._sleeper_added.set()
-            self._sleeper_added = None
+        self._sleepers_changed()
         try:
             await woken.wait()
         finally:
             woken.set()
+            self._sleepers_changed()  # a sleeper that gave up may have been the earliest
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self._now + timedelta(seconds=seconds))
+
+    def _sleepers_changed(self) -> None:
+        if self._sleeper_added is not None:
+            self._sleeper_added.set()
+            self._sleeper_added = None
 
     def advance(self, seconds: float) -> None:
         self.set(self._now + timedelta(seconds=seconds))
@@ -115,7 +119,8 @@ class FakeClock:
         return self._sleepers[0][0] if self._sleepers else None
 
     async def wait_for_sleeper(self, *, until: datetime | None = None) -> datetime:
-        """Wait until something sleeps, until ``until`` if given; return its deadline."""
+        """Wait until something sleeps, until ``until`` if given (the earliest sleeper's
+        deadline is ``until``); return its deadline."""
         while True:
             deadline = self.next_deadline
             if deadline is not None and (until is None or deadline == until):

@@ -49,6 +49,7 @@ from gatewayd.model import (
     SystemEventPayload,
 )
 from gatewayd.planning import Upcoming, next_run_at, zone
+from gatewayd.why import Why
 
 JsonObject = dict[str, Any]
 
@@ -567,3 +568,55 @@ def alert_from_json(body: JsonObject) -> Alert:
             for a in body.get("attempts") or ()
         ),
     )
+
+
+# --- cron why -------------------------------------------------------------------------
+
+
+def why_to_json(why: Why) -> JsonObject:
+    """``cron why``: the job's slots since ``since``, what became of each, and what is next."""
+    return {
+        "job": {"id": why.job.id, "name": why.job.name},
+        "since": format_time(why.since),
+        "now": format_time(why.now),
+        "slots": [
+            {
+                "kind": entry.kind.value,
+                "slot": format_time(entry.slot),
+                "at": format_time(entry.at),
+                "fate": entry.fate.value,
+                "run_id": None if entry.run is None else entry.run.run_id,
+                "status": None if entry.run is None else entry.run.status.value,
+                "detail": entry.detail,
+                "held_by": entry.held_by,
+                "no_instance": None
+                if entry.absence is None
+                else {
+                    "since": format_time(entry.absence.since),
+                    "until": format_time(entry.absence.until),
+                },
+            }
+            for entry in why.entries
+        ],
+        "truncated": why.truncated,
+        "next": None if why.next is None else upcoming_to_json([why.next], why.job.schedule)[0],
+        "blocked": _blocked_to_json(why),
+        "summary": why.summary,
+    }
+
+
+def _blocked_to_json(why: Why) -> JsonObject | None:
+    """What stops the job's slots: its pause, or its disabling (``since`` unknown when it
+    was disabled before such changes were recorded)."""
+    blocked = why.blocked
+    if blocked is None:
+        if why.job.enabled:
+            return None
+        return {"reason": "disabled", "since": None, "by": None, "failures": None, "run_id": None}
+    return {
+        "reason": blocked.change.value,
+        "since": format_time(blocked.at),
+        "by": None if blocked.by is None else blocked.by.value,
+        "failures": blocked.failures,
+        "run_id": blocked.run_id,
+    }

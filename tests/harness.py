@@ -6,7 +6,7 @@ clock, the store backend and the runner are fakes (the daemon tests use real one
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 from gatewayd import views
+from gatewayd.alerting.values import SinkSpec
 from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import Identity
 from gatewayd.assembly import open_core
@@ -141,6 +142,7 @@ async def open_harness(
     broker: Broker | None = None,
     instance_id: str = "test-instance",
     lease_s: float = HARNESS_LEASE_S,
+    sinks: Sequence[SinkSpec] = (),
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """A core on a memory store and a fake clock; every payload runs on one ``FakeRunner``.
@@ -165,6 +167,7 @@ async def open_harness(
                 broker=broker,
                 instance_id=instance_id,
                 lease_s=lease_s,
+                sinks=sinks,
                 **settings,
             ) as h,
         ):
@@ -209,6 +212,7 @@ async def open_harness(
             started_at=start,
         ),
         lease_s=lease_s,
+        sinks=sinks,
     ) as core:
         await core.scheduler.load()
         async with anyio.create_task_group() as tg:

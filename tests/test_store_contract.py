@@ -14,6 +14,7 @@ import orjson
 import psycopg
 import pytest
 import pytest_asyncio
+from gatewayd.alerting.values import Alert, AlertAttempt, AlertReason, AlertState
 from gatewayd.clock import FakeClock
 from gatewayd.errors import (
     ClaimLost,
@@ -29,11 +30,13 @@ from gatewayd.errors import (
     StoreError,
 )
 from gatewayd.model import (
+    AlertPolicy,
     ErrorKind,
     ExecPayload,
     Instance,
     InstanceState,
     Job,
+    JobSource,
     Run,
     RunOutcome,
     RunStatus,
@@ -41,6 +44,8 @@ from gatewayd.model import (
     ScheduleKind,
     Session,
     SessionStatus,
+    Standing,
+    StandingChange,
     StopReason,
     Trigger,
 )
@@ -1004,3 +1009,128 @@ class TestSQLiteFile:
         conn.close()
         with pytest.raises(StoreError, match="schema version 99, newer"):
             await SQLiteStore(path).open()
+
+
+def alert(key: str = "failure:r1", sink: str = "ops", **kw: object) -> Alert:
+    fields: dict[str, object] = {
+        "alert_id": f"{key}@{sink}",
+        "key": key,
+        "sink": sink,
+        "reason": AlertReason.FAILURE,
+        "job_id": "job0000001",
+        "job_name": "backup",
+        "run_ids": ("r1",),
+        "streak": 1,
+        "message": "m",
+        "raised_at": T0,
+        "host": "h",
+        "instance": "i",
+        "next_attempt_at": T0,
+    }
+    fields.update(kw)
+    return Alert(**fields)  # type: ignore[arg-type]
+
+
+class TestAlerts:
+    """Alerts are stored before they are delivered, once per fact, with every attempt."""
+
+    async def test_an_alert_raised_again_is_stored_once(self, store: Store) -> None:
+        """Raising an alert again (after a restart, by another instance) stores nothing."""
+        assert await store.record_alerts([alert(), alert(sink="pager")]) == [
+            alert(),
+            alert(sink="pager"),
+        ]
+        assert await store.record_alerts([alert(message="again")]) == []
+        [stored] = [
+            a for a in await store.list_alerts(job_id="job0000001", limit=10) if a.sink == "ops"
+        ]
+        assert stored == alert()
+
+    async def test_a_taken_alert_is_held_from_the_others_until_its_hold_passes(
+        self, store: Store
+    ) -> None:
+        """Taking a due alert holds it: no one takes it again until ``now + hold``, when
+        anyone may (its taker died); one not yet due is not taken."""
+        await store.record_alerts([alert(), alert(key="later", next_attempt_at=T0 + HOUR)])
+        async with sibling(store) as other:
+            [taken] = await store.take_alerts(now=T0, hold_s=60, limit=10)
+            assert taken.alert_id == alert().alert_id
+            assert taken.next_attempt_at == T0 + timedelta(seconds=60)
+            assert (
+                await other.take_alerts(now=T0 + timedelta(seconds=59), hold_s=60, limit=10) == []
+            )
+            again = await other.take_alerts(now=T0 + timedelta(seconds=60), hold_s=60, limit=10)
+        assert [a.alert_id for a in again] == [alert().alert_id]
+        assert await store.next_alert_at() == T0 + timedelta(seconds=120)
+
+    async def test_each_attempt_is_recorded_once_and_a_settled_alert_is_done(
+        self, store: Store
+    ) -> None:
+        """An attempt is written only over the state it follows (one attempt fewer, still
+        pending); a delivered alert is never taken again."""
+        await store.record_alerts([alert()])
+        [taken] = await store.take_alerts(now=T0, hold_s=60, limit=10)
+        failed = dataclasses.replace(
+            taken,
+            attempts=(AlertAttempt(number=1, at=T0, duration_ms=5, error="HTTP 500"),),
+            next_attempt_at=T0 + timedelta(seconds=5),
+        )
+        assert await store.record_attempt(failed)
+        assert not await store.record_attempt(failed)  # the same attempt, twice
+        delivered = dataclasses.replace(
+            failed,
+            attempts=(*failed.attempts, AlertAttempt(number=2, at=T0, duration_ms=3)),
+            state=AlertState.DELIVERED,
+            delivered_at=T0,
+            next_attempt_at=None,
+        )
+        assert await store.record_attempt(delivered)
+        [stored] = await store.list_alerts(job_id=None, limit=10)
+        assert stored == delivered
+        assert await store.take_alerts(now=T0 + HOUR, hold_s=60, limit=10) == []
+        assert await store.next_alert_at() is None
+
+    async def test_the_latest_alert_of_a_job_by_reason(self, store: Store) -> None:
+        await store.record_alerts(
+            [
+                alert(key="failure:r1"),
+                alert(key="recovery:r2", reason=AlertReason.RECOVERY, raised_at=T0 + HOUR),
+                alert(key="missed:r3", reason=AlertReason.MISSED, raised_at=T0 + 2 * HOUR),
+            ]
+        )
+        latest = await store.latest_alert("job0000001", [AlertReason.FAILURE, AlertReason.RECOVERY])
+        assert latest is not None and latest.key == "recovery:r2"
+        assert await store.latest_alert("other", [AlertReason.FAILURE]) is None
+        keys = [a.key for a in await store.list_alerts(job_id="job0000001", limit=2)]
+        assert keys == ["missed:r3", "recovery:r2"]
+
+    async def test_a_jobs_standing_and_alert_policy_are_kept(self, store: Store) -> None:
+        """When and by whom a job was disabled or paused, and its alert policy, survive
+        the store (so that cron why and the pause outlive a restart)."""
+        kept = job(
+            alerts=AlertPolicy(
+                sinks=("ops",), after=3, cooldown_s=60.0, expect_success_within_s=86400.0
+            ),
+            pause_after=4,
+            standing=(
+                Standing(change=StandingChange.DISABLED, at=T0, by=JobSource.API),
+                Standing(change=StandingChange.ENABLED, at=T0 + HOUR, by=JobSource.CONFIG),
+                Standing(change=StandingChange.PAUSED, at=T0 + 2 * HOUR, failures=4, run_id="r9"),
+            ),
+        )
+        await store.add_job(kept)
+        got = await store.get_job(kept.id)
+        assert got == kept
+        assert got is not None and got.paused is not None and got.paused.failures == 4
+
+    async def test_the_latest_run_with_a_status(self, store: Store) -> None:
+        await store.add_job(job())
+        await store.record_runs([run("r1"), run("r2", slot=SLOT + HOUR)])
+        await store.start_run("r1", started_at=T0, owner="o", pid=None)
+        await store.finish_run("r1", ended())
+        found = await store.latest_run_with("job0000001", RunStatus.SUCCEEDED)
+        assert found is not None and found.run_id == "r1"
+        assert await store.latest_run_with("job0000001", RunStatus.FAILED) is None
+
+
+HOUR = timedelta(hours=1)

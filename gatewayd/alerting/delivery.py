@@ -15,21 +15,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import httpx
 import orjson
 import structlog
 
 from gatewayd.alerting.rules import attempted
-from gatewayd.alerting.sinks import DeliveryFailed, deliver
+from gatewayd.alerting.sinks import DeliveryFailed, deliver, http_client
 from gatewayd.alerting.values import Alert, AlertAttempt, AlertState, SinkSpec
 from gatewayd.clock import Clock
 from gatewayd.errors import StoreError
 from gatewayd.racing import first_of
 from gatewayd.store.interface_alerts import AlertStore
 from gatewayd.views import alert_message_to_json
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("gatewayd.alerts")
 
@@ -57,6 +60,9 @@ class Deliverer:
         self._env = env
         self._slots = anyio.Semaphore(CONCURRENT_ATTEMPTS)
         self._wake = anyio.Event()
+        # Alerts this instance is trying: a hold that lapses under a clock stepped
+        # forward hands them out again, and they are not tried twice at once.
+        self._trying: set[str] = set()
         longest = max((s.timeout_s for s in sinks), default=0.0)
         self._hold_s = longest + HOLD_MARGIN_S
 
@@ -67,7 +73,10 @@ class Deliverer:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Deliver until cancelled."""
-        async with httpx.AsyncClient() as client, anyio.create_task_group() as attempts:
+        async with (
+            http_client(list(self._sinks.values())) as client,
+            anyio.create_task_group() as attempts,
+        ):
             task_status.started()
             while True:
                 self._wake = anyio.Event()
@@ -78,17 +87,23 @@ class Deliverer:
                     await first_of(self._wake.wait, partial(self._clock.sleep_until, wait_until))
 
     async def _start_due(
-        self, client: httpx.AsyncClient, attempts: anyio.abc.TaskGroup
+        self, client: httpx.AsyncClient | None, attempts: anyio.abc.TaskGroup
     ) -> datetime | None:
         """Start an attempt for each due alert a slot is free for; when to look again."""
-        free = self._slots.value
         try:
+            due_at = await self._store.next_alert_at()
+            now = self._clock.now()
+            if due_at is None or due_at > now:
+                return due_at  # nothing to take: no write
+            free = self._slots.value
             if free:
-                now = self._clock.now()
                 for alert in await self._store.take_alerts(
                     now=now, hold_s=self._hold_s, limit=free
                 ):
+                    if alert.alert_id in self._trying:
+                        continue
                     await self._slots.acquire()
+                    self._trying.add(alert.alert_id)
                     attempts.start_soon(self._attempt, alert, client)
             if not self._slots.value:
                 return None  # full: an attempt that ends wakes the loop
@@ -97,14 +112,15 @@ class Deliverer:
             log.warning("alerts could not be read; trying again", error=exc.message)
             return self._clock.now() + timedelta(seconds=STORE_RETRY_S)
 
-    async def _attempt(self, alert: Alert, client: httpx.AsyncClient) -> None:
+    async def _attempt(self, alert: Alert, client: httpx.AsyncClient | None) -> None:
         try:
             await self._try(alert, client)
         finally:
+            self._trying.discard(alert.alert_id)
             self._slots.release()
             self._wake.set()
 
-    async def _try(self, alert: Alert, client: httpx.AsyncClient) -> None:
+    async def _try(self, alert: Alert, client: httpx.AsyncClient | None) -> None:
         sink = self._sinks.get(alert.sink)
         number = len(alert.attempts) + 1
         at, started = self._clock.now(), self._clock.monotonic()

@@ -12,12 +12,15 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from gatewayd.alerting.values import SinkKind, SinkSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 _ERROR_TAIL = 300  # characters of a command's stderr kept in the error
 
@@ -26,26 +29,42 @@ class DeliveryFailed(Exception):
     """One attempt to deliver an alert failed; ``str()`` says how."""
 
 
+@contextlib.asynccontextmanager
+async def http_client(sinks: list[SinkSpec]) -> AsyncIterator[httpx.AsyncClient | None]:
+    """The HTTP client the webhooks among ``sinks`` share (none without a webhook: httpx is
+    loaded only for them)."""
+    if not any(s.kind is SinkKind.WEBHOOK for s in sinks):
+        yield None
+        return
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
 async def deliver(
-    sink: SinkSpec, body: bytes, *, env: Mapping[str, str], client: httpx.AsyncClient
+    sink: SinkSpec, body: bytes, *, env: Mapping[str, str], client: httpx.AsyncClient | None
 ) -> None:
     """Deliver ``body`` (the alert's JSON) to ``sink``, or raise :class:`DeliveryFailed`."""
     if sink.kind is SinkKind.COMMAND:
         await _to_command(sink, body, env)
     else:
+        assert client is not None
         await _to_webhook(sink, body, env, client)
 
 
 async def _to_command(sink: SinkSpec, body: bytes, env: Mapping[str, str]) -> None:
     try:
-        process = await anyio.open_process(
-            list(sink.command),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,  # its own group: killed with what it started
-        )
+        # Shielded: a cancellation in the middle of a spawn would leave the child unreaped.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                list(sink.command),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=dict(env),
+                start_new_session=True,  # its own group: killed with what it started
+            )
     except OSError as exc:
         raise DeliveryFailed(f"cannot start {sink.command[0]!r}: {exc.strerror or exc}") from None
     stderr = b""
@@ -63,12 +82,12 @@ async def _to_command(sink: SinkSpec, body: bytes, env: Mapping[str, str]) -> No
             f"{sink.command[0]!r} did not end within {sink.timeout_s:g}s"
         ) from None
     finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-        await process.aclose()
+        with anyio.CancelScope(shield=True):  # reaped even when the attempt is cancelled
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            await process.aclose()
     if code != 0:
         tail = stderr.decode("utf-8", "replace").strip()[-_ERROR_TAIL:]
         raise DeliveryFailed(f"{sink.command[0]!r} exited {code}" + (f": {tail}" if tail else ""))
@@ -77,6 +96,8 @@ async def _to_command(sink: SinkSpec, body: bytes, env: Mapping[str, str]) -> No
 async def _to_webhook(
     sink: SinkSpec, body: bytes, env: Mapping[str, str], client: httpx.AsyncClient
 ) -> None:
+    import httpx
+
     assert sink.webhook is not None
     headers = {"Content-Type": "application/json", "User-Agent": "gatewayd-alerts"}
     if sink.token_env is not None:

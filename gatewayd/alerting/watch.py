@@ -7,7 +7,8 @@ ending raises, wakes the deliverer, and pauses a job that failed
 job's latest ending, which a crash may have left unjudged: an alert's key
 makes raising it twice store it once. It also keeps the dead-man's switch:
 it sleeps, on the injected clock, until the earliest job's silence reaches
-its limit, and wakes early when a job changes or a watched job succeeds.
+its limit, and wakes early when a job changes (it reads that job again) or a
+watched job succeeds.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class AlertWatcher:
         self._host = host
         self._instance_id = instance_id
         self._changed = anyio.Event()
+        # The dead-man's switches: when each job's silence reaches its limit (with the
+        # job and its last success, as they were read), and the jobs to read again.
+        self._silences: dict[str, tuple[datetime, Job, Run | None]] = {}
+        self._stale: set[str] = set()
+        self._stale_all = True
 
     async def after_run(self, run: Run, job: Job | None) -> None:
         """Judge an ending this instance recorded (``job`` is ``None`` for a skipped slot)."""
@@ -90,7 +96,7 @@ class AlertWatcher:
             return
         await self._judge(job, run)
         if run.status is RunStatus.SUCCEEDED and job.alerts.expect_success_within_s is not None:
-            self._changed.set()
+            self._look_again(job.id)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -98,7 +104,7 @@ class AlertWatcher:
         """Judge the endings a crash may have left unjudged, then keep the dead-man's
         switch, until cancelled."""
         task_status.started()
-        await self._judge_latest_endings()
+        self._stale_all = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._follow_job_changes)
             while True:
@@ -108,6 +114,10 @@ class AlertWatcher:
                     await self._changed.wait()
                 else:
                     await first_of(self._changed.wait, partial(self._clock.sleep_until, wake_at))
+
+    def _look_again(self, job_id: str) -> None:
+        self._stale.add(job_id)
+        self._changed.set()
 
     # --- endings --------------------------------------------------------------------
 
@@ -154,12 +164,7 @@ class AlertWatcher:
                 return found
             after = page[-1].name
 
-    async def _judge_latest_endings(self) -> None:
-        try:
-            jobs = await self._watched_jobs()
-        except StoreError as exc:
-            log.warning("jobs' latest endings could not be judged for alerts", error=exc.message)
-            return
+    async def _judge_latest_endings(self, jobs: list[Job]) -> None:
         for job in jobs:
             try:
                 recent = await self._recent(job)
@@ -173,27 +178,52 @@ class AlertWatcher:
     # --- the dead-man's switch ------------------------------------------------------
 
     async def _raise_silences(self) -> datetime | None:
-        """Raise the alert of each silence that reached its limit; when the next one will."""
+        """Look again at the jobs that changed (every job, the first time: and judge their
+        latest endings then), raise the alert of each silence that reached its limit, and
+        say when the next one will."""
         try:
-            jobs = [j for j in await self._watched_jobs() if j.alerts.expect_success_within_s]
+            if self._stale_all:
+                jobs = await self._watched_jobs()
+                await self._judge_latest_endings(jobs)
+                self._silences.clear()
+                for job in jobs:
+                    await self._plan_silence(job)
+                self._stale_all = False
+            while self._stale:
+                job_id = next(iter(self._stale))
+                changed = await self._store.get_job(job_id)
+                self._silences.pop(job_id, None)
+                if changed is not None:
+                    await self._plan_silence(changed)
+                self._stale.discard(job_id)
             now = self._clock.now()
-            earliest: datetime | None = None
-            for job in jobs:
-                last = await self._store.latest_run_with(job.id, RunStatus.SUCCEEDED)
-                raised = silence(job, last, now)
-                if raised is not None:
-                    await self._raise(job, raised)
-                    continue
-                deadline = silence_deadline(job, last)
-                if deadline is not None and (earliest is None or deadline < earliest):
-                    earliest = deadline
-            return earliest
+            for job_id, (deadline, job, last) in list(self._silences.items()):
+                if deadline <= now:
+                    raised = silence(job, last, now)
+                    if raised is not None:
+                        await self._raise(job, raised)
+                    del self._silences[job_id]  # once per silence: a success or a change plans anew
         except StoreError as exc:
             log.warning("silences could not be judged; trying again", error=exc.message)
             return self._clock.now() + _STORE_RETRY
+        return min((deadline for deadline, _, _ in self._silences.values()), default=None)
+
+    async def _plan_silence(self, job: Job) -> None:
+        """Note when the job's silence reaches its limit, if it has a dead-man's switch."""
+        if not job.alerts.expect_success_within_s:
+            return
+        last = await self._store.latest_run_with(job.id, RunStatus.SUCCEEDED)
+        deadline = silence_deadline(job, last)
+        if deadline is not None:
+            self._silences[job.id] = (deadline, job, last)
 
     async def _follow_job_changes(self) -> None:
         while True:
             with self._bus.subscribe(internal=True, streams=frozenset({JOB})) as changes:
-                async for _ in changes:
-                    self._changed.set()
+                async for envelope in changes:
+                    job_id = envelope.get("job_id")
+                    if isinstance(job_id, str):
+                        self._look_again(job_id)
+            # It fell behind (a gap): every job is looked at again.
+            self._stale_all = True
+            self._changed.set()

@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 
 from gatewayd import __version__, bounds
+from gatewayd.alerting.values import Alert
 from gatewayd.api.values import (
     Identity,
     JobState,
@@ -26,12 +27,13 @@ from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.errors import InvalidInput, NotFound, StoreError
 from gatewayd.logs import dropped_lines
-from gatewayd.model import MAIN_SESSION_KEY, Job, RunStatus, Session
+from gatewayd.model import MAIN_SESSION_KEY, Job, Run, RunStatus, Session
 from gatewayd.planning import Upcoming, job_upcoming
 from gatewayd.runs import RunPipeline
 from gatewayd.scheduler import Scheduler
 from gatewayd.sessions import inbox_path, tail_jsonl, transcript_path
 from gatewayd.store.base import Store, StoreHealth
+from gatewayd.why import Why, explain, since_default
 
 # With more jobs than this, the newest run of every job is read in one query.
 _LATEST_OF_ALL = 50
@@ -73,6 +75,37 @@ class Reads:
     def upcoming(self, job: Job, *, count: int, after: datetime | None) -> list[Upcoming]:
         """The next ``count`` slots of ``job`` (``cron next``), as its timer walks them."""
         return job_upcoming(job, count=count, now=self._clock.now(), after=after)
+
+    async def why(self, job: Job, *, since: datetime | None) -> Why:
+        """``cron why``: what became of the job's slots since ``since`` (default: a day ago)."""
+        now = self._clock.now()
+        since = since or since_default(now)
+        most = bounds.WHY_SLOTS.largest
+        runs: list[Run] = []
+        before: str | None = None
+        while len(runs) < most:
+            page = await self._store.list_runs(job.id, limit=bounds.RUN_PAGE.largest, before=before)
+            runs.extend(page)
+            if (
+                len(page) < bounds.RUN_PAGE.largest
+                or min(r.scheduled_for or r.queued_at for r in page) < since
+            ):
+                break
+            before = page[-1].run_id
+        return explain(
+            job,
+            runs=runs,
+            instances=await self._store.instances(),
+            since=since,
+            now=now,
+            grace_s=self._pipeline.settings.catchup.grace_s,
+            most=most,
+        )
+
+    async def alerts(self, *, job: Job | None, limit: int) -> list[Alert]:
+        """The latest alerts, of one job if given, newest first."""
+        bounds.ALERT_PAGE.check(limit)
+        return await self._store.list_alerts(job_id=None if job is None else job.id, limit=limit)
 
     async def job(self, ref: str) -> Job:
         """The job whose id, else whose name, is ``ref``."""

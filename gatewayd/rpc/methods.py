@@ -25,7 +25,17 @@ T = TypeVar("T")
 DEFAULT_EVENTS_LIMIT = 100
 # The large reads: the server computes only a few of them at once (writes spend
 # their time waiting for the disk, and waits for a run to end compute nothing).
-HEAVY = frozenset({"cron.list", "cron.runs", "sessions.list", "sessions.get", "gateway.status"})
+HEAVY = frozenset(
+    {
+        "cron.list",
+        "cron.runs",
+        "cron.why",
+        "alerts.list",
+        "sessions.list",
+        "sessions.get",
+        "gateway.status",
+    }
+)
 EVENTS_LIMIT = bounds.Count(low=0, high=10_000)
 # Job lists longer than this are shaped and encoded on a worker thread, so that
 # the timer keeps time.
@@ -213,6 +223,21 @@ class _Methods:
         slots = self._reads.upcoming(job, count=count, after=after)
         return views.upcoming_to_json(slots, job.schedule)
 
+    async def cron_why(self, params: dict[str, Any]) -> Any:
+        _known(params, "cron.why", "job", "since")
+        since = params.get("since")
+        if since is not None:
+            since = bounds.check_time(parse_time(since, what="since"), "since")
+        job = await self._reads.job(_str(params, "job", "cron.why"))
+        return views.why_to_json(await self._reads.why(job, since=since))
+
+    async def alerts_list(self, params: dict[str, Any]) -> Any:
+        _known(params, "alerts.list", "job", "limit")
+        limit = _limit(params, "alerts.list", bounds.ALERT_PAGE)
+        ref = _optional_str(params, "job", "alerts.list")
+        job = None if ref is None else await self._reads.job(ref)
+        return [views.alert_to_json(a) for a in await self._reads.alerts(job=job, limit=limit)]
+
     async def cron_runs(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.runs", "job", "limit", "before")
         limit = _limit(params, "cron.runs", bounds.RUN_PAGE)
@@ -270,6 +295,8 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         "cron.cancel": m.cron_cancel,
         "cron.runs": m.cron_runs,
         "cron.next": m.cron_next,
+        "cron.why": m.cron_why,
+        "alerts.list": m.alerts_list,
         "runs.get": m.runs_get,
         "runs.last": m.runs_last,
         "runs.wait": m.runs_wait,
