@@ -23,7 +23,7 @@ from gatewayd.alerting.values import (
     SinkSpec,
 )
 from gatewayd.errors import InvalidInput
-from gatewayd.model import AlertPolicy, Job, Run, RunStatus, Trigger
+from gatewayd.model import AlertPolicy, ErrorKind, Job, Run, RunStatus, Trigger
 from gatewayd.runners.base import ExecResult
 
 from tests.harness import START, Harness, open_harness
@@ -148,6 +148,38 @@ class TestFailureStreaks:
             with pytest.raises(InvalidInput, match=r"alerts\.sinks\[0\]: no alert sink 'ops'"):
                 await h.add(name="x", every="1h", command="x", alert=["ops"])
             assert await h.store.list_jobs() == []
+
+
+class TestMissedSlots:
+    async def test_missed_slots_alert_once_per_cooldown(self, tmp_path: Path) -> None:
+        """Slots recorded missed (the timer held off past the misfire grace) raise one
+        alert, not one per slot; the alert names the missed record."""
+        out = tmp_path / "alerts.jsonl"
+        async with open_harness(tmp_path, sinks=[file_sink(out)]) as h:
+            judged = Judged(h)
+            job_id = await h.add(
+                name="minutely", every="1m", command="x", alert=["file"], catchup="none"
+            )
+            h.runner.auto_finish = True
+            await h.advance_to(START + timedelta(minutes=10))
+
+            async def missed() -> list[Run]:
+                runs = [r for r in await h.runs(job_id) if r.error_kind is ErrorKind.MISSED]
+                return runs if len(runs) >= 5 else []
+
+            records = await h.until(missed)
+
+            async def all_judged() -> bool:
+                return {r.run_id for r in records} <= judged.seen
+
+            await h.until(all_judged)
+
+            async def alerted() -> list[Alert]:
+                return [a for a in await alerts_of(h, job_id) if a.reason is AlertReason.MISSED]
+
+            [alert] = await h.until(alerted)
+            assert alert.run_ids[0] in {r.run_id for r in records}
+            assert await alerted() == [alert]
 
 
 class TestPauseAfterFailures:

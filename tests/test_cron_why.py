@@ -218,3 +218,49 @@ class TestTimeline:
         assert gap.since == START + timedelta(minutes=10)
         assert gap.until == START + timedelta(hours=1)
         assert absence_at(spans, START + timedelta(minutes=5)) is None
+
+
+class TestTimelineRuns:
+    """Runs matched with their slots, and retries still to come."""
+
+    def test_a_slot_with_its_run_is_shown_once_and_a_pending_retry_is_named(self) -> None:
+        """A slot whose run's time differs by microseconds from the walked slot (an
+        anchor kept to the millisecond) is the run's; a retry queued for later is
+        ``retry_pending``."""
+        from gatewayd.model import Run, RunStatus, Trigger
+
+        job = TestTimeline().job()
+        slot = START + timedelta(hours=1, microseconds=400)
+        ran = Run(
+            run_id="r1",
+            job_id="j1",
+            job_name="hourly",
+            trigger=Trigger.SCHEDULE,
+            status=RunStatus.FAILED,
+            scheduled_for=slot,
+            queued_at=slot,
+            started_at=slot,
+            ended_at=slot + timedelta(seconds=1),
+            session_key="k1",
+            error="exit 1",
+        )
+        retry = Run(
+            run_id="r2",
+            job_id="j1",
+            job_name="hourly",
+            trigger=Trigger.RETRY,
+            status=RunStatus.QUEUED,
+            scheduled_for=slot + timedelta(minutes=10),
+            queued_at=slot + timedelta(seconds=1),
+            session_key="k2",
+            attempt=2,
+        )
+        now = START + timedelta(hours=1, minutes=5)
+        report = explain(
+            job, runs=[retry, ran], instances=[], since=START, now=now, grace_s=1.0, most=100
+        )
+        assert [(e.fate, e.run.run_id if e.run else None) for e in report.entries] == [
+            (Fate.RAN, "r1"),
+            (Fate.RETRY_PENDING, "r2"),
+        ]
+        assert "failed: exit 1" in report.entries[0].detail

@@ -53,16 +53,27 @@ def failure_streak(runs: Sequence[Run]) -> list[Run]:
     return streak
 
 
-def after_run(job: Job, run: Run, recent: Sequence[Run], last: Alert | None) -> Raised | None:
+def after_run(
+    job: Job,
+    run: Run,
+    recent: Sequence[Run],
+    last: Alert | None,
+    last_missed: Alert | None = None,
+) -> Raised | None:
     """The alert that ``run``'s ending raises, if any.
 
     ``recent`` is the job's latest runs, newest first, ``run`` among them;
-    ``last`` the job's latest failure or recovery alert.
+    ``last`` the job's latest failure or recovery alert, ``last_missed`` its latest
+    missed one: missed slots raise at most one alert per cooldown (a long outage
+    records many at once).
     """
     if not job.alerts.sinks or run.ended_at is None:
         return None
     at = run.ended_at
+    cooldown = timedelta(seconds=job.alerts.cooldown_s)
     if run.status is RunStatus.SKIPPED and run.error_kind is ErrorKind.MISSED:
+        if last_missed is not None and at - last_missed.raised_at < cooldown:
+            return None
         return Raised(
             key=f"missed:{run.run_id}",
             reason=AlertReason.MISSED,
@@ -93,12 +104,12 @@ def after_run(job: Job, run: Run, recent: Sequence[Run], last: Alert | None) -> 
     if len(streak) < job.alerts.after:
         return None
     ids = tuple(r.run_id for r in streak)
-    alerted = last is not None and last.reason is AlertReason.FAILURE and last.run_ids[0] in ids
     # A streak alerted already is alerted again only once the cooldown has passed.
     if (
-        alerted
-        and last is not None
-        and at - last.raised_at < timedelta(seconds=job.alerts.cooldown_s)
+        last is not None
+        and last.reason is AlertReason.FAILURE
+        and last.run_ids[0] in ids
+        and at - last.raised_at < cooldown
     ):
         return None
     detail = run.error or run.status.value

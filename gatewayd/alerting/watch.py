@@ -31,6 +31,7 @@ from gatewayd.alerting.rules import (
     silence,
     silence_deadline,
 )
+from gatewayd.alerting.values import AlertReason
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.errors import StoreError
@@ -130,7 +131,10 @@ class AlertWatcher:
             recent = recent if recent is not None else await self._recent(job)
             if job.alerts.sinks:
                 last = await self._store.latest_alert(job.id, STREAK_REASONS)
-                raised = after_run(job, run, recent, last)
+                missed = None
+                if run.error_kind is ErrorKind.MISSED:
+                    missed = await self._store.latest_alert(job.id, (AlertReason.MISSED,))
+                raised = after_run(job, run, recent, last, missed)
                 if raised is not None:
                     await self._raise(job, raised)
             failures = pause_due(job, run, recent)
