@@ -36,6 +36,7 @@ class Core:
     pipeline: RunPipeline
     scheduler: Scheduler
     gateway: Gateway
+    alerts: AlertWatcher
 
 
 @asynccontextmanager
@@ -112,13 +113,19 @@ async def open_core(
                 instance_id=identity.instance_id,
             )
             pipeline.add_finished_listener(watcher.after_run)
+            pipeline.add_skipped_listener(watcher.skipped)
             await followers.start(bus.follow)
             await followers.start(pipeline.carry_out_cancels)
             await followers.start(scheduler.follow_jobs)
             await followers.start(deliverer.run)
             await followers.start(watcher.run)
             yield Core(
-                bus=bus, broker=broker, pipeline=pipeline, scheduler=scheduler, gateway=gateway
+                bus=bus,
+                broker=broker,
+                pipeline=pipeline,
+                scheduler=scheduler,
+                gateway=gateway,
+                alerts=watcher,
             )
             followers.cancel_scope.cancel()
     finally:

@@ -149,7 +149,7 @@ NEXT_SLOTS = Page(default=10, largest=1000)  # the slots ``cron next`` shows
 RUN_PAGE = Page(default=20, largest=200)
 SESSION_PAGE = Page(default=50, largest=500)
 ALERT_PAGE = Page(default=50, largest=500)
-WHY_SLOTS = Page(default=200, largest=2000)  # the slots ``cron why`` shows
+WHY_SLOTS = Page(default=500, largest=500)  # the slots ``cron why`` shows (the latest)
 
 WAIT_TIMEOUT = Span(low=0.0, high=DAY)
 PROBE_LAG = Span(low=0.001, high=60.0)

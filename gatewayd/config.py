@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from gatewayd import bounds
-from gatewayd.alerting.values import SinkKind, SinkSpec
+from gatewayd.alerting.values import SINK_NAME, SinkKind, SinkSpec
 from gatewayd.durations import parse_duration, parse_size
 from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
@@ -57,7 +57,6 @@ AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
 SINK_KEYS = frozenset(
     {"command", "webhook", "token_env", "retry_backoff", "max_attempts", "timeout"}
 )
-_SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
@@ -294,7 +293,7 @@ def _sinks(path: Path | None, text: str, body: Any, env: Mapping[str, str]) -> t
     defaults = SinkSpec(name="-", kind=SinkKind.COMMAND)
     for name, table in body.items():
         r = _Reader(path, text, f"alerts.{name}", table)
-        if not _SINK_NAME.fullmatch(name):
+        if not SINK_NAME.fullmatch(name):
             raise r.error(r.table, "a sink's name is letters, digits, '_', '.' and '-'")
         r.check_keys(SINK_KEYS)
         command, webhook = r.body.get("command"), r.string("webhook", None)

@@ -9,13 +9,13 @@ is stored. The config file and the CLI write specs in a flat form
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from gatewayd import bounds
+from gatewayd.alerting.values import SINK_NAME
 from gatewayd.durations import parse_duration, parse_size, parse_time, parse_when
 from gatewayd.errors import InvalidInput
 from gatewayd.model import (
@@ -261,9 +261,6 @@ def _retry(value: Any) -> RetryPolicy:
     )
 
 
-_SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
 def _alerts(value: Any) -> AlertPolicy:
     if value is None:
         return AlertPolicy()
@@ -276,7 +273,7 @@ def _alerts(value: Any) -> AlertPolicy:
     bounds.ALERT_SINKS.check(len(raw), "alerts.sinks (how many)")
     sinks: list[str] = []
     for index, name in enumerate(raw):
-        if not isinstance(name, str) or not _SINK_NAME.fullmatch(name):
+        if not isinstance(name, str) or not SINK_NAME.fullmatch(name):
             raise InvalidInput(
                 f"alerts.sinks[{index}]: {name!r} is not a sink name "
                 "(letters, digits, '_', '.', '-')"

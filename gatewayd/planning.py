@@ -331,8 +331,8 @@ def upcoming(
 
 def job_upcoming(job: Job, *, count: int, now: datetime, after: datetime | None) -> list[Upcoming]:
     """The next ``count`` slots of ``job``: from its stored next slot, or after ``after``
-    (none while it is disabled: its timer fires nothing)."""
-    if not job.enabled:
+    (none while it is disabled or paused: its timer fires nothing)."""
+    if not job.enabled or job.paused is not None:
         bounds.NEXT_SLOTS.check(count, "count")
         return []
     stagger = stagger_offset(job.id, job.stagger_s)

@@ -257,6 +257,20 @@ def _summarised(runs: Sequence[Run], slot: datetime) -> Run | None:
     return None
 
 
+def _walk_start(job: Job, since: datetime, now: datetime, most: int) -> datetime:
+    """Where to start walking the schedule so that about ``most`` slots are left before
+    ``now``: ``since``, unless the schedule is so dense that the first ``most`` slots
+    from it end early; then as much later as they spanned (only the latest are kept)."""
+    slot = next_slot(job.schedule, since - timedelta(microseconds=1))
+    for _ in range(most):
+        if slot is None or due_at(job, slot) > now:
+            return since
+        slot = next_slot(job.schedule, slot)
+    if slot is None or due_at(job, slot) > now:
+        return since
+    return max(since, now - (slot - since))
+
+
 def explain(
     job: Job,
     *,
@@ -279,18 +293,14 @@ def explain(
         if r.trigger in (Trigger.SCHEDULE, Trigger.CATCHUP) and r.scheduled_for is not None
     }
     entries = [_of_run(job, r, spans, now) for r in in_window]
-    slot = next_slot(job.schedule, max(since, job.created_at) - timedelta(microseconds=1))
-    walked = 0
-    truncated = False
+    start = _walk_start(job, max(since, job.created_at), now, most)
+    truncated = start > max(since, job.created_at)
+    slot = next_slot(job.schedule, start - timedelta(microseconds=1))
     while slot is not None and due_at(job, slot) <= now:
         if not {_to_ms(slot) - 1, _to_ms(slot), _to_ms(slot) + 1} & slotted:
             summary = _summarised(in_window, slot)
             if summary is None:
                 entries.append(_unrun(job, slot, due_at(job, slot), now, grace))
-        walked += 1
-        if walked > 100_000:  # a schedule of seconds over a long window
-            truncated = True
-            break
         slot = next_slot(job.schedule, slot)
     entries.sort(key=lambda e: (e.at, e.slot or e.at))
     if len(entries) > most:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 from gatewayd import views
 from gatewayd.alerting.values import SinkSpec
+from gatewayd.alerting.watch import AlertWatcher
 from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import Identity
 from gatewayd.assembly import open_core
@@ -65,6 +66,7 @@ class Harness:
     pipeline: RunPipeline
     scheduler: Scheduler
     gateway: Gateway
+    alerts: AlertWatcher
     instance_id: str
     state_dir: Path
 
@@ -225,6 +227,7 @@ async def open_harness(
                 pipeline=core.pipeline,
                 scheduler=core.scheduler,
                 gateway=core.gateway,
+                alerts=core.alerts,
                 instance_id=instance_id,
                 state_dir=tmp_path,
             )

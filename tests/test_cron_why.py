@@ -137,6 +137,7 @@ class TestCausesOnADaemon:
 
         shown = wait_until(paused, timeout=15)
         assert shown["paused"]["failures"] == 2 and shown["next_run_at"] is None
+        assert daemon.cli("cron", "next", "flaky", "--json").json() == []
         text = daemon.cli("cron", "show", "flaky").stdout
         assert "paused" in text and "after 2 failures in a row" in text
         paused_at = parse_time(shown["paused"]["at"]).timestamp()

@@ -8,8 +8,12 @@ again, after a restart or from another instance, stores nothing new.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime
+
+# A sink's name, in ``[alerts.NAME]`` and in a job's ``alerts.sinks``.
+SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class AlertReason(enum.StrEnum):

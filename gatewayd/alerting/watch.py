@@ -1,7 +1,8 @@
 """Raising alerts and pausing jobs, from recorded facts, as runs end and silences last.
 
 The watcher judges each ending this instance records (a run's, or a slot
-recorded missed) by :mod:`gatewayd.alerting.rules`: it stores the alerts the
+recorded missed, which it queues to judge off the timer's path) by
+:mod:`gatewayd.alerting.rules`: it stores the alerts the
 ending raises, wakes the deliverer, and pauses a job that failed
 ``pause_after`` times in a row. At its start it judges again each watched
 job's latest ending, which a crash may have left unjudged: an alert's key
@@ -13,6 +14,7 @@ watched job succeeds.
 
 from __future__ import annotations
 
+import collections
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Protocol
@@ -46,6 +48,8 @@ log = structlog.get_logger("gatewayd.alerts")
 _RECENT_MARGIN = 50
 _RECENT_MOST = 2000
 _JOB_PAGE = 500
+# More jobs changed than this are read again in one pass over all jobs.
+_READ_ONE_BY_ONE = 50
 # After the store failed to answer, how long until the silences are judged again.
 _STORE_RETRY = timedelta(seconds=5)
 
@@ -86,18 +90,47 @@ class AlertWatcher:
         self._silences: dict[str, tuple[datetime, Job, Run | None]] = {}
         self._stale: set[str] = set()
         self._stale_all = True
+        self._started = False  # the latest endings a crash may have left are judged once
+        # Missed slots the timer recorded, to judge off its path.
+        self._missed: collections.deque[tuple[Run, Job]] = collections.deque()
+        self._missed_added = anyio.Event()
+        self._pending = 0
+        self._idle = anyio.Event()
 
     async def after_run(self, run: Run, job: Job | None) -> None:
-        """Judge an ending this instance recorded (``job`` is ``None`` for a skipped slot)."""
-        if job is None:
-            if run.status is not RunStatus.SKIPPED or run.error_kind is not ErrorKind.MISSED:
-                return
-            job = await self._store.get_job(run.job_id)
+        """Judge a run's ending this instance recorded (a run-finished listener)."""
         if job is None or not watched(job):
             return
         await self._judge(job, run)
         if run.status is RunStatus.SUCCEEDED and job.alerts.expect_success_within_s is not None:
             self._look_again(job.id)
+
+    def skipped(self, run: Run, job: Job) -> None:
+        """Queue a slot recorded missed for judging (a skipped-slot listener: the timer
+        records it, and does not wait for the judgment)."""
+        if run.error_kind is ErrorKind.MISSED and job.alerts.sinks:
+            self._missed.append((run, job))
+            self._pending += 1
+            self._missed_added.set()
+
+    async def drained(self) -> None:
+        """Wait until every missed slot queued so far has been judged."""
+        while self._pending:
+            if self._idle.is_set():
+                self._idle = anyio.Event()  # the judge sets it once the queue is empty
+            await self._idle.wait()
+
+    async def _judge_missed(self) -> None:
+        while True:
+            while self._missed:
+                run, job = self._missed.popleft()
+                try:
+                    await self._judge(job, run)
+                finally:
+                    self._pending -= 1
+            self._idle.set()
+            self._missed_added = anyio.Event()
+            await self._missed_added.wait()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -105,9 +138,9 @@ class AlertWatcher:
         """Judge the endings a crash may have left unjudged, then keep the dead-man's
         switch, until cancelled."""
         task_status.started()
-        self._stale_all = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._follow_job_changes)
+            tg.start_soon(self._judge_missed)
             while True:
                 self._changed = anyio.Event()
                 wake_at = await self._raise_silences()
@@ -182,13 +215,18 @@ class AlertWatcher:
     # --- the dead-man's switch ------------------------------------------------------
 
     async def _raise_silences(self) -> datetime | None:
-        """Look again at the jobs that changed (every job, the first time: and judge their
-        latest endings then), raise the alert of each silence that reached its limit, and
-        say when the next one will."""
+        """Look again at the jobs that changed (every job, the first time, when it also
+        judges their latest endings, and when many changed at once), raise the alert of
+        each silence that reached its limit, and say when the next one will."""
         try:
+            if len(self._stale) > _READ_ONE_BY_ONE:
+                self._stale_all = True  # many changed (a batch added): one read of them all
             if self._stale_all:
+                self._stale.clear()
                 jobs = await self._watched_jobs()
-                await self._judge_latest_endings(jobs)
+                if not self._started:
+                    await self._judge_latest_endings(jobs)
+                    self._started = True
                 self._silences.clear()
                 for job in jobs:
                     await self._plan_silence(job)

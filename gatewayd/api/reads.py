@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -92,14 +93,18 @@ class Reads:
             ):
                 break
             before = page[-1].run_id
-        return explain(
-            job,
-            runs=runs,
-            instances=await self._store.instances(),
-            since=since,
-            now=now,
-            grace_s=self._pipeline.settings.catchup.grace_s,
-            most=most,
+        # On a worker thread: a day of a schedule in seconds is tens of thousands of slots.
+        return await anyio.to_thread.run_sync(
+            partial(
+                explain,
+                job,
+                runs=runs,
+                instances=await self._store.instances(),
+                since=since,
+                now=now,
+                grace_s=self._pipeline.settings.catchup.grace_s,
+                most=most,
+            )
         )
 
     async def alerts(self, *, job: Job | None, limit: int) -> list[Alert]:

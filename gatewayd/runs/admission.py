@@ -159,8 +159,10 @@ class Admission:
         locks: JobLocks,
         instance_id: str,
         catchup: Catchup,
+        on_skipped: Callable[[Run, Job], None],
     ) -> None:
         self._store = store
+        self._on_skipped = on_skipped
         self._clock = clock
         self._recorder = recorder
         self._supervisor = supervisor
@@ -303,6 +305,9 @@ class Admission:
             self._supervisor.launch(run, job, after=after)
         if replacing:
             self._replace(OverlapAction.REPLACE, live)
+        for run in runs:
+            if run.status is RunStatus.SKIPPED:
+                self._on_skipped(run, job)
         return runs
 
     def _replace(self, action: OverlapAction, live: Sequence[Run]) -> None:

@@ -48,6 +48,7 @@ log = structlog.get_logger("gatewayd.runs")
 RECENT_ENDINGS = 1024
 
 FinishedListener = Callable[[Run, Job | None], Awaitable[None]]
+SkippedListener = Callable[[Run, Job], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +98,7 @@ class RunPipeline:
         self._handles = handles = Handles()
         self._locks = JobLocks()
         self._finished_listeners: list[FinishedListener] = []
+        self._skipped_listeners: list[SkippedListener] = []
         self._recent_endings: OrderedDict[str, Run] = OrderedDict()
         self._recorder = Recorder(
             store=store,
@@ -129,6 +131,7 @@ class RunPipeline:
             locks=self._locks,
             instance_id=settings.instance_id,
             catchup=Catchup(window_s=settings.catchup_window_s, limits=settings.catchup),
+            on_skipped=self._tell_skipped,
         )
         self._retries = Retries(admission=self._admission, clock=clock)
         self._clock = clock
@@ -144,6 +147,18 @@ class RunPipeline:
     def add_finished_listener(self, listener: FinishedListener) -> None:
         """Call ``listener(run, job)`` after each run's terminal status is recorded."""
         self._finished_listeners.append(listener)
+
+    def add_skipped_listener(self, listener: SkippedListener) -> None:
+        """Call ``listener(run, job)`` for each slot recorded ``skipped`` (overlap or missed),
+        on the timer's path: it must not wait for anything."""
+        self._skipped_listeners.append(listener)
+
+    def _tell_skipped(self, run: Run, job: Job) -> None:
+        for listener in self._skipped_listeners:
+            try:
+                listener(run, job)
+            except Exception:
+                log.exception("a skipped-slot listener failed", run_id=run.run_id)
 
     def job_lock(self, job_id: str) -> AbstractAsyncContextManager[None]:
         """Hold the lock that serialises this instance's decisions about one job."""

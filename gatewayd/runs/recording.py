@@ -68,8 +68,7 @@ class Recorder:
         The write is seen through even if the caller is cancelled (see the bus), and
         the caller launches the runs before a cancellation can land: a run
         recorded is always driven to its ending. ``now`` is when they were decided;
-        ``expected``, what the decision saw (see ``Store.record_runs``). Each run
-        recorded skipped is an ending: ``on_ended(run, None)`` follows.
+        ``expected``, what the decision saw (see ``Store.record_runs``).
         """
 
         def write(publication: Publication) -> Awaitable[None]:
@@ -88,9 +87,6 @@ class Recorder:
                 for run in runs
             ),
         )
-        for run in runs:
-            if run.status is RunStatus.SKIPPED:
-                await self._on_ended(run, None)
 
     async def record_start(
         self,
