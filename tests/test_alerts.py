@@ -328,3 +328,24 @@ def _payload() -> Any:
     from gatewayd.model import ExecPayload
 
     return ExecPayload(command="x")
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("flat", "named"),
+        [
+            ({"alert_after": 0}, "alerts.after"),
+            ({"alert_cooldown": "-1s"}, "alerts.cooldown_s"),
+            ({"expect_success_within": "0s"}, "alerts.expect_success_within_s"),
+            ({"pause_after": 1001}, "pause_after"),
+            ({"alert": ["bad name!"]}, r"alerts.sinks\[0\]"),
+        ],
+    )
+    async def test_refused_naming_the_field(
+        self, tmp_path: Path, flat: dict[str, Any], named: str
+    ) -> None:
+        """Bad input names the field and changes nothing."""
+        async with open_harness(tmp_path) as h:
+            with pytest.raises(InvalidInput, match=named):
+                await h.add(name="x", every="1h", command="x", **flat)
+            assert await h.store.list_jobs() == []

@@ -172,6 +172,23 @@ class TestWebhookDelivery:
         assert len(every) == 1
         assert len(alert["attempts"]) == 2
 
+    def test_an_alert_whose_attempts_all_fail_ends_failed_with_its_error(
+        self, tmp_path: Path
+    ) -> None:
+        """Never silently dropped: after the sink's last attempt, ``gatewayd alerts`` shows
+        the alert ``failed``, with the error of that attempt."""
+        with AlertServer([503, 503, 503]) as server:
+            config = hook_config(server.url) + "max_attempts = 2\n"
+            with DaemonProcess(tmp_path / "state", config=config, env={"HOOK_TOKEN": "t"}) as d:
+                d.add_job("--name", "etl", "--every", "1h", "--shell", "exit 1", "--alert", "hook")
+                d.cli("cron", "run", "etl", "--wait")
+                alert = alert_in(d, "etl", "failed")
+                text = d.cli("alerts", "--job", "etl").stdout
+        assert alert["error"] == "HTTP 503: scripted"
+        assert len(alert["attempts"]) == 2
+        assert len(server.requests) == 2
+        assert "failed" in text and "HTTP 503" in text
+
 
 class TestCommandSink:
     def test_a_command_sink_gets_the_alert_as_json_on_stdin(self, tmp_path: Path) -> None:

@@ -74,3 +74,43 @@ class TestConfig:
     def test_unreadable_file(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="cannot read the config file"):
             load_config(tmp_path / "missing.toml", now=NOW)
+
+
+class TestAlertSinks:
+    """``[alerts.NAME]``: a bad sink is refused at load, naming its key; nothing starts."""
+
+    def test_a_command_and_a_webhook_sink(self) -> None:
+        config = parse_config(
+            '[alerts.file]\ncommand = ["notify"]\n'
+            '[alerts.hook]\nwebhook = "https://hooks.example.com/x"\ntoken_env = "TOKEN"\n'
+            'retry_backoff = "1s"\nmax_attempts = 3\n'
+            '[[jobs]]\nname = "j"\nevery = "1h"\ncommand = "true"\nalert = ["file", "hook"]\n',
+            now=NOW,
+            env={"TOKEN": "t"},
+        )
+        file, hook = config.sinks
+        assert file.command == ("notify",) and file.max_attempts == 8
+        assert hook.webhook == "https://hooks.example.com/x" and hook.token_env == "TOKEN"
+        assert (hook.retry_backoff_s, hook.max_attempts) == (1.0, 3)
+
+    @pytest.mark.parametrize(
+        ("text", "named"),
+        [
+            ('[alerts.x]\ncommand = ["a"]\nwebhook = "https://h/x"\n', "give exactly one"),
+            ('[alerts.x]\nwebhook = "ftp://h/x"\n', "alerts.x.webhook"),
+            ('[alerts.x]\nwebhook = "https://h/x"\ntoken_env = "UNSET_VAR"\n', "is not set"),
+            ('[alerts.x]\ncommand = ["a"]\nmax_attempts = 0\n', "alerts.x.max_attempts"),
+            ('[alerts.x]\ncommand = ["a"]\nretry = 1\n', "unknown key"),
+            (
+                '[[jobs]]\nname = "j"\nevery = "1h"\ncommand = "true"\nalert = ["nowhere"]\n',
+                "alert sink 'nowhere' is not declared",
+            ),
+            (
+                '[[jobs]]\nname = "j"\nevery = "1h"\ncommand = "true"\npause_after = 0\n',
+                "pause_after",
+            ),
+        ],
+    )
+    def test_refused(self, text: str, named: str) -> None:
+        with pytest.raises(ConfigError, match=named):
+            parse_config(text, now=NOW, env={})
