@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", parents=[common], help="run the daemon in the foreground")
+    serve.add_argument(
+        "--http", metavar="ADDR", help="serve metrics and health on HOST:PORT (see [http])"
+    )
     serve.add_argument("--config", metavar="FILE", help="TOML config file")
     serve.add_argument(
         "--store", metavar="URL", help="sqlite:///PATH or postgresql://... (else $GATEWAYD_STORE)"
@@ -280,12 +283,20 @@ def _client(args: argparse.Namespace) -> RpcClient:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from gatewayd.clock import SystemClock
-    from gatewayd.config import load_config
+    from gatewayd.config import check_http, load_config
     from gatewayd.daemon import Daemon, config_path, run_daemon
     from gatewayd.logs import configure_logging
 
     config = load_config(config_path(args.config), now=SystemClock().now(), env=os.environ)
+    if args.http is not None:
+        try:
+            http = check_http(replace(config.http, listen=args.http), os.environ)
+        except InvalidInput as exc:
+            raise InvalidInput(f"--http: {exc.message}") from None
+        config = replace(config, http=http)
     configure_logging(level=config.gateway.log_level, fmt=config.gateway.log_format)
     daemon = Daemon(
         config,

@@ -24,8 +24,15 @@ from gatewayd.errors import ConfigError, InvalidInput
 from gatewayd.flatspec import spec_from_flat
 from gatewayd.jobspec import job_from_spec
 from gatewayd.model import DEFAULT_AGENT, AgentSpec, JobSource
-from gatewayd.settings import ClusterSettings, GatewaySettings, SchedulerSettings, StoreSettings
+from gatewayd.settings import (
+    ClusterSettings,
+    GatewaySettings,
+    HttpSettings,
+    SchedulerSettings,
+    StoreSettings,
+)
 from gatewayd.store.location import check_schema, parse_location
+from gatewayd.web.address import is_loopback, parse_listen
 
 ENV_PREFIX = "GATEWAYD_"
 GATEWAY_KEYS = frozenset(
@@ -53,6 +60,7 @@ GATEWAY_KEYS = frozenset(
 SCHEDULER_KEYS = frozenset({"misfire_grace", "catchup_window", "catchup_max_runs"})
 CLUSTER_KEYS = frozenset({"lease", "host_id", "orphan_grace", "backstop"})
 STORE_KEYS = frozenset({"url", "schema"})
+HTTP_KEYS = frozenset({"listen", "token_env"})
 AGENT_KEYS = frozenset({"command", "timeout", "cwd", "env"})
 SINK_KEYS = frozenset(
     {"command", "webhook", "token_env", "retry_backoff", "max_attempts", "timeout"}
@@ -67,6 +75,7 @@ class Config:
     scheduler: SchedulerSettings = SchedulerSettings()
     cluster: ClusterSettings = ClusterSettings()
     store: StoreSettings = StoreSettings()
+    http: HttpSettings = HttpSettings()
     agents: tuple[AgentSpec, ...] = ()
     sinks: tuple[SinkSpec, ...] = ()
     jobs: tuple[Mapping[str, Any], ...] = ()
@@ -238,6 +247,39 @@ def _cluster(path: Path | None, text: str, body: Any, env: Mapping[str, str]) ->
     )
 
 
+def check_http(settings: HttpSettings, env: Mapping[str, str]) -> HttpSettings:
+    """``settings`` if its address parses and its token rule holds (an address other
+    than loopback needs ``token_env``, naming a variable that is set); else InvalidInput
+    naming the field."""
+    if settings.listen is None:
+        return settings
+    host, _ = parse_listen(settings.listen)
+    name = settings.token_env
+    if name is None and not is_loopback(host):
+        raise InvalidInput(
+            f"token_env: listening on {settings.listen}, beyond this machine, needs a bearer "
+            "token: set [http] token_env to the name of a variable that holds one",
+            data={"field": "token_env"},
+        )
+    if name is not None and not env.get(name):
+        raise InvalidInput(
+            f"token_env: the variable {name} that holds the token is not set",
+            data={"field": "token_env"},
+        )
+    return settings
+
+
+def _http(path: Path | None, text: str, body: Any, env: Mapping[str, str]) -> HttpSettings:
+    r = _Reader(path, text, "http", body)
+    r.check_keys(HTTP_KEYS)
+    settings = HttpSettings(listen=r.string("listen", None), token_env=r.string("token_env", None))
+    try:
+        return check_http(settings, env)
+    except InvalidInput as exc:
+        key = exc.data.get("field", "listen")
+        raise r.error(key, exc.message.removeprefix(f"{key}: ")) from None
+
+
 def _store(path: Path | None, text: str, body: Any) -> StoreSettings:
     r = _Reader(path, text, "store", body)
     d = StoreSettings()
@@ -404,12 +446,12 @@ def parse_config(
         body = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    known = {"gateway", "scheduler", "cluster", "store", "jobs", "agents", "alerts"}
+    known = {"gateway", "scheduler", "cluster", "store", "http", "jobs", "agents", "alerts"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise ConfigError(
             f"{where}: unknown table or key {unknown[0]!r}; "
-            "known are gateway, scheduler, cluster, store, agents, alerts, jobs"
+            "known are gateway, scheduler, cluster, store, http, agents, alerts, jobs"
         )
     agents = _agents(path, text, body.get("agents", {}))
     names = frozenset(a.name for a in agents)
@@ -419,6 +461,7 @@ def parse_config(
         scheduler=_scheduler(path, text, body.get("scheduler", {}), env),
         cluster=_cluster(path, text, body.get("cluster", {}), env),
         store=_store(path, text, body.get("store", {})),
+        http=_http(path, text, body.get("http", {}), env),
         agents=agents,
         sinks=sinks,
         jobs=_jobs(path, text, body.get("jobs", []), now, names, frozenset(s.name for s in sinks)),

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -27,7 +28,7 @@ from gatewayd.api.values import Identity, Status
 from gatewayd.assembly import Core, open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
-from gatewayd.errors import EXIT_OK, GatewaydError, LeaseLost
+from gatewayd.errors import EXIT_OK, GatewaydError, LeaseLost, StartupError
 from gatewayd.fdlimit import reserve_descriptors
 from gatewayd.hosts import host_name, machine_id
 from gatewayd.ids import new_instance_id
@@ -47,6 +48,9 @@ from gatewayd.store.base import Store, StoreHealth
 from gatewayd.store.choice import hints_for, open_store
 from gatewayd.store.location import resolve_location
 from gatewayd.wiring import open_runners, pipeline_settings
+
+if TYPE_CHECKING:
+    from gatewayd.web.listener import HttpListener
 
 log = structlog.get_logger("gatewayd.daemon")
 
@@ -90,6 +94,9 @@ class Daemon:
         self._pipeline: RunPipeline | None = None
         self._gateway: Gateway | None = None
         self._server: RpcServer | None = None
+        self._http: HttpListener | None = None
+        self._ready = False
+        self._stopping = False
 
     async def serve(self) -> int:
         """Start, serve until SIGTERM or SIGINT, shut down; the process exit code."""
@@ -140,6 +147,7 @@ class Daemon:
         self.notifier.ready(
             f"{jobs} jobs ({enabled} enabled), {core.pipeline.active_count} runs active"
         )
+        self._ready = True
         if self.notifier.watchdog_interval_s:
             # systemd arms the watchdog once the service is ready.
             assert self._tasks is not None
@@ -152,6 +160,7 @@ class Daemon:
             socket=str(self.socket_path),
             store=self.location.shown,
             jobs=jobs,
+            http=None if self._http is None else self._http.url,
         )
 
     async def _open_store(self) -> Store:
@@ -281,6 +290,51 @@ class Daemon:
             heavy=HEAVY,
         )
         await self._server.start(sock)
+        await self._listen_http(core)
+
+    async def _listen_http(self, core: Core) -> None:
+        """Serve ``[http]`` if it is set: its socket bound now, or the start fails."""
+        http = self.config.http
+        if http.listen is None:
+            return
+        # Loaded only for a daemon that listens: starlette, uvicorn and prometheus_client.
+        from gatewayd.web.app import Health, build_app
+        from gatewayd.web.listener import HttpListener, bind
+        from gatewayd.web.metrics import ActiveRuns, Metrics
+
+        try:
+            sock = bind(http.listen)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for HTTP on {http.listen}: {exc.strerror or exc}"
+            ) from None
+        assert self._store is not None
+        metrics = Metrics(
+            store=self._store,
+            identity=core.gateway.identity,
+            active=ActiveRuns(self._store, self.instance_id),
+        )
+        core.pipeline.add_finished_listener(metrics.after_run)
+        core.pipeline.add_skipped_listener(metrics.skipped)
+        token = None if http.token_env is None else self.env.get(http.token_env)
+        app = build_app(metrics=metrics, health=Health(reason=self._unhealthy), token=token)
+        self._http = HttpListener(app, sock)
+        await self._http.start()
+        self._stack.push_async_callback(self._http.stop)
+
+    def _unhealthy(self) -> str | None:
+        """Why the daemon does not serve as it should now, or ``None`` (``/healthz``)."""
+        if self._stopping:
+            return "shutting down"
+        if self._lease_lost.is_set():
+            return "lease lost: another instance took over this one's runs"
+        if not self._ready:
+            return "not ready yet"
+        assert self._store is not None
+        fault = self._store.health.fault
+        if fault is not None:
+            return f"the store takes no writes: {fault.message}"
+        return None
 
     def _store_health_changed(self, health: StoreHealth) -> None:
         """Say at once to systemd that the store's health changed (the store logs it)."""
@@ -337,6 +391,7 @@ class Daemon:
         self.notifier.send("READY=1")
 
     async def shutdown(self) -> None:
+        self._stopping = True
         self.notifier.stopping()
         if self._server is not None:
             await self._server.close()

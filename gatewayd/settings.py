@@ -90,6 +90,16 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpSettings:
+    """``[http]``: ``listen`` (``HOST:PORT``; ``None``: no listener), and the variable
+    ``token_env`` names, whose bearer token every request must carry (required for an
+    address other than loopback)."""
+
+    listen: str | None = None
+    token_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreSettings:
     """``[store]``: ``url`` (``None``: the embedded SQLite store in the state
     directory; see :mod:`gatewayd.store.location`), and the PostgreSQL schema that

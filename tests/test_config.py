@@ -22,6 +22,7 @@ class TestConfig:
         config = load_config(ROOT / "config.example.toml", now=NOW)
         assert config.jobs
         assert config.gateway.max_concurrent_runs == 16
+        assert config.http.listen == "127.0.0.1:9464"  # `make run` shows the listener
 
     def test_values_are_read(self) -> None:
         config = parse_config(
@@ -62,11 +63,17 @@ class TestConfig:
         """config.example.toml names every key the parser knows (set, or commented out)."""
         import re
 
-        from gatewayd.config import AGENT_KEYS, GATEWAY_KEYS, SCHEDULER_KEYS, SINK_KEYS
+        from gatewayd.config import (
+            AGENT_KEYS,
+            GATEWAY_KEYS,
+            HTTP_KEYS,
+            SCHEDULER_KEYS,
+            SINK_KEYS,
+        )
         from gatewayd.flatspec import FLAT_KEYS
 
         text = (ROOT / "config.example.toml").read_text()
-        for key in GATEWAY_KEYS | SCHEDULER_KEYS | AGENT_KEYS | SINK_KEYS:
+        for key in GATEWAY_KEYS | SCHEDULER_KEYS | AGENT_KEYS | SINK_KEYS | HTTP_KEYS:
             assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), key
         for key in FLAT_KEYS:
             assert key in text, key

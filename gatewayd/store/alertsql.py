@@ -74,6 +74,10 @@ class AlertSQL:
         return query, (job_id, *(r.value for r in reasons))
 
     @staticmethod
+    def counts() -> str:
+        return "SELECT sink, state, count(*) FROM alerts GROUP BY sink, state"
+
+    @staticmethod
     def next_due() -> str:
         return f"SELECT min(next_attempt_at) FROM alerts WHERE {_PENDING}"
 

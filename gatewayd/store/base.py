@@ -12,6 +12,7 @@ is judged by its lease on the store's clock.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import anyio
@@ -69,6 +70,11 @@ class Store(InstanceStore, JobStore, RunStore, EventStore, AlertStore, abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the store's resources. Idempotent."""
+
+    def time_commits(self, listener: Callable[[float], None]) -> None:
+        """Tell ``listener`` how long each commit took, in seconds, from any thread (the
+        SQLite store calls it on its writer's); a store with no commits never does."""
+        return
 
     def stats(self) -> dict[str, int]:
         """Counters for status reports (the SQLite store: commits and writes so far)."""

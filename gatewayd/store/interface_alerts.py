@@ -6,7 +6,7 @@ import abc
 from collections.abc import Sequence
 from datetime import datetime
 
-from gatewayd.alerting.values import Alert, AlertReason
+from gatewayd.alerting.values import Alert, AlertReason, AlertState
 
 
 class AlertStore(abc.ABC):
@@ -42,6 +42,10 @@ class AlertStore(abc.ABC):
     @abc.abstractmethod
     async def latest_alert(self, job_id: str, reasons: Sequence[AlertReason]) -> Alert | None:
         """The job's newest alert raised for one of ``reasons``, or ``None``."""
+
+    @abc.abstractmethod
+    async def alert_counts(self) -> dict[tuple[str, AlertState], int]:
+        """How many alerts there are, by sink and state."""
 
     @abc.abstractmethod
     async def next_alert_at(self) -> datetime | None:

@@ -130,6 +130,10 @@ class RunStore(abc.ABC):
         """The job's newest run (in the order runs were queued) with ``status``, or ``None``."""
 
     @abc.abstractmethod
+    async def last_successes(self) -> dict[str, datetime]:
+        """When each job's latest successful run ended, by job id (jobs with one only)."""
+
+    @abc.abstractmethod
     async def live_runs(self, job_id: str | None = None) -> list[Run]:
         """Runs that are ``queued`` or ``running``, oldest first; of one job if given."""
 

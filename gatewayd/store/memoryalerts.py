@@ -68,6 +68,14 @@ class MemoryAlerts(MemoryRecords):
         found = [a for a in self._alerts.values() if a.job_id == job_id and a.reason in reasons]
         return max(found, key=_newest_first, default=None)
 
+    async def alert_counts(self) -> dict[tuple[str, AlertState], int]:
+        await anyio.lowlevel.checkpoint()
+        counts: dict[tuple[str, AlertState], int] = {}
+        for alert in self._alerts.values():
+            key = (alert.sink, alert.state)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     async def next_alert_at(self) -> datetime | None:
         await anyio.lowlevel.checkpoint()
         return min(

@@ -164,6 +164,16 @@ class MemoryRuns(MemoryRecords):
         found = [r for r in self._runs.values() if r.job_id == job_id and r.status is status]
         return next(iter(self._newest_first(found)), None)
 
+    async def last_successes(self) -> dict[str, datetime]:
+        await anyio.lowlevel.checkpoint()
+        found: dict[str, datetime] = {}
+        for run in self._runs.values():
+            ended = run.ended_at
+            if run.status is not RunStatus.SUCCEEDED or ended is None:
+                continue
+            found[run.job_id] = max(ended, found.get(run.job_id, ended))
+        return found
+
     async def previous_started_run(self, job_id: str, before_run_id: str) -> Run | None:
         await anyio.lowlevel.checkpoint()
         limit = self._seq.get(before_run_id, 0)

@@ -15,6 +15,7 @@ operation). A lost server never kills the daemon and never drops a record:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -78,6 +79,7 @@ class PostgresAccess:
         self._event_listeners: list[EventsListener] = []
         self._order = CommitOrder(self._tell)
         self._commits = 0
+        self._commit_timers: list[Callable[[float], None]] = []
 
     # --- health ---------------------------------------------------------------------
 
@@ -132,6 +134,9 @@ class PostgresAccess:
                         continue
                     self._answers()
 
+    def time_commits(self, listener: Callable[[float], None]) -> None:
+        self._commit_timers.append(listener)
+
     async def upkeep(self) -> None:
         """Probe a lost server until it answers, each time it is lost; until cancelled."""
         while True:
@@ -178,6 +183,7 @@ class PostgresAccess:
                 raise
             envelopes = value.envelopes if isinstance(value, Published) else []
             self._order.taken(envelopes)
+            started = time.perf_counter()
             try:
                 await conn.commit()
             except CONNECTION_LOST as exc:
@@ -185,6 +191,8 @@ class PostgresAccess:
             except BaseException:
                 self._order.undone(envelopes)
                 raise
+            for listener in self._commit_timers:
+                listener(time.perf_counter() - started)
             return value
 
     async def _committed(self, xid: str) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
-from gatewayd.alerting.values import Alert, AlertReason
+from gatewayd.alerting.values import Alert, AlertReason, AlertState
 from gatewayd.store.alertsql import POSTGRES as SQL
 from gatewayd.store.pgaccess import Conn, PostgresAccess
 from gatewayd.store.sqlrows import from_us
@@ -50,6 +50,11 @@ async def _latest(conn: Conn, job_id: str, reasons: Sequence[AlertReason]) -> Al
     return None if row is None else ALERTS.load(row)
 
 
+async def _counts(conn: Conn) -> dict[tuple[str, AlertState], int]:
+    cursor = await conn.execute(SQL.counts())
+    return {(s, AlertState(t)): int(n) for s, t, n in await cursor.fetchall()}
+
+
 async def _next_due(conn: Conn) -> datetime | None:
     cursor = await conn.execute(SQL.next_due())
     row = await cursor.fetchone()
@@ -76,6 +81,9 @@ class PostgresAlerts(PostgresAccess):
 
     async def latest_alert(self, job_id: str, reasons: Sequence[AlertReason]) -> Alert | None:
         return await self._call(partial(_latest, job_id=job_id, reasons=list(reasons)))
+
+    async def alert_counts(self) -> dict[tuple[str, AlertState], int]:
+        return await self._call(_counts)
 
     async def next_alert_at(self) -> datetime | None:
         return await self._call(_next_due)

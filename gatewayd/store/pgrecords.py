@@ -193,6 +193,9 @@ class PostgresRuns(PostgresAccess):
     async def latest_run_with(self, job_id: str, status: RunStatus) -> Run | None:
         return await self._call(partial(pgruns.latest_with, job_id=job_id, status=status))
 
+    async def last_successes(self) -> dict[str, datetime]:
+        return await self._call(pgruns.last_successes)
+
     async def live_runs(self, job_id: str | None = None) -> list[Run]:
         return await self._call(partial(pgruns.live, job_id=job_id))
 

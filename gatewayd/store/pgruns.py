@@ -169,6 +169,13 @@ async def latest_with(conn: Conn, job_id: str, status: RunStatus) -> Run | None:
     return RUNS.load(rows[0]) if rows else None
 
 
+async def last_successes(conn: Conn) -> dict[str, datetime]:
+    rows = await _rows(
+        conn, "SELECT job_id, max(ended_at) FROM runs WHERE status = 'succeeded' GROUP BY job_id"
+    )
+    return {job_id: when for job_id, us in rows if (when := from_us(us)) is not None}
+
+
 async def live(conn: Conn, job_id: str | None) -> list[Run]:
     if job_id is None:
         rows = await _rows(conn, f"{_SELECT} WHERE {LIVE} ORDER BY seq")

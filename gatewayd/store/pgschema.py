@@ -95,6 +95,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE alerts (
             alert_id text PRIMARY KEY,
             job_id text NOT NULL,
+            sink text NOT NULL,
             reason text NOT NULL,
             state text NOT NULL,
             raised_at bigint NOT NULL,

@@ -121,6 +121,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE alerts (
             alert_id TEXT PRIMARY KEY,
             job_id TEXT NOT NULL,
+            sink TEXT NOT NULL,
             reason TEXT NOT NULL,
             state TEXT NOT NULL,
             raised_at INTEGER NOT NULL,

@@ -78,6 +78,7 @@ class SQLiteStore(SQLiteInstances, SQLiteJobs, SQLiteRuns, SQLiteAlerts, Store):
         loop = asyncio.get_running_loop()
         self._writer.watch(loop, self._health_changed)
         self._writer.watch_commits(loop, self._committed)
+        self._writer.commit_timer = self._commit_timed
         self._writer.start()
         self._start_readers(partial(connect, self.path))
 
@@ -119,6 +120,13 @@ class SQLiteStore(SQLiteInstances, SQLiteJobs, SQLiteRuns, SQLiteAlerts, Store):
 
     def watch_health(self, listener: HealthListener) -> None:
         self._health_listeners.append(listener)
+
+    def time_commits(self, listener: Callable[[float], None]) -> None:
+        self._commit_timers.append(listener)
+
+    def _commit_timed(self, seconds: float) -> None:
+        for listener in self._commit_timers:
+            listener(seconds)
 
     def _health_changed(self, health: StoreHealth) -> None:
         for listener in self._health_listeners:

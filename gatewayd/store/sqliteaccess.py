@@ -32,6 +32,7 @@ class SQLiteAccess:
         self._watch: FileWatch | None = None
         self._health_listeners: list[HealthListener] = []
         self._event_listeners: list[EventsListener] = []
+        self._commit_timers: list[Callable[[float], None]] = []
         self._limiter = anyio.CapacityLimiter(1)
 
     # --- plumbing -------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 
-from gatewayd.alerting.values import Alert, AlertReason
+from gatewayd.alerting.values import Alert, AlertReason, AlertState
 from gatewayd.store.alertsql import SQLITE as SQL
 from gatewayd.store.sqliteaccess import SQLiteAccess
 from gatewayd.store.sqlrows import from_us
@@ -41,6 +41,10 @@ def _latest(conn: sqlite3.Connection, job_id: str, reasons: Sequence[AlertReason
     return None if row is None else ALERTS.load(row)
 
 
+def _counts(conn: sqlite3.Connection) -> dict[tuple[str, AlertState], int]:
+    return {(s, AlertState(t)): n for s, t, n in conn.execute(SQL.counts()).fetchall()}
+
+
 def _next_due(conn: sqlite3.Connection) -> datetime | None:
     return from_us(conn.execute(SQL.next_due()).fetchone()[0])
 
@@ -65,6 +69,9 @@ class SQLiteAlerts(SQLiteAccess):
 
     async def latest_alert(self, job_id: str, reasons: Sequence[AlertReason]) -> Alert | None:
         return await self._call(partial(_latest, job_id=job_id, reasons=list(reasons)))
+
+    async def alert_counts(self) -> dict[tuple[str, AlertState], int]:
+        return await self._call(_counts)
 
     async def next_alert_at(self) -> datetime | None:
         return await self._call(_next_due)

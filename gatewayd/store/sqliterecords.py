@@ -186,6 +186,9 @@ class SQLiteRuns(SQLiteAccess):
     async def latest_run_with(self, job_id: str, status: RunStatus) -> Run | None:
         return await self._call(partial(sqliteruns.latest_with, job_id=job_id, status=status))
 
+    async def last_successes(self) -> dict[str, datetime]:
+        return await self._call(sqliteruns.last_successes)
+
     async def live_runs(self, job_id: str | None = None) -> list[Run]:
         return await self._call(partial(sqliteruns.live, job_id=job_id))
 

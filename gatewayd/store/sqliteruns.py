@@ -177,6 +177,13 @@ def latest_with(conn: sqlite3.Connection, job_id: str, status: RunStatus) -> Run
     return RUNS.load(row) if row else None
 
 
+def last_successes(conn: sqlite3.Connection) -> dict[str, datetime]:
+    rows = conn.execute(
+        "SELECT job_id, max(ended_at) FROM runs WHERE status = 'succeeded' GROUP BY job_id"
+    ).fetchall()
+    return {job_id: when for job_id, us in rows if (when := from_us(us)) is not None}
+
+
 def live(conn: sqlite3.Connection, job_id: str | None) -> list[Run]:
     query = f"{_SELECT} WHERE {LIVE}"
     params: tuple[str, ...] = ()

@@ -221,6 +221,7 @@ def _alert(
     *,
     alert_id: str,
     job_id: str,
+    sink: str,
     reason: AlertReason,
     state: AlertState,
     raised_at: Any,
@@ -240,6 +241,7 @@ ALERTS: Table[Alert] = Table(
     (
         Column("alert_id"),
         Column("job_id"),
+        Column("sink"),
         enum_column("reason", AlertReason),
         enum_column("state", AlertState),
         time_column("raised_at"),

@@ -31,6 +31,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,8 @@ class BatchWriter:
         self._committed = None
         self.batches = 0
         self.operations = 0
+        # Told, on the writer's thread, how long each commit took (seconds).
+        self.commit_timer: Callable[[float], None] | None = None
 
     @property
     def health(self) -> StoreHealth:
@@ -224,6 +227,7 @@ class BatchWriter:
         if self._health.fault is not None and _permanent(self._health.fault):
             self._hold(batch, held, self._health.fault)
             return
+        started = time.perf_counter()
         try:
             outcomes = self._attempt(batch)
         except sqlite3.Error as exc:
@@ -234,6 +238,8 @@ class BatchWriter:
                 return
             self._hold(batch, held, fault)
             return
+        if self.commit_timer is not None:
+            self.commit_timer(time.perf_counter() - started)
         self._answer(outcomes)
 
     def _hold(self, batch: list[_Op], held: _Held, fault: StoreError) -> None:

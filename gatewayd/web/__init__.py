@@ -1,0 +1,1 @@
+"""The daemon's HTTP face: health, Prometheus metrics, in the daemon's own event loop."""
