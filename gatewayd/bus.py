@@ -144,6 +144,11 @@ class Bus:
             subscription.close()
 
     @property
+    def last_seq(self) -> int:
+        """The seq of the latest event offered to subscribers (0 before any)."""
+        return self._tail or 0
+
+    @property
     def subscribers(self) -> int:
         """How many clients follow the events."""
         return len(self._subscriptions - self._internal)

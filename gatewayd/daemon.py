@@ -317,7 +317,14 @@ class Daemon:
         core.pipeline.add_finished_listener(metrics.after_run)
         core.pipeline.add_skipped_listener(metrics.skipped)
         token = None if http.token_env is None else self.env.get(http.token_env)
-        app = build_app(metrics=metrics, health=Health(reason=self._unhealthy), token=token)
+        app = build_app(
+            gateway=core.gateway,
+            bus=core.bus,
+            clock=self.clock,
+            metrics=metrics,
+            health=Health(reason=self._unhealthy),
+            token=token,
+        )
         self._http = HttpListener(app, sock)
         await self._http.start()
         self._stack.push_async_callback(self._http.stop)

@@ -7,13 +7,16 @@ import os
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from tests import harness, pgserver
+from tests import browser, harness, pgserver
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     missing = pgserver.missing()
     if missing is not None and os.environ.get("CI"):
         pytest.exit(f"CI is set and the PostgreSQL suite cannot run: {missing}", returncode=3)
+    no_browser = browser.missing()
+    if no_browser is not None and os.environ.get("CI"):
+        pytest.exit(f"CI is set and the browser test cannot run: {no_browser}", returncode=3)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -25,6 +28,11 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
     if missing is not None:
         terminalreporter.write_line(
             f"the PostgreSQL suite did not run: {missing}. To run it, {pgserver.HOW}."
+        )
+    no_browser = browser.missing()
+    if no_browser is not None:
+        terminalreporter.write_line(
+            f"the dashboard's browser test did not run: {no_browser}. To run it, {browser.HOW}."
         )
 
 
