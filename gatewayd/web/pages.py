@@ -16,6 +16,8 @@ from typing import Any
 
 from gatewayd.cli_output import payload_text, schedule_text
 from gatewayd.durations import format_duration, parse_time
+from gatewayd.model import UTC_ZONE
+from gatewayd.planning import zone
 
 JsonObject = dict[str, Any]
 
@@ -75,12 +77,21 @@ def _status(status: str | None) -> str:
     return f"<span class='status {_e(status)}'>{_e(status)}</span>"
 
 
-def _from_now(at: str | None, now: datetime) -> str:
+def _from_now(at: str | None, now: datetime, tz: str = UTC_ZONE) -> str:
+    """A time in the zone ``tz`` (the job's), from now; UTC in its tooltip."""
     if at is None:
         return "—"
-    seconds = (parse_time(at) - now).total_seconds()
+    when = parse_time(at)
+    seconds = (when - now).total_seconds()
     whole = format_duration(round(abs(seconds)))
-    return f"{_e(at)} ({'in ' + whole if seconds >= 0 else whole + ' ago'})"
+    local = when.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    relative = f"in {whole}" if seconds >= 0 else f"{whole} ago"
+    return f"<span title='{_e(at)}'>{_e(local)}</span> ({relative})"
+
+
+def _zone_of(job: JsonObject) -> str:
+    schedule = job["schedule"]
+    return str(schedule.get("tz") or UTC_ZONE) if schedule.get("kind") == "cron" else UTC_ZONE
 
 
 def _standing(job: JsonObject) -> str:
@@ -102,7 +113,7 @@ def jobs_part(jobs: Sequence[JsonObject], now: datetime) -> str:
             "<tr class='job'>"
             f"<td><a href='/jobs/{_e(job['id'])}'>{_e(job['name'])}</a></td>"
             f"<td>{_e(schedule_text(job['schedule']))}</td>"
-            f"<td>{_from_now(job.get('next_run_at'), now)}</td>"
+            f"<td>{_from_now(job.get('next_run_at'), now, _zone_of(job))}</td>"
             f"<td>{_status(last.get('status'))}</td>"
             f"<td>{'<a href=/runs/' + _e(running) + '>running</a>' if running else ''}</td>"
             f"<td>{_standing(job)}</td></tr>"
@@ -160,10 +171,11 @@ def job_part(
     now: datetime,
 ) -> str:
     """A job: its timeline, its ``cron why`` and ``cron next``, its alerts and runs."""
+    next_run = _from_now(job.get("next_run_at"), now, _zone_of(job))
     rows = (
         f"<tr><th>schedule</th><td>{_e(schedule_text(job['schedule']))}</td></tr>"
         f"<tr><th>payload</th><td>{_e(payload_text(job['payload']))}</td></tr>"
-        f"<tr><th>next run</th><td>{_from_now(job.get('next_run_at'), now)}</td></tr>"
+        f"<tr><th>next run</th><td>{next_run}</td></tr>"
         f"<tr><th>standing</th><td>{_standing(job)}</td></tr>"
     )
     slots = "".join(
