@@ -180,6 +180,10 @@ def build_app(
         message = exc.message if isinstance(exc, GatewaydError) else "no such page"
         return HTMLResponse(pages.page("not found", f"<p>{html.escape(message)}</p>"), 404)
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        message = exc.message if isinstance(exc, GatewaydError) else str(exc)
+        return HTMLResponse(pages.page("unavailable", f"<p>{html.escape(message)}</p>"), 503)
+
     app: ASGIApp = Starlette(
         routes=[
             Route("/", jobs, methods=["GET"]),
@@ -189,6 +193,6 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", scrape, methods=["GET"]),
         ],
-        exception_handlers={NotFound: not_found, 404: not_found},
+        exception_handlers={NotFound: not_found, 404: not_found, GatewaydError: unavailable},
     )
     return app if token is None else _Bearer(app, token)

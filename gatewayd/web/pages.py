@@ -125,19 +125,19 @@ def jobs_part(jobs: Sequence[JsonObject], now: datetime) -> str:
 
 
 def timeline(runs: Sequence[JsonObject], why: JsonObject, now: datetime) -> str:
-    """An SVG of the runs over the last day: a bar per run (position its start, length
-    its duration, colour its status), and a mark at each missed or skipped slot."""
-    start = now - TIMELINE_SPAN
-    span = TIMELINE_SPAN.total_seconds()
+    """An SVG of the job's latest runs (up to :data:`TIMELINE_RUNS`) over the last day, or
+    further back if they began earlier: a bar per run (position its start, length its
+    duration, colour its status), and a mark at each missed or skipped slot."""
+    drawn = [r for r in runs[:TIMELINE_RUNS] if r.get("started_at") and r["status"] != "skipped"]
+    start = min([now - TIMELINE_SPAN, *(parse_time(r["started_at"]) for r in drawn)])
+    span = max((now - start).total_seconds(), 1.0)
 
     def x(at: datetime) -> float:
         return max(0.0, min(_WIDTH, (at - start).total_seconds() / span * _WIDTH))
 
     shapes = []
-    for run in runs[:TIMELINE_RUNS]:
-        began = run.get("started_at")
-        if began is None or run["status"] == "skipped":
-            continue
+    for run in drawn:
+        began = run["started_at"]
         began_at = parse_time(began)
         ended_at = parse_time(run["ended_at"]) if run.get("ended_at") else now
         left = x(began_at)
@@ -158,7 +158,8 @@ def timeline(runs: Sequence[JsonObject], why: JsonObject, now: datetime) -> str:
     return (
         f"<svg id='timeline' width='{_WIDTH}' height='{_HEIGHT}' "
         f"viewBox='0 0 {_WIDTH} {_HEIGHT}'>{''.join(shapes)}</svg>"
-        f"<p>the last 24 hours, to {_e(now.isoformat(timespec='seconds'))}</p>"
+        f"<p>from {_e(start.isoformat(timespec='seconds'))} "
+        f"to {_e(now.isoformat(timespec='seconds'))}</p>"
     )
 
 
