@@ -111,10 +111,15 @@ class Deliverer:
         except StoreError as exc:
             log.warning("alerts could not be read; trying again", error=exc.message)
             return self._clock.now() + timedelta(seconds=STORE_RETRY_S)
+        except Exception:  # never the end of the daemon: tried again, and said loudly
+            log.exception("taking the due alerts failed; trying again")
+            return self._clock.now() + timedelta(seconds=STORE_RETRY_S)
 
     async def _attempt(self, alert: Alert, client: httpx.AsyncClient | None) -> None:
         try:
             await self._try(alert, client)
+        except Exception:  # the alert stays pending: tried again once its hold passes
+            log.exception("an alert's attempt failed unexpectedly", alert_id=alert.alert_id)
         finally:
             self._trying.discard(alert.alert_id)
             self._slots.release()

@@ -36,7 +36,7 @@ from gatewayd.alerting.rules import (
 from gatewayd.alerting.values import AlertReason
 from gatewayd.bus import Bus
 from gatewayd.clock import Clock
-from gatewayd.errors import StoreError
+from gatewayd.errors import GatewaydError, StoreError
 from gatewayd.events import JOB
 from gatewayd.model import ErrorKind, Job, Run, RunStatus
 from gatewayd.racing import first_of
@@ -173,9 +173,11 @@ class AlertWatcher:
             failures = pause_due(job, run, recent)
             if failures is not None:
                 await self._jobs.pause(job.id, failures=failures, run_id=run.run_id)
-        except StoreError as exc:
+        except GatewaydError as exc:
             # The next start judges the job's latest ending again.
             log.warning("a run's ending could not be judged for alerts", error=exc.message)
+        except Exception:
+            log.exception("judging a run's ending for alerts failed", run_id=run.run_id)
 
     async def _raise(self, job: Job, raised: Raised) -> None:
         alerts = addressed(raised, job, host=self._host, instance=self._instance_id)
@@ -247,6 +249,9 @@ class AlertWatcher:
                     del self._silences[job_id]  # once per silence: a success or a change plans anew
         except StoreError as exc:
             log.warning("silences could not be judged; trying again", error=exc.message)
+            return self._clock.now() + _STORE_RETRY
+        except Exception:  # never the end of the daemon: tried again, and said loudly
+            log.exception("judging the silences failed; trying again")
             return self._clock.now() + _STORE_RETRY
         return min((deadline for deadline, _, _ in self._silences.values()), default=None)
 
