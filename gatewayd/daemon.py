@@ -10,9 +10,11 @@ timer and ends the runs as ``on_shutdown`` says.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from functools import partial
@@ -28,7 +30,7 @@ from gatewayd.api.values import Identity, Status
 from gatewayd.assembly import Core, open_core
 from gatewayd.clock import Clock, SystemClock
 from gatewayd.config import Config, load_config
-from gatewayd.errors import EXIT_OK, GatewaydError, LeaseLost, StartupError
+from gatewayd.errors import EXIT_OK, GatewaydError, LeaseLost, SocketInUse, StartupError
 from gatewayd.fdlimit import reserve_descriptors
 from gatewayd.hosts import host_name, machine_id
 from gatewayd.ids import new_instance_id
@@ -247,6 +249,7 @@ class Daemon:
         """
         assert self._tasks is not None and self._gateway is not None
         gw, stack = self.config.gateway, self._stack
+        http_sock = self._bind_http()
         sock = bind_unix_socket(self.socket_path)
         stack.callback(self._remove_socket)
         link = state_dir_socket(self.state_dir)
@@ -282,6 +285,8 @@ class Daemon:
                 max_connections=gw.max_connections,
                 served=connections,
             )
+        if http_sock is not None:
+            await self._listen_http(core, http_sock)
         self._server = RpcServer(
             methods=build_methods(self._gateway),
             streams=build_streams(self._gateway),
@@ -290,24 +295,33 @@ class Daemon:
             heavy=HEAVY,
         )
         await self._server.start(sock)
-        await self._listen_http(core)
 
-    async def _listen_http(self, core: Core) -> None:
-        """Serve ``[http]`` if it is set: its socket bound now, or the start fails."""
-        http = self.config.http
-        if http.listen is None:
-            return
-        # Loaded only for a daemon that listens: starlette, uvicorn and prometheus_client.
-        from gatewayd.web.app import Health, build_app
-        from gatewayd.web.listener import HttpListener, bind
-        from gatewayd.web.metrics import ActiveRuns, Metrics
+    def _bind_http(self) -> socket.socket | None:
+        """The ``[http]`` socket, bound before anything runs (``None`` if it is not set):
+        one that cannot be bound stops the start."""
+        listen = self.config.http.listen
+        if listen is None:
+            return None
+        from gatewayd.web.listener import bind
 
         try:
-            sock = bind(http.listen)
+            sock = bind(listen)
         except OSError as exc:
-            raise StartupError(
-                f"cannot listen for HTTP on {http.listen}: {exc.strerror or exc}"
-            ) from None
+            message = f"cannot listen for HTTP on {listen}: {exc.strerror or exc}"
+            if exc.errno == errno.EADDRINUSE:
+                raise SocketInUse(message) from None
+            raise StartupError(message) from None
+        self._stack.callback(sock.close)
+        return sock
+
+    async def _listen_http(self, core: Core, sock: socket.socket) -> None:
+        """Serve the ``[http]`` app on ``sock``."""
+        http = self.config.http
+        # Loaded only for a daemon that listens: starlette, uvicorn and prometheus_client.
+        from gatewayd.web.app import Health, build_app
+        from gatewayd.web.listener import HttpListener
+        from gatewayd.web.metrics import ActiveRuns, Metrics
+
         assert self._store is not None
         metrics = Metrics(
             store=self._store,
@@ -386,11 +400,12 @@ class Daemon:
                 self.config.scheduler,
                 self.config.agents,
                 self.config.sinks,
+                self.config.http,
             )
-            if (fresh.gateway, fresh.scheduler, fresh.agents, fresh.sinks) != old:
+            if (fresh.gateway, fresh.scheduler, fresh.agents, fresh.sinks, fresh.http) != old:
                 log.warning(
-                    "reload: [gateway], [scheduler], [agents] and [alerts] changes take effect "
-                    "at restart"
+                    "reload: [gateway], [scheduler], [agents], [alerts] and [http] changes take "
+                    "effect at restart"
                 )
             self.config = replace(self.config, jobs=fresh.jobs, source_text=fresh.source_text)
             log.info("configuration reloaded", **changes)

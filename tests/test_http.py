@@ -156,3 +156,28 @@ class TestTheTokenRule:
             assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
             right = httpx.get(health, headers={"Authorization": "Bearer right"})
             assert right.status_code == 200
+
+
+class TestTheListenersStart:
+    def test_a_port_in_use_stops_the_start_before_anything_runs(self, tmp_path: Path) -> None:
+        """An [http] address another process holds: the daemon does not start (exit 5,
+        naming the address), and serves nothing."""
+        import socket
+
+        from gatewayd.errors import EXIT_CONFLICT
+
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        try:
+            port = held.getsockname()[1]
+            config = f'[http]\nlisten = "127.0.0.1:{port}"\n'
+            d = DaemonProcess(tmp_path / "state", config=config, files_dir=tmp_path)
+            try:
+                assert d.exit_code() == EXIT_CONFLICT
+                assert f"cannot listen for HTTP on 127.0.0.1:{port}" in d.log()
+                assert not (d.state_dir / "gatewayd.sock").exists()
+            finally:
+                d.close()
+        finally:
+            held.close()
