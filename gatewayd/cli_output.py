@@ -344,13 +344,14 @@ def print_upcoming(slots: Sequence[dict[str, Any]], *, now: datetime) -> None:
                 slot["at"],
                 slot["local"],
                 slot["utc_offset"],
-                _from_now((at - now).total_seconds()),
+                from_now((at - now).total_seconds()),
                 _DST_MARKS.get(slot["dst"] or "", ""),
             ]
         )
     table(["at (UTC)", "local", "offset", "from now", "dst"], rows)
 
 
-def _from_now(seconds: float) -> str:
+def from_now(seconds: float) -> str:
+    """``in 5m`` or ``5m ago``: a time ``seconds`` from now, in words."""
     whole = format_duration(round(abs(seconds)))
     return f"in {whole}" if seconds >= 0 else f"{whole} ago"

@@ -146,6 +146,11 @@ def format_time(value: datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+def to_milliseconds(value: datetime) -> datetime:
+    """``value`` as :func:`format_time` writes it: cut to the millisecond."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def parse_time(text: object, *, what: str = "time") -> datetime:
     """An aware UTC datetime from ISO 8601; a value without an offset is taken as UTC.
 

@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 
 from gatewayd import bounds
 from gatewayd.alerting.values import SINK_NAME
-from gatewayd.durations import parse_duration, parse_size, parse_time, parse_when
+from gatewayd.durations import (
+    parse_duration,
+    parse_size,
+    parse_time,
+    parse_when,
+    to_milliseconds,
+)
 from gatewayd.errors import InvalidInput
 from gatewayd.model import (
     DEFAULT_AGENT,
@@ -170,12 +176,15 @@ def _schedule(
     if kind is ScheduleKind.EVERY:
         every = _duration(body.get("every_s"), "schedule.every_s", bounds.EVERY)
         raw_anchor = body.get("anchor")
+        # Cut to the millisecond, as the job's JSON keeps it: the slots walked from the
+        # stored job are the slots walked from this one.
         anchor = _time(raw_anchor, "schedule.anchor") if raw_anchor is not None else now
+        anchor = None if anchor is None else to_milliseconds(anchor)
         if anchor is None:
             raise InvalidInput("schedule.anchor: an every schedule needs an anchor")
         return Schedule(kind=kind, every_s=every, tz=tz, anchor=anchor)
     raw_at = _string(body.get("at"), "schedule.at", max_len=100)
-    at = _time(raw_at, "schedule.at", now=now)
+    at = to_milliseconds(_time(raw_at, "schedule.at", now=now))
     if not trusted and not allow_past_at and now is not None and at <= now:
         raise InvalidInput(f"schedule.at: {raw_at!r} is in the past (now is {now.isoformat()})")
     return Schedule(kind=kind, at=at, tz=tz)

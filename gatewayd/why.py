@@ -95,9 +95,9 @@ _SUMMARISED = ("recorded as this one run", "outside the catch-up window")
 
 
 def _to_ms(when: datetime) -> int:
-    """A slot to the millisecond: an every schedule's anchor is kept to the millisecond,
-    so slots walked from a stored job may differ from its runs' by up to one (they are
-    matched within it)."""
+    """A slot to the millisecond. Jobs made before anchors were cut to the millisecond
+    (see jobspec) ran slots that differ from the ones walked from their stored spec by
+    up to one: slots are matched within it."""
     return int(when.timestamp() * 1000)
 
 

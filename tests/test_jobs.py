@@ -156,3 +156,24 @@ class TestReconcile:
                 await h.gateway.jobs.reconcile(
                     [spec_from_flat({"name": "a", "every": "1m", "command": "x"})]
                 )
+
+
+class TestTimesAsStored:
+    async def test_a_new_jobs_times_are_the_ones_its_store_keeps(self, tmp_path: Path) -> None:
+        """An every schedule's anchor and a relative one-shot time are cut to the
+        millisecond the job's JSON keeps, so the job read back from the store walks the
+        same slots as the one just made (a restart moves no slot)."""
+        start = START + timedelta(microseconds=123_456)
+        async with open_harness(tmp_path, start=start) as h:
+            every = await h.gateway.jobs.add(
+                spec_from_flat({"name": "e", "every": "1m", "command": "x"})
+            )
+            once = await h.gateway.jobs.add(
+                spec_from_flat({"name": "o", "at": "+20m", "command": "x"})
+            )
+            for made in (every, once):
+                stored = await h.store.get_job(made.id)
+                assert stored is not None
+                assert stored.schedule == made.schedule
+                assert stored.next_slot == made.next_slot
+        assert every.schedule.anchor == START + timedelta(microseconds=123_000)

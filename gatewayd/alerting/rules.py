@@ -53,6 +53,11 @@ def failure_streak(runs: Sequence[Run]) -> list[Run]:
     return streak
 
 
+def _position(recent: Sequence[Run], run: Run) -> int | None:
+    """Where ``run`` stands among the job's latest runs (0: the newest), if it does."""
+    return next((i for i, r in enumerate(recent) if r.run_id == run.run_id), None)
+
+
 def after_run(
     job: Job,
     run: Run,
@@ -82,7 +87,7 @@ def after_run(
             message=f"job {job.name!r}: {run.error or 'a slot was missed'}",
             raised_at=at,
         )
-    index = next((i for i, r in enumerate(recent) if r.run_id == run.run_id), None)
+    index = _position(recent, run)
     if index is None:
         return None
     if run.status is RunStatus.SUCCEEDED:
@@ -130,7 +135,7 @@ def pause_due(job: Job, run: Run, recent: Sequence[Run]) -> int | None:
         return None
     if run.status not in FAILING:
         return None
-    index = next((i for i, r in enumerate(recent) if r.run_id == run.run_id), None)
+    index = _position(recent, run)
     if index != 0:
         return None  # a later run has ended since: it decides
     streak = len(failure_streak(recent))

@@ -47,7 +47,6 @@ log = structlog.get_logger("gatewayd.alerts")
 # The runs read to judge an ending, beyond the streak its rules may need.
 _RECENT_MARGIN = 50
 _RECENT_MOST = 2000
-_JOB_PAGE = 500
 # More jobs changed than this are read again in one pass over all jobs.
 _READ_ONE_BY_ONE = 50
 # After the store failed to answer, how long until the silences are judged again.
@@ -194,14 +193,7 @@ class AlertWatcher:
             self._deliverer.wake()
 
     async def _watched_jobs(self) -> list[Job]:
-        found: list[Job] = []
-        after: str | None = None
-        while True:
-            page = await self._store.list_jobs(after=after, limit=_JOB_PAGE)
-            found.extend(job for job in page if watched(job))
-            if len(page) < _JOB_PAGE:
-                return found
-            after = page[-1].name
+        return [job for job in await self._store.list_jobs() if watched(job)]
 
     async def _judge_latest_endings(self, jobs: list[Job]) -> None:
         for job in jobs:

@@ -27,7 +27,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-_JOB_PAGE = 500
 
 
 class _Snapshot(Collector):
@@ -120,19 +119,13 @@ class Metrics:
             labels=["job"],
         )
         successes = await self._store.last_successes()
-        after: str | None = None
-        while True:
-            page = await self._store.list_jobs(after=after, limit=_JOB_PAGE)
-            for job in page:
-                due = next_run_at(job)
-                if due is not None:
-                    next_run.add_metric([job.name], due.timestamp())
-                ended = successes.get(job.id)
-                if ended is not None:
-                    last_success.add_metric([job.name], ended.timestamp())
-            if len(page) < _JOB_PAGE:
-                break
-            after = page[-1].name
+        for job in await self._store.list_jobs():
+            due = next_run_at(job)
+            if due is not None:
+                next_run.add_metric([job.name], due.timestamp())
+            ended = successes.get(job.id)
+            if ended is not None:
+                last_success.add_metric([job.name], ended.timestamp())
         running, queued = await self._active()
         live = []
         for name, text, value in (

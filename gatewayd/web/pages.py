@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from gatewayd.cli_output import payload_text, schedule_text
-from gatewayd.durations import format_duration, parse_time
+from gatewayd.cli_output import from_now, payload_text, schedule_text
+from gatewayd.durations import parse_time
 from gatewayd.model import UTC_ZONE
 from gatewayd.planning import zone
 
@@ -82,11 +82,8 @@ def _from_now(at: str | None, now: datetime, tz: str = UTC_ZONE) -> str:
     if at is None:
         return "—"
     when = parse_time(at)
-    seconds = (when - now).total_seconds()
-    whole = format_duration(round(abs(seconds)))
     local = when.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
-    relative = f"in {whole}" if seconds >= 0 else f"{whole} ago"
-    return f"<span title='{_e(at)}'>{_e(local)}</span> ({relative})"
+    return f"<span title='{_e(at)}'>{_e(local)}</span> ({from_now((when - now).total_seconds())})"
 
 
 def _zone_of(job: JsonObject) -> str:
