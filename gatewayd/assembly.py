@@ -25,7 +25,7 @@ from gatewayd.model import PayloadKind
 from gatewayd.runners.base import Runner
 from gatewayd.runs import PipelineSettings, RunPipeline, open_pipeline
 from gatewayd.scheduler import Scheduler
-from gatewayd.settings import CLUSTER, GATEWAY
+from gatewayd.settings import CLUSTER, DEFAULT_RETENTION, GATEWAY, Retention
 from gatewayd.store.base import Store
 
 
@@ -54,6 +54,7 @@ async def open_core(
     agents: frozenset[str] | None = None,
     sinks: Sequence[SinkSpec] = (),
     sink_env: Mapping[str, str] | None = None,
+    retention: Retention = DEFAULT_RETENTION,
 ) -> AsyncIterator[Core]:
     """The core on an open ``store``; leaving the context ends its runs' tasks.
 
@@ -96,6 +97,7 @@ async def open_core(
                 bus=bus,
                 agents=agents,
                 sinks=frozenset(s.name for s in sinks),
+                retention=retention,
             )
             deliverer = Deliverer(
                 store=store,

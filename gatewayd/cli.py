@@ -36,6 +36,8 @@ from gatewayd.model import Catchup, LeftoverPolicy, Overlap, SessionTarget
 from gatewayd.paths import resolve_socket, resolve_state_dir
 from gatewayd.rpc.client import RpcClient
 
+OPENCLAW_DIR = "~/.openclaw/cron"
+
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser that exits 2 with one line naming the problem.
@@ -65,6 +67,7 @@ def _common() -> _Parser:
 
 def _job_flags(parser: argparse.ArgumentParser, *, adding: bool) -> None:
     parser.add_argument("--name", required=adding)
+    parser.add_argument("--description", metavar="TEXT", help="what the job is for")
     when = parser.add_mutually_exclusive_group(required=adding)
     when.add_argument("--cron", metavar="EXPR", help="5 fields, or 6 with leading seconds")
     when.add_argument("--every", metavar="DUR", help="an interval such as 30s, 5m, 1h")
@@ -120,6 +123,7 @@ def _job_flags(parser: argparse.ArgumentParser, *, adding: bool) -> None:
 
 _FLAT_FROM_ARGS = (
     "name",
+    "description",
     "cron",
     "tz",
     "every",
@@ -267,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=ALERT_PAGE.default, help=f"at most {ALERT_PAGE.largest}"
     )
 
+    importing = sub.add_parser("import", help="jobs and history from another scheduler")
+    source = importing.add_subparsers(dest="system", required=True, parser_class=_Parser)
+    openclaw = source.add_parser(
+        "openclaw", parents=[common], help="OpenClaw's cron jobs and their run history"
+    )
+    openclaw.add_argument(
+        "dir", nargs="?", default=OPENCLAW_DIR, metavar="DIR", help=f"default {OPENCLAW_DIR}"
+    )
+    openclaw.add_argument(
+        "--dry-run", action="store_true", help="print the whole plan and change nothing"
+    )
+    openclaw.add_argument(
+        "--alert-sink", metavar="NAME", help="the [alerts.NAME] that failureAlert settings go to"
+    )
     runs = sub.add_parser("runs", help="runs").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
@@ -433,6 +451,28 @@ def _events(args: argparse.Namespace, client: RpcClient) -> int:
     return EXIT_OK
 
 
+def host_zone() -> str:
+    """The IANA name of this host's time zone (``UTC`` if it has none)."""
+    import tzlocal
+
+    try:
+        return tzlocal.get_localzone_name() or "UTC"
+    except (LookupError, ValueError, OSError):
+        return "UTC"
+
+
+def _import(args: argparse.Namespace, client: RpcClient) -> int:
+    params: dict[str, Any] = {
+        "dir": str(Path(args.dir).expanduser().absolute()),
+        "dry_run": args.dry_run,
+        "host_zone": host_zone(),
+    }
+    if args.alert_sink is not None:
+        params["alert_sink"] = args.alert_sink
+    client.set_timeout(None)  # a long history takes a while to store
+    return _show(args, client.call("import.openclaw", params), cli_output.print_import)
+
+
 def _print_not_ran(result: dict[str, Any]) -> None:
     if result.get("reason") == "already-running":
         print(f"not run: run {result['run_id']} is live since {result.get('running_since')}")
@@ -515,6 +555,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _sessions(args, client)
         if args.cmd == "events":
             return _events(args, client)
+        if args.cmd == "import":
+            return _import(args, client)
         if args.cmd == "alerts":
             asked = {"limit": args.limit} | ({} if args.job is None else {"job": args.job})
             return _show(args, client.call("alerts.list", asked), cli_output.print_alerts)

@@ -91,6 +91,7 @@ def print_job(job: dict[str, Any]) -> None:
     fields = [
         ("id", job["id"]),
         ("name", job["name"]),
+        ("description", job.get("description")),
         ("enabled", "yes" if job["enabled"] else "no"),
         ("schedule", schedule_text(job["schedule"])),
         ("payload", payload_text(job["payload"])),
@@ -108,8 +109,13 @@ def print_job(job: dict[str, Any]) -> None:
         ("pause after", job.get("pause_after") and f"{job['pause_after']} failures in a row"),
         ("paused", _paused_text(job.get("paused"))),
         ("disabled", _disabled_text(job.get("disabled"))),
+        ("origin", _origin_text(job.get("origin"))),
     ]
     print_fields(fields)
+
+
+def _origin_text(origin: dict[str, Any] | None) -> str | None:
+    return None if not origin else f"imported from {origin['system']} job {origin['id']}"
 
 
 def _alerts_text(alerts: dict[str, Any]) -> str | None:
@@ -355,3 +361,37 @@ def from_now(seconds: float) -> str:
     """``in 5m`` or ``5m ago``: a time ``seconds`` from now, in words."""
     whole = format_duration(round(abs(seconds)))
     return f"in {whole}" if seconds >= 0 else f"{whole} ago"
+
+
+def print_import(report: dict[str, Any]) -> None:
+    """``gatewayd import``: what was read, then each job, what became of it and why."""
+    summary = report["summary"]
+    verb = "would import" if report["dry_run"] else "imported"
+    print(f"read {report['system']} store ({report['store']}): {', '.join(report['paths'])}")
+    for note in report["notes"]:
+        print(f"  note: {note}")
+    for job in report["jobs"]:
+        schedule = job["job"] and schedule_text(job["job"]["schedule"])
+        print(f"\n{job['name'] or '?'}  [{job['origin_id']}]  {job['outcome']}")
+        if job["reason"]:
+            print(f"  why: {job['reason']}")
+        if job["job_id"]:
+            print(f"  job: {job['job_id']}  {schedule}")
+        if job["history_source"]:
+            print(
+                f"  history: {job['runs']} runs from {job['history_source']}, "
+                f"{job['broken_lines']} lines that did not parse"
+            )
+        if job["runs_beyond_retention"]:
+            print(f"  {job['runs_beyond_retention']} runs are beyond [gateway] history retention")
+        for note in job["notes"]:
+            print(f"  note: {note}")
+        for item in job["left_behind"]:
+            print(f"  not carried over: {item}")
+    print(
+        f"\n{verb} {summary['imported']} of {summary['jobs']} jobs and {summary['runs']} runs; "
+        f"{summary['already_imported']} imported before, {summary['skipped']} skipped, "
+        f"{summary['broken_lines']} history lines that did not parse"
+    )
+    if report["dry_run"]:
+        print("dry run: nothing was changed")

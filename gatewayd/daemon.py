@@ -39,11 +39,11 @@ from gatewayd.model import Instance
 from gatewayd.notify import Notifier
 from gatewayd.paths import resolve_socket, resolve_state_dir, state_dir_socket
 from gatewayd.racing import first_of
-from gatewayd.recovery import Recovery, Retention
+from gatewayd.recovery import Recovery
 from gatewayd.rpc.methods import HEAVY, build_methods, build_streams
 from gatewayd.rpc.server import RpcServer, bind_unix_socket, link_socket
 from gatewayd.runs import RunPipeline
-from gatewayd.settings import OnShutdown
+from gatewayd.settings import OnShutdown, Retention
 from gatewayd.statelock import PRIVATE_UMASK, hold_state_dir, warn_if_open_to_others
 from gatewayd.stopping import end_runs, let_go_of_held_writes
 from gatewayd.store.base import Store, StoreHealth
@@ -88,6 +88,12 @@ class Daemon:
         )
         self.instance_id = new_instance_id()
         self.host_id = config.cluster.host_id or machine_id()
+        gw = config.gateway
+        self.retention = Retention(
+            keep_per_job=gw.history_per_job,
+            max_age_s=gw.history_max_age_s,
+            events_keep=gw.events_keep,
+        )
         self.notifier = Notifier(self.env)
         self._lease_lost = anyio.Event()
         self._stack = contextlib.AsyncExitStack()
@@ -224,6 +230,7 @@ class Daemon:
                 agents=frozenset(a.name for a in config.agents),
                 sinks=config.sinks,
                 sink_env=self.env,
+                retention=self.retention,
             )
         )
         self._pipeline = core.pipeline
@@ -271,11 +278,7 @@ class Daemon:
             partial(
                 recovery.sweep,
                 interval_s=gw.sweep_interval_s,
-                retention=Retention(
-                    keep_per_job=gw.history_per_job,
-                    max_age_s=gw.history_max_age_s,
-                    events_keep=gw.events_keep,
-                ),
+                retention=self.retention,
                 after=self._report_status,
             )
         )

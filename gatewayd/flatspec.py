@@ -18,6 +18,7 @@ JsonObject = dict[str, Any]
 FLAT_KEYS = frozenset(
     {
         "name",
+        "description",
         "cron",
         "tz",
         "every",
@@ -100,6 +101,7 @@ def spec_from_flat(flat: Mapping[str, Any], *, what: str = "job") -> JsonObject:
         ("timeout", "timeout_s"),
         ("catchup_window", "catchup_window_s"),
         ("stagger", "stagger_s"),
+        ("description", "description"),
         ("overlap", "overlap"),
         ("catchup", "catchup"),
         ("session", "session"),

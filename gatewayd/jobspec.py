@@ -47,6 +47,7 @@ from gatewayd.planning import next_slot, validate_cron, zone
 from gatewayd.views import JsonObject, spec_to_json
 
 MAX_NAME_LEN = 100
+MAX_DESCRIPTION_LEN = 4096
 MAX_TEXT_LEN = 256 * 1024
 
 # Fields a job's JSON carries that the daemon owns: accepted and ignored in input,
@@ -63,11 +64,13 @@ DAEMON_OWNED = frozenset(
         "paused",
         "disabled",
         "standing",
+        "origin",
     }
 )
 SPEC_FIELDS = frozenset(
     {
         "name",
+        "description",
         "enabled",
         "schedule",
         "payload",
@@ -302,6 +305,10 @@ def _alerts(value: Any) -> AlertPolicy:
     )
 
 
+def _description(value: Any, what: str) -> str:
+    return _string(value, what, max_len=MAX_DESCRIPTION_LEN)
+
+
 def _pause_after(value: Any, what: str) -> int:
     return bounds.PAUSE_AFTER.check(value, what)
 
@@ -320,6 +327,7 @@ def _one_of(enum: type[E]) -> Callable[[Any, str], E]:
 
 # Each policy a spec may set, with the check that turns its value into the Job's.
 _POLICY_CHECKS: tuple[tuple[str, Callable[[Any, str], Any]], ...] = (
+    ("description", _description),
     ("enabled", _bool),
     ("timeout_s", _span(bounds.TIMEOUT)),
     ("overlap", _one_of(Overlap)),

@@ -230,6 +230,26 @@ class Standing:
     run_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Where an imported job came from: the scheduler and the job's id there.
+
+    A store holds at most one job of each origin, so importing again adds nothing.
+    """
+
+    system: str
+    id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.system}:{self.id}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Origin:
+        system, _, origin_id = key.partition(":")
+        return cls(system=system, id=origin_id)
+
+
 # How many changes of its standing a job keeps, newest last.
 STANDING_KEPT = 20
 
@@ -247,6 +267,7 @@ class Job:
 
     id: str
     name: str
+    description: str | None = None
     enabled: bool = True
     schedule: Schedule
     payload: Payload
@@ -263,6 +284,7 @@ class Job:
     leftovers: LeftoverPolicy = LeftoverPolicy.KILL
     alerts: AlertPolicy = AlertPolicy()
     pause_after: int | None = None
+    origin: Origin | None = None
     next_slot: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -356,6 +378,8 @@ class Run:
     leftovers: Leftovers | None = None
     # A stop asked of the run's owner (by any instance), until the owner carries it out.
     cancel_requested: StopReason | None = None
+    # Recorded by another scheduler and imported: history gatewayd did not run.
+    imported: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,19 +58,10 @@ from gatewayd.runners.processes import is_running
 from gatewayd.runs import RunPipeline
 from gatewayd.runs.outcomes import interrupted
 from gatewayd.sessions import session_dir
-from gatewayd.settings import CLUSTER, GATEWAY
+from gatewayd.settings import CLUSTER, Retention
 from gatewayd.store.base import Store, StoreHealth
 
 log = structlog.get_logger("gatewayd.recovery")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Retention:
-    """How much run history to keep: the newest runs per job, and a maximum age."""
-
-    keep_per_job: int = GATEWAY.history_per_job
-    max_age_s: float = GATEWAY.history_max_age_s
-    events_keep: int = GATEWAY.events_keep
 
 
 @dataclass(slots=True)

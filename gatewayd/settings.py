@@ -119,3 +119,15 @@ TAIL_BYTES = 4096
 WRITE_TIMEOUT_S = 30.0
 # The most large reads (lists) the RPC server computes at once.
 MAX_WORKING_READS = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """How much run history to keep: the newest runs per job, and a maximum age."""
+
+    keep_per_job: int = GATEWAY.history_per_job
+    max_age_s: float = GATEWAY.history_max_age_s
+    events_keep: int = GATEWAY.events_keep
+
+
+DEFAULT_RETENTION = Retention()

@@ -13,6 +13,9 @@ from typing import Any
 
 from gatewayd.alerting.values import Alert, AlertAttempt, AlertReason, AlertState
 from gatewayd.api.values import (
+    ImportOutcome,
+    ImportReport,
+    JobImport,
     JobState,
     LagProbe,
     RunRequest,
@@ -36,6 +39,7 @@ from gatewayd.model import (
     LeftoverPolicy,
     LeftoverProcess,
     Leftovers,
+    Origin,
     Overlap,
     Payload,
     RetryPolicy,
@@ -107,6 +111,7 @@ def spec_to_json(job: Job) -> JsonObject:
     """The parts of a job a user sets: what ``cron.add`` takes and ``cron.update`` patches."""
     return {
         "name": job.name,
+        "description": job.description,
         "enabled": job.enabled,
         "schedule": schedule_to_json(job.schedule),
         "payload": payload_to_json(job.payload),
@@ -194,9 +199,15 @@ def job_to_json(state: JobState) -> JsonObject:
             "disabled": _disabled_to_json(job),
             "created_at": format_time(job.created_at),
             "updated_at": format_time(job.updated_at),
+            "origin": origin_to_json(job.origin),
         }
     )
     return body
+
+
+def origin_to_json(origin: Origin | None) -> JsonObject | None:
+    """``{"system", "id"}`` of an imported job, or ``None``."""
+    return None if origin is None else {"system": origin.system, "id": origin.id}
 
 
 def run_to_json(run: Run) -> JsonObject:
@@ -222,6 +233,7 @@ def run_to_json(run: Run) -> JsonObject:
         "owner": run.owner,
         "pid": run.pid,
         "leftovers": leftovers_to_json(run.leftovers),
+        "imported": run.imported,
     }
 
 
@@ -259,6 +271,7 @@ def job_from_stored(
     next_slot: datetime | None,
     created_at: datetime,
     updated_at: datetime,
+    origin: Origin | None = None,
 ) -> Job:
     """A job from the spec JSON this module wrote: trusted, so not validated again.
 
@@ -285,6 +298,7 @@ def job_from_stored(
         retry=RetryPolicy(**retry),
         alerts=_alerts_from_stored(body.get("alerts")),
         standing=tuple(standing_from_json(c) for c in body.get("standing") or ()),
+        origin=origin,
         source=source,
         next_slot=next_slot,
         created_at=created_at,
@@ -310,6 +324,7 @@ def _same(value: Any) -> Any:
 
 
 _STORED_POLICIES: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("description", _same),
     ("enabled", _same),
     ("timeout_s", _same),
     ("overlap", Overlap),
@@ -619,4 +634,51 @@ def _blocked_to_json(why: Why) -> JsonObject | None:
         "by": None if blocked.by is None else blocked.by.value,
         "failures": blocked.failures,
         "run_id": blocked.run_id,
+    }
+
+
+def _job_import_to_json(item: JobImport) -> JsonObject:
+    planned, job = item.planned, item.job
+    history = planned.history
+    return {
+        "origin_id": planned.origin_id,
+        "name": planned.name,
+        "outcome": item.outcome.value,
+        "reason": item.reason,
+        "job_id": None if job is None else job.id,
+        "job": None if job is None else spec_to_json(job),
+        "runs": len(item.kept),
+        "runs_beyond_retention": item.beyond_retention,
+        "broken_lines": history.broken,
+        "history_source": history.source,
+        "left_behind": list(planned.left_behind),
+        "notes": list(planned.notes),
+    }
+
+
+def import_report_to_json(report: ImportReport) -> JsonObject:
+    """What an import did (or, dry, would do), job by job."""
+    plan, jobs = report.plan, report.jobs
+    done = ImportOutcome.WOULD_IMPORT if report.dry_run else ImportOutcome.IMPORTED
+    return {
+        "ok": True,
+        "dry_run": report.dry_run,
+        "system": plan.system,
+        "store": plan.store,
+        "paths": list(plan.paths),
+        "notes": list(plan.notes),
+        "retention": {
+            "history_per_job": report.retention.keep_per_job,
+            "history_max_age_s": report.retention.max_age_s,
+        },
+        "summary": {
+            "jobs": len(jobs),
+            "imported": report.count(done),
+            "already_imported": report.count(ImportOutcome.ALREADY_IMPORTED),
+            "skipped": report.count(ImportOutcome.NAME_TAKEN, ImportOutcome.NOT_CARRIED),
+            "runs": sum(len(j.kept) for j in jobs if j.outcome is done),
+            "runs_beyond_retention": sum(j.beyond_retention for j in jobs if j.outcome is done),
+            "broken_lines": sum(j.planned.history.broken for j in jobs),
+        },
+        "jobs": [_job_import_to_json(j) for j in jobs],
     }

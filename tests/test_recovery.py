@@ -9,9 +9,10 @@ import pytest
 from gatewayd import runfiles
 from gatewayd.errors import NotFound
 from gatewayd.model import ErrorKind, Run, RunStatus, Trigger
-from gatewayd.recovery import Recovery, Retention
+from gatewayd.recovery import Recovery
 from gatewayd.runners.base import ExecResult
 from gatewayd.runners.exec import ExecRunner
+from gatewayd.settings import Retention
 
 from tests.harness import START, Harness, open_harness
 

@@ -37,6 +37,7 @@ from gatewayd.model import (
     InstanceState,
     Job,
     JobSource,
+    Origin,
     Run,
     RunOutcome,
     RunStatus,
@@ -196,6 +197,48 @@ class TestJobs:
         assert await store.delete_idle_job("job0000001")
         assert await store.get_job("job0000001") is None
         assert not await store.delete_idle_job("job0000001"), "gone already"
+
+
+class TestImportedJobs:
+    """Jobs from another scheduler: one per origin, stored with their history at once."""
+
+    async def test_jobs_arrive_with_their_history_in_one_transaction(self, store: Store) -> None:
+        """A job and its ended runs are stored together; the origin and the runs' imported
+        mark read back; the history lists newest first, in the order it was given."""
+        origin = Origin(system="openclaw", id="oc-1")
+        imported = job(origin=origin, description="from elsewhere")
+        history = [
+            dataclasses.replace(
+                run(f"run000000000000{n}", status=RunStatus.SUCCEEDED),
+                queued_at=T0 + timedelta(minutes=n),
+                started_at=T0 + timedelta(minutes=n),
+                ended_at=T0 + timedelta(minutes=n, seconds=5),
+                duration_ms=5000,
+                imported=True,
+            )
+            for n in range(3)
+        ]
+        await store.add_jobs([imported], history=history)
+        assert await store.get_job(imported.id) == imported
+        listed = await store.list_runs(imported.id, limit=10)
+        assert [r.run_id for r in listed] == [r.run_id for r in reversed(history)]
+        assert listed == list(reversed(history))
+
+    async def test_an_origin_is_imported_once_and_a_clash_adds_nothing(self, store: Store) -> None:
+        """I10: a second job of an origin the store has is refused, naming it, with every
+        other job and run of its batch; a renamed job keeps its origin."""
+        origin = Origin(system="openclaw", id="oc-1")
+        await store.add_jobs([job(origin=origin)])
+        with pytest.raises(Conflict, match="oc-1 was imported already"):
+            await store.add_jobs(
+                [job("job0000002", name="fresh"), job("job0000003", name="again", origin=origin)],
+                history=[run("run0000000000009", job_id="job0000002", status=RunStatus.FAILED)],
+            )
+        assert [j.name for j in await store.list_jobs()] == ["backup"]
+        assert await store.list_runs("job0000002", limit=10) == []
+        renamed = dataclasses.replace(job(origin=origin), name="renamed")
+        await store.update_job(renamed)
+        assert (await store.get_job("job0000001")) == renamed
 
 
 class TestRuns:

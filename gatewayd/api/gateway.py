@@ -1,14 +1,15 @@
-"""The operations users and scripts call, whatever the transport: a gateway's three parts.
+"""The operations users and scripts call, whatever the transport: a gateway's four parts.
 
 :class:`Gateway` holds ``reads`` (jobs with their state, the status, sessions,
-events), ``jobs`` (changing them) and ``runs`` (running, cancelling, waiting,
-history). Each answers with domain values; :mod:`gatewayd.views` turns them
-into JSON. Every change is written to the store first, then told to the timer;
-reads change nothing (I8).
+events), ``jobs`` (changing them), ``runs`` (running, cancelling, waiting,
+history) and ``imports`` (from another scheduler). Each answers with domain
+values; :mod:`gatewayd.views` turns them into JSON. Every change is written to
+the store first, then told to the timer; reads change nothing (I8).
 """
 
 from __future__ import annotations
 
+from gatewayd.api.imports import Imports
 from gatewayd.api.jobs import Jobs
 from gatewayd.api.reads import Reads
 from gatewayd.api.runs import Runs
@@ -17,11 +18,12 @@ from gatewayd.bus import Bus
 from gatewayd.clock import Clock
 from gatewayd.runs import RunPipeline
 from gatewayd.scheduler import Scheduler
+from gatewayd.settings import DEFAULT_RETENTION, Retention
 from gatewayd.store.base import Store
 
 
 class Gateway:
-    """The operations, in three parts; see the module docstring."""
+    """The operations, in four parts; see the module docstring."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class Gateway:
         bus: Bus,
         agents: frozenset[str] | None = None,
         sinks: frozenset[str] = frozenset(),
+        retention: Retention = DEFAULT_RETENTION,
     ) -> None:
         self.identity = identity
         self.reads = Reads(
@@ -55,3 +58,6 @@ class Gateway:
             sinks=sinks,
         )
         self.runs = Runs(store=store, pipeline=pipeline, scheduler=scheduler, reads=self.reads)
+        self.imports = Imports(
+            store=store, clock=clock, jobs=self.jobs, retention=retention, sinks=sinks
+        )

@@ -104,18 +104,26 @@ class Jobs:
                     data={"field": f"alerts.sinks[{index}]"},
                 )
 
-    def _new(self, spec: Any, source: JobSource) -> Job:
-        """A new job from ``spec``, checked, with its first slot."""
+    def prepare(
+        self, spec: Any, *, source: JobSource = JobSource.API, allow_past_at: bool = False
+    ) -> Job:
+        """A new job from ``spec``, checked in full, with its first slot; nothing is stored."""
         now = self._clock.now()
         job = job_from_spec(
-            spec, job_id=new_job_id(), source=source, now=now, created_at=now, updated_at=now
+            spec,
+            job_id=new_job_id(),
+            source=source,
+            now=now,
+            created_at=now,
+            updated_at=now,
+            allow_past_at=allow_past_at,
         )
         self._check_references(job)
         return dataclasses.replace(job, next_slot=first_slot(job, now))
 
     async def add(self, spec: Any, *, source: JobSource = JobSource.API) -> Job:
         self._store.check_writable()
-        job = self._new(spec, source)
+        job = self.prepare(spec, source=source)
         await self._bus.publish_with(
             lambda publication: self._store.add_job(job, publication=publication),
             self._event(JobAdded, job, source),
@@ -136,7 +144,7 @@ class Jobs:
         names: dict[str, int] = {}
         for index, spec in enumerate(specs):
             try:
-                job = self._new(spec, JobSource.API)
+                job = self.prepare(spec)
             except InvalidInput as exc:
                 raise InvalidInput(f"jobs[{index}]: {exc.message}") from None
             if job.name in names:
@@ -144,18 +152,25 @@ class Jobs:
             names[job.name] = index
             jobs.append(job)
         try:
-            await self._bus.publish_with(
-                lambda publication: self._store.add_jobs(jobs, publication=publication),
-                *(self._event(JobAdded, job, JobSource.API) for job in jobs),
-            )
+            await self.add_prepared(jobs)
         except NameTaken as exc:
             taken = names.get(exc.data.get("name", ""))
             prefix = "" if taken is None else f"jobs[{taken}]: "
             raise NameTaken(f"{prefix}{exc.message}; no job was added", data=exc.data) from None
-        for job in jobs:
-            self._scheduler.job_changed(job)
         log.info("jobs added", count=len(jobs))
         return jobs
+
+    async def add_prepared(self, jobs: Sequence[Job], *, history: Sequence[Run] = ()) -> None:
+        """Store jobs made by :meth:`prepare`, with ended runs of their ``history``, in one
+        transaction (all or none), each with its ``job.added`` event; then tell the timer."""
+        await self._bus.publish_with(
+            lambda publication: self._store.add_jobs(
+                jobs, history=history, publication=publication
+            ),
+            *(self._event(JobAdded, job, JobSource.API) for job in jobs),
+        )
+        for job in jobs:
+            self._scheduler.job_changed(job)
 
     async def update(
         self,
@@ -192,7 +207,7 @@ class Jobs:
                 keep_schedule=None if schedule_changed else current.schedule,
             )
             self._check_references(job)
-            job = dataclasses.replace(job, standing=current.standing)
+            job = dataclasses.replace(job, standing=current.standing, origin=current.origin)
             resumes = resume and current.paused is not None
             if job.enabled != current.enabled:
                 change = StandingChange.ENABLED if job.enabled else StandingChange.DISABLED

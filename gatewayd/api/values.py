@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.errors import StoreError
+from gatewayd.importers.plan import Plan, PlannedJob, PlannedRun
 from gatewayd.model import Instance, Job, Run, RunCounts, Session
+from gatewayd.settings import Retention
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,3 +113,39 @@ class StreamEnd:
     last_seq: int
     follow: bool
     dropped: bool = False
+
+
+class ImportOutcome(StrEnum):
+    IMPORTED = "imported"
+    WOULD_IMPORT = "would-import"  # a dry run's
+    ALREADY_IMPORTED = "already-imported"
+    NAME_TAKEN = "name-taken"
+    NOT_CARRIED = "cannot-import"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobImport:
+    """What became of one planned job: ``job`` is gatewayd's (the one imported before,
+    for ``already-imported``); ``kept`` the runs of its history stored (or that would
+    be); the rest are those retention would delete at once, left out."""
+
+    planned: PlannedJob
+    outcome: ImportOutcome
+    reason: str | None = None
+    job: Job | None = None
+    kept: tuple[PlannedRun, ...] = ()
+
+    @property
+    def beyond_retention(self) -> int:
+        return len(self.planned.history.runs) - len(self.kept) if self.job else 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportReport:
+    plan: Plan
+    dry_run: bool
+    jobs: tuple[JobImport, ...]
+    retention: Retention
+
+    def count(self, *outcomes: ImportOutcome) -> int:
+        return sum(1 for j in self.jobs if j.outcome in outcomes)

@@ -7,6 +7,7 @@ one operation, and shapes its answer with :mod:`gatewayd.views`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -17,6 +18,7 @@ from gatewayd.api.gateway import Gateway
 from gatewayd.api.values import JobState
 from gatewayd.durations import parse_time
 from gatewayd.errors import InvalidInput
+from gatewayd.model import UTC_ZONE
 from gatewayd.rpc.protocol import RawJson
 from gatewayd.rpc.server import Handler, Send, StreamHandler
 
@@ -135,6 +137,7 @@ class _Methods:
 
     def __init__(self, gateway: Gateway) -> None:
         self._reads, self._jobs, self._runs = gateway.reads, gateway.jobs, gateway.runs
+        self._imports = gateway.imports
 
     async def _job_json(self, job_ref: str) -> Any:
         return views.job_to_json(await self._reads.job_state(await self._reads.job(job_ref)))
@@ -238,6 +241,23 @@ class _Methods:
         job = None if ref is None else await self._reads.job(ref)
         return [views.alert_to_json(a) for a in await self._reads.alerts(job=job, limit=limit)]
 
+    async def import_openclaw(self, params: dict[str, Any]) -> Any:
+        method = "import.openclaw"
+        _known(params, method, "dir", "dry_run", "alert_sink", "host_zone")
+        directory = Path(_str(params, "dir", method))
+        if not directory.is_absolute():
+            raise InvalidInput(
+                f"invalid params: {method} needs 'dir' as an absolute path, got {str(directory)!r}",
+                data={"field": "dir"},
+            )
+        report = await self._imports.openclaw(
+            directory,
+            host_zone=_optional_str(params, "host_zone", method) or UTC_ZONE,
+            alert_sink=_optional_str(params, "alert_sink", method),
+            dry_run=_bool(params, "dry_run", method, False),
+        )
+        return views.import_report_to_json(report)
+
     async def cron_runs(self, params: dict[str, Any]) -> Any:
         _known(params, "cron.runs", "job", "limit", "before")
         limit = _limit(params, "cron.runs", bounds.RUN_PAGE)
@@ -297,6 +317,7 @@ def build_methods(gateway: Gateway) -> dict[str, Handler]:
         "cron.next": m.cron_next,
         "cron.why": m.cron_why,
         "alerts.list": m.alerts_list,
+        "import.openclaw": m.import_openclaw,
         "runs.get": m.runs_get,
         "runs.last": m.runs_last,
         "runs.wait": m.runs_wait,

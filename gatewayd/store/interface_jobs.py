@@ -6,7 +6,7 @@ import abc
 from collections.abc import Sequence
 from typing import ClassVar
 
-from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.model import Job, JobSource, JobTiming, Run
 from gatewayd.store.values import NOTHING, Due, DueClaims, Publication
 
 
@@ -29,8 +29,19 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def add_jobs(self, jobs: Sequence[Job], *, publication: Publication = NOTHING) -> None:
-        """Insert many jobs in one transaction: all of them, or none (same errors as add_job)."""
+    async def add_jobs(
+        self,
+        jobs: Sequence[Job],
+        *,
+        history: Sequence[Run] = (),
+        publication: Publication = NOTHING,
+    ) -> None:
+        """Insert many jobs in one transaction: all of them, or none (same errors as add_job).
+
+        ``history`` are ended runs of these jobs that another scheduler recorded
+        (an import), inserted in the same transaction. A job whose ``origin``
+        another job has raises :class:`gatewayd.errors.Conflict`, naming it.
+        """
 
     @abc.abstractmethod
     async def update_job(self, job: Job, *, publication: Publication = NOTHING) -> None:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import anyio.lowlevel
 
 from gatewayd.errors import Conflict, NameTaken, NotFound
-from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.model import Job, JobSource, JobTiming, Run
 from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.memoryrecords import MemoryRecords
+from gatewayd.store.values import origin_taken
 
 
 class MemoryJobs(MemoryRecords):
@@ -18,20 +19,37 @@ class MemoryJobs(MemoryRecords):
     async def add_job(self, job: Job, *, publication: Publication = NOTHING) -> None:
         await self.add_jobs([job], publication=publication)
 
-    async def add_jobs(self, jobs: Sequence[Job], *, publication: Publication = NOTHING) -> None:
+    async def add_jobs(
+        self,
+        jobs: Sequence[Job],
+        *,
+        history: Sequence[Run] = (),
+        publication: Publication = NOTHING,
+    ) -> None:
         await anyio.lowlevel.checkpoint()
         names = {j.name: j.id for j in self._jobs.values()}
+        origins = {j.origin for j in self._jobs.values() if j.origin is not None}
         for job in jobs:
             if job.id in self._jobs:
                 raise Conflict(f"a job with id {job.id} exists")
+            if job.origin is not None:
+                if job.origin in origins:
+                    raise origin_taken(job)
+                origins.add(job.origin)
             if job.name in names and names[job.name] != job.id:
                 raise NameTaken(
                     f"the name {job.name!r} is taken by job {names[job.name]}",
                     data={"name": job.name},
                 )
             names[job.name] = job.id
+        for run in history:
+            if run.run_id in self._runs:
+                raise Conflict(f"a run with id {run.run_id} exists")
         for job in jobs:
             self._jobs[job.id] = job
+        for run in history:
+            self._runs[run.run_id] = run
+            self._seq[run.run_id] = next(self._counter)
         self._apply(publication)
 
     async def update_job(self, job: Job, *, publication: Publication = NOTHING) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg.errors
 
 from gatewayd.errors import Conflict, NameTaken, NotFound
-from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.model import Job, JobSource, JobTiming, Run
 from gatewayd.store.base import Publication
 from gatewayd.store.pgaccess import Conn
 from gatewayd.store.pgevents import publish
@@ -17,15 +17,17 @@ from gatewayd.store.sqlrows import to_us
 from gatewayd.store.tables import (
     JOBS,
     LIVE,
+    RUNS,
     job_filter,
     job_from_row,
     jobs_from_rows,
     timing_from_row,
 )
 from gatewayd.store.threads import Published
-from gatewayd.store.values import Due, DueClaims
+from gatewayd.store.values import Due, DueClaims, origin_taken
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.placeholders('%s')})"
+_INSERT_RUN = f"INSERT INTO runs ({RUNS.names}) VALUES ({RUNS.placeholders('%s')})"
 _SELECT = f"SELECT {JOBS.names} FROM jobs"
 _TIMING = "id, next_slot, enabled, spec->>'stagger_s', spec->'schedule'->>'kind'"
 # The jobs asked for whose slot is as seen and whose claim is free, lapsed or
@@ -60,19 +62,29 @@ async def _name_taken(conn: Conn, job: Job) -> NameTaken:
     return NameTaken(f"the name {job.name!r} is taken by job {holder}", data={"name": job.name})
 
 
-async def add(conn: Conn, jobs: Sequence[Job], publication: Publication) -> Published[None]:
+async def add(
+    conn: Conn,
+    jobs: Sequence[Job],
+    publication: Publication,
+    history: Sequence[Run] = (),
+) -> Published[None]:
     try:
         async with (
             conn.transaction(),
             conn.cursor() as cursor,
         ):  # undone before the clash is looked for
             await cursor.executemany(_INSERT, [JOBS.values(job) for job in jobs])
+            if history:
+                await cursor.executemany(_INSERT_RUN, [RUNS.values(run) for run in history])
     except psycopg.errors.UniqueViolation:
         for job in jobs:
             if await _one(conn, "SELECT 1 FROM jobs WHERE id = %s", (job.id,)):
                 raise Conflict(f"a job with id {job.id} exists") from None
             if await _one(conn, "SELECT 1 FROM jobs WHERE name = %s", (job.name,)):
                 raise await _name_taken(conn, job) from None
+            origin = JOBS.values_of(job, ["origin"])[0]
+            if origin and await _one(conn, "SELECT 1 FROM jobs WHERE origin = %s", (origin,)):
+                raise origin_taken(job) from None
         seen: dict[str, str] = {}
         for job in jobs:  # a clash within the jobs given
             if job.id in seen.values():

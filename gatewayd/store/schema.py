@@ -132,6 +132,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX alerts_job ON alerts (job_id, raised_at)",
         "CREATE INDEX alerts_due ON alerts (next_attempt_at) WHERE state = 'pending'",
     ),
+    # version 8: jobs imported from another scheduler, one per origin; their history
+    (
+        "ALTER TABLE jobs ADD COLUMN origin TEXT",
+        "CREATE UNIQUE INDEX jobs_origin ON jobs (origin) WHERE origin IS NOT NULL",
+        "ALTER TABLE runs ADD COLUMN imported INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

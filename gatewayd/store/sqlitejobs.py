@@ -6,20 +6,23 @@ import sqlite3
 from collections.abc import Sequence
 
 from gatewayd.errors import Conflict, NameTaken, NotFound
-from gatewayd.model import Job, JobSource, JobTiming
+from gatewayd.model import Job, JobSource, JobTiming, Run
 from gatewayd.store.base import Publication
 from gatewayd.store.sqliteevents import publish
 from gatewayd.store.tables import (
     JOBS,
     LIVE,
+    RUNS,
     job_filter,
     job_from_row,
     jobs_from_rows,
     timing_from_row,
 )
 from gatewayd.store.threads import Published, savepoint
+from gatewayd.store.values import origin_taken
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.marks})"
+_INSERT_RUN = f"INSERT INTO runs ({RUNS.names}) VALUES ({RUNS.marks})"
 
 
 def _name_taken(conn: sqlite3.Connection, job: Job) -> NameTaken:
@@ -28,16 +31,25 @@ def _name_taken(conn: sqlite3.Connection, job: Job) -> NameTaken:
     return NameTaken(f"the name {job.name!r} is taken by job {holder}", data={"name": job.name})
 
 
-def add(conn: sqlite3.Connection, jobs: Sequence[Job], publication: Publication) -> Published[None]:
+def add(
+    conn: sqlite3.Connection,
+    jobs: Sequence[Job],
+    publication: Publication,
+    history: Sequence[Run] = (),
+) -> Published[None]:
     try:
         with savepoint(conn):  # undone before the clash is looked for
             conn.executemany(_INSERT, [JOBS.values(job) for job in jobs])
+            conn.executemany(_INSERT_RUN, [RUNS.values(run) for run in history])
     except sqlite3.IntegrityError:
         for job in jobs:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                 raise Conflict(f"a job with id {job.id} exists") from None
             if conn.execute("SELECT 1 FROM jobs WHERE name = ?", (job.name,)).fetchone():
                 raise _name_taken(conn, job) from None
+            origin = JOBS.values_of(job, ["origin"])[0]
+            if origin and conn.execute("SELECT 1 FROM jobs WHERE origin = ?", (origin,)).fetchone():
+                raise origin_taken(job) from None
         raise
     return publish(conn, publication, None)
 

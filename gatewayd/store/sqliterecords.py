@@ -70,8 +70,16 @@ class SQLiteJobs(SQLiteAccess):
         op = partial(sqlitejobs.add, jobs=[job], publication=publication)
         await self._publish(op, durable=False, label=f"job {job.name!r}")
 
-    async def add_jobs(self, jobs: Sequence[Job], *, publication: Publication = NOTHING) -> None:
-        op = partial(sqlitejobs.add, jobs=list(jobs), publication=publication)
+    async def add_jobs(
+        self,
+        jobs: Sequence[Job],
+        *,
+        history: Sequence[Run] = (),
+        publication: Publication = NOTHING,
+    ) -> None:
+        op = partial(
+            sqlitejobs.add, jobs=list(jobs), publication=publication, history=list(history)
+        )
         await self._publish(op, durable=False, label=f"{len(jobs)} jobs")
 
     async def update_job(self, job: Job, *, publication: Publication = NOTHING) -> None:

@@ -23,6 +23,7 @@ from gatewayd.model import (
     JobSource,
     JobTiming,
     Leftovers,
+    Origin,
     Run,
     RunStatus,
     Session,
@@ -78,6 +79,7 @@ RUNS: Table[Run] = Table(
         Column("pid_start"),
         Column("leftovers", _leftovers_to_db, _leftovers_from_db),
         enum_column("cancel_requested", StopReason),
+        Column("imported", int, bool),
     ),
 )
 # What a transition changes: everything but what a run is born with.
@@ -143,6 +145,7 @@ def _job(
     updated_at: Any,
     name: str,
     enabled: int,
+    origin: str | None,
 ) -> Job:
     """A job from its columns: its spec holds what ``name`` and ``enabled`` repeat."""
     return job_from_stored(
@@ -152,6 +155,7 @@ def _job(
         next_slot=next_slot,
         created_at=created_at,
         updated_at=updated_at,
+        origin=None if origin is None else Origin.from_key(origin),
     )
 
 
@@ -167,6 +171,7 @@ JOBS: Table[Job] = Table(
         time_column("updated_at"),
         Column("name"),
         Column("enabled", int),
+        Column("origin", get=lambda job: None if job.origin is None else job.origin.key),
     ),
 )
 

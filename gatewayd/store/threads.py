@@ -60,8 +60,11 @@ def savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK TO op")
-        conn.execute("RELEASE op")
+        # A full disk or an I/O error makes SQLite undo the whole transaction itself:
+        # then there is no savepoint left to go back to, and the fault is what to raise.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
         raise
     conn.execute("RELEASE op")
 
@@ -336,7 +339,8 @@ class BatchWriter:
             if outcomes is None:
                 # An operation failed part way: undo the batch, then run each
                 # operation in a savepoint of its own, so that it fails alone.
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
                 outcomes = [_run_alone(conn, op) for op in batch]
             if self._health.fault is not None:

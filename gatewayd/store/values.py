@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gatewayd.errors import StoreError
-from gatewayd.model import JobTiming, Session, elapsed_ms
+from gatewayd.errors import Conflict, StoreError
+from gatewayd.model import Job, JobTiming, Session, elapsed_ms
 
 Envelope = dict[str, Any]
 
@@ -137,3 +137,12 @@ class Audit:
 
     slots_used_twice: tuple[SlotClaims, ...] = ()
     bad_endings: tuple[BadEnding, ...] = ()
+
+
+def origin_taken(job: Job) -> Conflict:
+    """The refusal of a job whose origin another job has: it was imported before."""
+    assert job.origin is not None
+    return Conflict(
+        f"job {job.name!r}: {job.origin.system} job {job.origin.id} was imported already",
+        data={"origin": job.origin.key},
+    )
