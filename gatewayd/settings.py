@@ -115,6 +115,8 @@ SCHEDULER = SchedulerSettings()
 CLUSTER = ClusterSettings()
 # How much of a run's output is kept on its record.
 TAIL_BYTES = 4096
+# The most of an agent's reply (or an imported run's summary) kept as a run's summary.
+MAX_SUMMARY_BYTES = 64 * 1024
 # A peer that does not take a reply within this long is disconnected.
 WRITE_TIMEOUT_S = 30.0
 # The most large reads (lists) the RPC server computes at once.

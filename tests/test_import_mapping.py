@@ -22,6 +22,7 @@ from gatewayd.importers.openclaw.history import read_lines
 from gatewayd.importers.openclaw.jobs import plan_job
 from gatewayd.importers.plan import PlannedJob
 from gatewayd.model import RunStatus
+from gatewayd.settings import MAX_SUMMARY_BYTES
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -122,6 +123,14 @@ class TestHistoryLines:
         history, _ = read_lines(data, source="runs/j.jsonl")
         assert [r.status for r in history.runs] == [RunStatus.SUCCEEDED, RunStatus.FAILED]
         assert history.broken == 4
+
+    def test_a_summary_longer_than_gatewayd_keeps_is_cut_and_says_so(self) -> None:
+        """A summary beyond what a run keeps (as an agent's reply is) is cut, marked."""
+        entry = {"ts": 1_764_000_000_000, "status": "ok", "summary": "é" * MAX_SUMMARY_BYTES}
+        history, _ = read_lines(orjson.dumps(entry), source="runs/j.jsonl")
+        summary = history.runs[0].summary
+        assert summary is not None and summary.endswith("\n[summary truncated]")
+        assert len(summary.encode()) <= MAX_SUMMARY_BYTES + 32
 
 
 class TestStores:

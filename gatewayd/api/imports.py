@@ -103,6 +103,18 @@ class Imports:
         if not dry_run:
             self._store.check_writable()
         existing = await self._store.list_jobs()
+        # Checking every spec and making every run is CPU work a long history makes
+        # long: done on a worker thread, so that the timer keeps time meanwhile.
+        judge = partial(self._judge_all, plan, existing, dry_run=dry_run)
+        report, history = await anyio.to_thread.run_sync(judge)
+        if dry_run:
+            return report
+        return await self._store_jobs(report, history)
+
+    def _judge_all(
+        self, plan: Plan, existing: list[Job], *, dry_run: bool
+    ) -> tuple[ImportReport, list[Run]]:
+        """The report of every planned job, and (unless ``dry_run``) the runs to store."""
         by_origin = {j.origin: j for j in existing if j.origin is not None}
         by_name = {j.name: j for j in existing}
         cutoff = self._clock.now() - timedelta(seconds=self._retention.max_age_s)
@@ -113,9 +125,13 @@ class Imports:
         report = ImportReport(
             plan=plan, dry_run=dry_run, jobs=tuple(judged), retention=self._retention
         )
-        if dry_run:
-            return report
-        return await self._store_jobs(report)
+        history = [
+            _run(run, item.job)
+            for item in judged
+            if item.outcome is ImportOutcome.IMPORTED and item.job is not None
+            for run in item.kept
+        ]
+        return report, history
 
     def _judge(
         self,
@@ -156,7 +172,8 @@ class Imports:
             return JobImport(
                 planned=planned,
                 outcome=ImportOutcome.NAME_TAKEN,
-                reason=f"OpenClaw job {taken[job.name]} of this import has the name {job.name!r}",
+                reason=f"{plan.system} job {taken[job.name]} of this import has the name "
+                f"{job.name!r}",
             )
         taken[job.name] = planned.origin_id
         kept = [r for r in planned.history.runs if r.started_at >= cutoff]
@@ -167,14 +184,10 @@ class Imports:
             kept=tuple(kept[-self._retention.keep_per_job :]),
         )
 
-    async def _store_jobs(self, report: ImportReport) -> ImportReport:
-        chosen = [
-            (j.job, j.kept)
-            for j in report.jobs
-            if j.outcome is ImportOutcome.IMPORTED and j.job is not None
+    async def _store_jobs(self, report: ImportReport, history: list[Run]) -> ImportReport:
+        jobs = [
+            j.job for j in report.jobs if j.outcome is ImportOutcome.IMPORTED and j.job is not None
         ]
-        jobs = [job for job, _ in chosen]
-        history = [_run(run, job) for job, kept in chosen for run in kept]
         if not jobs:
             return report
         try:

@@ -26,11 +26,9 @@ from gatewayd.model import AgentSpec, AgentTurnPayload, Run
 from gatewayd.runners.base import ExecResult, Execution, RunContext
 from gatewayd.runners.exec import WaiterSettings, spawn_under_waiter
 from gatewayd.sessions import append_jsonl, transcript_path
+from gatewayd.settings import MAX_SUMMARY_BYTES
 from gatewayd.views import JsonObject
 from gatewayd.workers import Offload
-
-# The most of an agent's reply kept as the run's summary.
-MAX_SUMMARY_BYTES = 64 * 1024
 
 
 def read_reply(path: Path) -> str | None:

@@ -18,6 +18,7 @@ import orjson
 
 from gatewayd.importers.plan import History, PlannedRun
 from gatewayd.model import RunStatus, Trigger
+from gatewayd.settings import MAX_SUMMARY_BYTES
 
 STATUSES = {"ok": RunStatus.SUCCEEDED, "error": RunStatus.FAILED, "skipped": RunStatus.SKIPPED}
 # What a run log entry may hold that gatewayd does not keep of a run.
@@ -52,8 +53,15 @@ def from_ms(value: Any) -> datetime:
     return _EPOCH + timedelta(milliseconds=int(value))
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _text(value: Any, what: str) -> str | None:
+    """A text of the entry, cut to what gatewayd keeps of a run's summary (and said so)."""
+    if not isinstance(value, str) or not value:
+        return None
+    data = value.encode()
+    if len(data) <= MAX_SUMMARY_BYTES:
+        return value
+    kept = data[:MAX_SUMMARY_BYTES].decode(errors="ignore")
+    return f"{kept}\n[{what} truncated]"
 
 
 def _trigger(entry: dict[str, Any]) -> Trigger:
@@ -95,8 +103,8 @@ def run_of(entry: Any) -> PlannedRun:
         started_at=started,
         ended_at=ended,
         duration_ms=int(duration),
-        error=_text(entry.get("error")),
-        summary=_text(entry.get("summary")),
+        error=_text(entry.get("error"), "error"),
+        summary=_text(entry.get("summary"), "summary"),
     )
 
 
