@@ -32,7 +32,7 @@ from gatewayd.errors import (
     NotFound,
 )
 from gatewayd.flatspec import spec_from_flat
-from gatewayd.model import Catchup, LeftoverPolicy, Overlap, SessionTarget
+from gatewayd.model import UTC_ZONE, Catchup, LeftoverPolicy, Overlap, SessionTarget
 from gatewayd.paths import resolve_socket, resolve_state_dir
 from gatewayd.rpc.client import RpcClient
 
@@ -452,13 +452,13 @@ def _events(args: argparse.Namespace, client: RpcClient) -> int:
 
 
 def host_zone() -> str:
-    """The IANA name of this host's time zone (``UTC`` if it has none)."""
+    """The IANA name of this host's time zone (UTC if it names none)."""
     import tzlocal
 
     try:
-        return tzlocal.get_localzone_name() or "UTC"
+        return tzlocal.get_localzone_name() or UTC_ZONE
     except (LookupError, ValueError, OSError):
-        return "UTC"
+        return UTC_ZONE
 
 
 def _import(args: argparse.Namespace, client: RpcClient) -> int:

@@ -237,6 +237,10 @@ def _delete_after_run(m: _Mapping) -> None:
     if wanted is None:
         wanted = True
         m.notes.append("a one-shot job: deleted after its run, OpenClaw's default")
+    if wanted:
+        m.notes.append(
+            "gatewayd deletes it after its run whatever the outcome (OpenClaw: after a success)"
+        )
     m.spec["delete_after_run"] = wanted
 
 
