@@ -85,7 +85,9 @@ def recorded_lags(db: Path) -> list[float]:
 # --- gatewayd -------------------------------------------------------------------------
 
 
-async def gatewayd_run(n: int, window_s: float, *, exec_jobs: bool) -> dict[str, Any]:
+async def gatewayd_run(
+    n: int, window_s: float, *, exec_jobs: bool, grace_s: float = 120.0
+) -> dict[str, Any]:
     with daemon(CONFIG) as d:
         client = await AsyncClient.connect(d.socket_path)
         lead = 3.0 + n / 5000
@@ -105,7 +107,7 @@ async def gatewayd_run(n: int, window_s: float, *, exec_jobs: bool) -> dict[str,
         add_s = time.perf_counter() - added
         if now() > times[0]:
             raise RuntimeError("adding the jobs took longer than the lead time")
-        deadline = times[-1] + timedelta(seconds=120)
+        deadline = times[-1] + timedelta(seconds=grace_s)
         while True:
             status = await client.call("gateway.status")
             by_status = status["runs"]["by_status"]
@@ -151,7 +153,7 @@ async def ap_inprocess_job(scheduled_ts: float) -> None:
 
 
 async def apscheduler_run(
-    n: int, window_s: float, *, store: str, exec_jobs: bool
+    n: int, window_s: float, *, store: str, exec_jobs: bool, grace_s: float = 120.0
 ) -> dict[str, Any]:
     from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -184,7 +186,7 @@ async def apscheduler_run(
         add_s = time.perf_counter() - added
         if now() > times[0]:
             raise RuntimeError(f"adding {n} jobs to APScheduler took {add_s:.1f}s, past the lead")
-        deadline = time.monotonic() + (times[-1] - now()).total_seconds() + 120
+        deadline = time.monotonic() + (times[-1] - now()).total_seconds() + grace_s
         while time.monotonic() < deadline:
             done = await asyncio.to_thread(finished, Path(tmp)) if exec_jobs else len(SEEN)
             if done >= n:

@@ -83,7 +83,7 @@ def main() -> None:
                 start_new_session=True,
             )
 
-        def waiter_start(capped: bool) -> subprocess.Popen[bytes]:
+        def waiter_start(capped: bool, perl: bool = True) -> subprocess.Popen[bytes]:
             reserve_exit_file(Path(exit_file))
             pipe = os.pipe() if capped else None
             try:
@@ -98,6 +98,7 @@ def main() -> None:
                         nofile=None,
                         max_output=16 << 20,
                         pipe=pipe,
+                        perl_pump=perl,
                     )
                 )
             finally:
@@ -111,12 +112,14 @@ def main() -> None:
         direct = run(direct_start, n)
         waited = run(lambda: waiter_start(False), n)
         pumped = run(lambda: waiter_start(True), n)
+        headed = run(lambda: waiter_start(True, perl=False), n)
     rows = [
         ["direct", n, direct[0], direct[1]],
         ["under the waiter (no cap)", n, waited[0], waited[1]],
         ["under the waiter + pump", n, pumped[0], pumped[1]],
         ["waiter's cost", n, waited[0] - direct[0], waited[1] - direct[1]],
         ["waiter + pump's cost", n, pumped[0] - direct[0], pumped[1] - direct[1]],
+        ["waiter + head pump's cost", n, headed[0] - direct[0], headed[1] - direct[1]],
     ]
     table(["start", "runs", "wall ms/run", "child cpu ms/run"], rows)
     summary_line(
@@ -127,6 +130,7 @@ def main() -> None:
         overhead_wall_ms=waited[0] - direct[0],
         overhead_cpu_ms=waited[1] - direct[1],
         pump_overhead_cpu_ms=pumped[1] - direct[1],
+        head_pump_overhead_cpu_ms=headed[1] - direct[1],
     )
 
 
