@@ -171,7 +171,7 @@ async def apscheduler_run(
             jobstores={"default": jobstore},
             job_defaults={"misfire_grace_time": 3600, "coalesce": False, "max_instances": 1},
         )
-        lead = 3.0 + (n * 2.0 / 1000 if store == "sqlite" else n / 5000)
+        lead = 3.0 + (n * 3.0 / 1000 if store == "sqlite" else n / 5000)
         times = slots(n, window_s, lead)
         scheduler.start()
         added = time.perf_counter()
