@@ -168,25 +168,17 @@ class GroupExecution:
     async def wait(self) -> ExecResult:
         if self._result is None:
             code = await self._leader_exit_code()
-            after = await self._offload(
-                partial(_after_exit, self._pid, self._exit_path, self._log_path, self._settings)
-            )
-            if after.written is None and (code is None or code < 0):
+            written = await self._offload(partial(read_exit_status, self._exit_path))
+            if written is None and (code is None or code < 0):
                 self._result = await self._waiter_lost(code)
             else:
-                self._result = await self._ended(code, after)
+                self._result = await self._ended(code, written)
         return self._result
 
-    async def _ended(self, code: int | None, after: _AfterExit) -> ExecResult:
-        """The command ended and its status is known: settle the group, then read the tail
-        (read with the status already when the group was empty and the pump done)."""
-        written = after.written
-        tail: str | None
-        if after.tail_read:
-            leftovers, tail = None, after.tail
-        else:
-            leftovers = await self._settle_group(after)
-            tail = await self._tail()
+    async def _ended(self, code: int | None, written: ExitRecord | None) -> ExecResult:
+        """The command ended and its status is known: settle the group, then read the tail."""
+        leftovers = await self._settle_group(None if written is None else written.pump_pid)
+        tail = await self._tail()
         if written is not None:
             ended_at = None if self.watched_from_start else written.written_at
             result = result_of_status(written.status, tail, ended_at)
@@ -210,11 +202,10 @@ class GroupExecution:
     async def _tail(self) -> str | None:
         return await self._offload(partial(read_tail, self._log_path, self._settings.tail_bytes))
 
-    async def _settle_group(self, after: _AfterExit) -> Leftovers | None:
+    async def _settle_group(self, pump: int | None) -> Leftovers | None:
         """Stop (or keep) what is left of the run's group once its command has ended,
         then let the output pump drain (bounded), so that the log's tail is complete."""
-        pump = None if after.written is None else after.written.pump_pid
-        left, pump_runs = after.left, after.pump_runs
+        left, pump_runs = await self._offload(partial(_look, self._pid, pump))
         leftovers = None
         if left:
             processes = await self._offload(partial(_describe, left[:MAX_LEFTOVERS_NAMED]))
@@ -253,29 +244,6 @@ class GroupExecution:
                     await anyio.sleep(_GROUP_CHECK_S)
             signal_group(pgid, signal.SIGKILL)
         await self._leader_exit_code()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _AfterExit:
-    """What is known once a run's waiter has ended, read in one go off the loop: the
-    status it wrote, what is left of its group, whether the pump still runs, and the
-    log's tail when there is nothing left to wait for (``tail_read``)."""
-
-    written: ExitRecord | None
-    left: list[int]
-    pump_runs: bool
-    tail_read: bool = False
-    tail: str | None = None
-
-
-def _after_exit(pgid: int, exit_path: Path, log_path: Path, settings: WaiterSettings) -> _AfterExit:
-    written = read_exit_status(exit_path)
-    pump = None if written is None else written.pump_pid
-    left, pump_runs = _look(pgid, pump)
-    if written is None or left or pump_runs:
-        return _AfterExit(written=written, left=left, pump_runs=pump_runs)
-    tail = read_tail(log_path, settings.tail_bytes)
-    return _AfterExit(written=written, left=left, pump_runs=False, tail_read=True, tail=tail)
 
 
 def _look(pgid: int, pump: int | None) -> tuple[list[int], bool]:
