@@ -227,7 +227,8 @@ class TestEachStoreShape:
         """Each finished line becomes an ended run marked imported, with its real start,
         end, duration, status (ok, error, skipped), error and summary, and trigger
         manual where OpenClaw says so; lines that do not parse are counted; a run that
-        retention would delete at once is left out and counted."""
+        retention would delete at once is left out and counted; and doctor finds the
+        record the import leaves true (I1, I2)."""
         _, cron_dir, expected = store
         report = run_import(daemon, cron_dir)
         brief = by_name(report)["morning brief"]
@@ -254,6 +255,8 @@ class TestEachStoreShape:
         assert daemon.call("runs.last", {"job": "morning brief"})["summary"] == "Asked for"
         stuck_runs = daemon.call("cron.runs", {"job": "stuck sync"})
         assert sorted(r["status"] for r in stuck_runs) == ["failed", "succeeded"]
+        doctor = daemon.cli("doctor", "--json")
+        assert doctor.code == 0 and doctor.json()["violations"] == [], doctor.stdout
 
 
 class TestSafety:
