@@ -225,8 +225,9 @@ class TestImportedJobs:
         assert listed == list(reversed(history))
 
     async def test_an_origin_is_imported_once_and_a_clash_adds_nothing(self, store: Store) -> None:
-        """I10: a second job of an origin the store has is refused, naming it, with every
-        other job and run of its batch; a renamed job keeps its origin."""
+        """I10: a second job of an origin the store has (or of its own batch) is refused,
+        naming it, with every other job and run of its batch; a renamed job keeps its
+        origin."""
         origin = Origin(system="openclaw", id="oc-1")
         await store.add_jobs([job(origin=origin)])
         with pytest.raises(Conflict, match="oc-1 was imported already"):
@@ -236,6 +237,12 @@ class TestImportedJobs:
             )
         assert [j.name for j in await store.list_jobs()] == ["backup"]
         assert await store.list_runs("job0000002", limit=10) == []
+        twice = Origin(system="openclaw", id="oc-2")
+        with pytest.raises(Conflict, match="oc-2 was imported already"):
+            await store.add_jobs(
+                [job("job0000004", name="a", origin=twice), job("job0000005", origin=twice)]
+            )
+        assert [j.name for j in await store.list_jobs()] == ["backup"]
         renamed = dataclasses.replace(job(origin=origin), name="renamed")
         await store.update_job(renamed)
         assert (await store.get_job("job0000001")) == renamed

@@ -10,7 +10,7 @@ from gatewayd.errors import Conflict, NameTaken, NotFound
 from gatewayd.model import Job, JobSource, JobTiming, Run
 from gatewayd.store.base import NOTHING, Publication
 from gatewayd.store.memoryrecords import MemoryRecords
-from gatewayd.store.values import origin_taken
+from gatewayd.store.values import check_origins_apart, origin_taken
 
 
 class MemoryJobs(MemoryRecords):
@@ -28,14 +28,13 @@ class MemoryJobs(MemoryRecords):
     ) -> None:
         await anyio.lowlevel.checkpoint()
         names = {j.name: j.id for j in self._jobs.values()}
+        check_origins_apart(jobs)
         origins = {j.origin for j in self._jobs.values() if j.origin is not None}
         for job in jobs:
             if job.id in self._jobs:
                 raise Conflict(f"a job with id {job.id} exists")
-            if job.origin is not None:
-                if job.origin in origins:
-                    raise origin_taken(job)
-                origins.add(job.origin)
+            if job.origin in origins:
+                raise origin_taken(job)
             if job.name in names and names[job.name] != job.id:
                 raise NameTaken(
                     f"the name {job.name!r} is taken by job {names[job.name]}",

@@ -24,7 +24,7 @@ from gatewayd.store.tables import (
     timing_from_row,
 )
 from gatewayd.store.threads import Published
-from gatewayd.store.values import Due, DueClaims, origin_taken
+from gatewayd.store.values import Due, DueClaims, check_origins_apart, origin_taken
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.placeholders('%s')})"
 _INSERT_RUN = f"INSERT INTO runs ({RUNS.names}) VALUES ({RUNS.placeholders('%s')})"
@@ -68,6 +68,7 @@ async def add(
     publication: Publication,
     history: Sequence[Run] = (),
 ) -> Published[None]:
+    check_origins_apart(jobs)
     try:
         async with (
             conn.transaction(),

@@ -19,7 +19,7 @@ from gatewayd.store.tables import (
     timing_from_row,
 )
 from gatewayd.store.threads import Published, savepoint
-from gatewayd.store.values import origin_taken
+from gatewayd.store.values import check_origins_apart, origin_taken
 
 _INSERT = f"INSERT INTO jobs ({JOBS.names}) VALUES ({JOBS.marks})"
 _INSERT_RUN = f"INSERT INTO runs ({RUNS.names}) VALUES ({RUNS.marks})"
@@ -37,6 +37,7 @@ def add(
     publication: Publication,
     history: Sequence[Run] = (),
 ) -> Published[None]:
+    check_origins_apart(jobs)
     try:
         with savepoint(conn):  # undone before the clash is looked for
             conn.executemany(_INSERT, [JOBS.values(job) for job in jobs])

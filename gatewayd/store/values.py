@@ -139,6 +139,16 @@ class Audit:
     bad_endings: tuple[BadEnding, ...] = ()
 
 
+def check_origins_apart(jobs: Sequence[Job]) -> None:
+    """Refuse a batch that gives one origin to two of its jobs (before it is written)."""
+    seen: set[str] = set()
+    for job in jobs:
+        if job.origin is not None:
+            if job.origin.key in seen:
+                raise origin_taken(job)
+            seen.add(job.origin.key)
+
+
 def origin_taken(job: Job) -> Conflict:
     """The refusal of a job whose origin another job has: it was imported before."""
     assert job.origin is not None
