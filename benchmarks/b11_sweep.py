@@ -68,6 +68,11 @@ def _run_one(label: str, n: int, window_s: float) -> None:
     print(orjson.dumps({"lags": result["lags"], "failed": result["failed"]}).decode())
 
 
+def _stats(lags: list[float]) -> dict[str, float]:
+    """p50, p99 and max of the lags; not-a-number when nothing started."""
+    return summarise(lags) if lags else dict.fromkeys(("p50", "p99", "max"), float("nan"))
+
+
 def _missing(label: str, n: int, result: dict[str, Any]) -> int:
     extra = result["failed"] if label == "gatewayd" else 0
     return n - len(result["lags"]) + extra
@@ -88,11 +93,7 @@ def main() -> None:
         n = int(rate * seconds)
         for label in SCHEDULERS:
             result = one(label, n, seconds)
-            stats = (
-                summarise(result["lags"])
-                if result["lags"]
-                else dict.fromkeys(("p50", "p99", "max"), float("nan"))
-            )
+            stats = _stats(result["lags"])
             missing = _missing(label, n, result)
             ok = missing == 0 and stats["p99"] <= HELD_P99_MS
             if ok:
@@ -117,11 +118,7 @@ def main() -> None:
     burst_rows: list[list[Any]] = []
     for label in SCHEDULERS:
         result = one(label, burst, 0.0)
-        stats = (
-            summarise(result["lags"])
-            if result["lags"]
-            else dict.fromkeys(("p50", "p99", "max"), float("nan"))
-        )
+        stats = _stats(result["lags"])
         burst_rows.append(
             [label, burst, stats["p50"], stats["max"] / 1000, _missing(label, burst, result)]
         )

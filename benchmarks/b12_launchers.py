@@ -18,17 +18,16 @@ included), per run.
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from gatewayd.runfiles import reserve_exit_file
-from gatewayd.runners.spawn import Launch, spawn_waiter
 
-from benchmarks.b5_waiter import become_subreaper
+from benchmarks.b5_waiter import become_subreaper, children_cpu, run, start_waiter
 from benchmarks.common import summary_line, table
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -48,50 +47,10 @@ for line in sys.stdin:
 """
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def waiter(n: int, exit_file: Path, *, capped: bool) -> tuple[float, float]:
     env = dict(os.environ)
-    cpu_0, t_0 = children_cpu(), time.perf_counter()
     with open(os.devnull, "wb") as null:
-        for _ in range(n):
-            reserve_exit_file(exit_file)
-            pipe = os.pipe() if capped else None
-            try:
-                process, pidfd = spawn_waiter(
-                    Launch(
-                        argv=["/bin/true"],
-                        exit_path=str(exit_file),
-                        cwd=None,
-                        env=env,
-                        log=null,
-                        umask=0o022,
-                        nofile=None,
-                        max_output=16 << 20,
-                        pipe=pipe,
-                    )
-                )
-            finally:
-                for fd in pipe or ():
-                    os.close(fd)
-            if pidfd is not None:
-                os.close(pidfd)
-            process.wait()
-    _reap_orphans()
-    return (time.perf_counter() - t_0) / n * 1000, (children_cpu() - cpu_0) / n * 1000
-
-
-def _reap_orphans() -> int:
-    reaped = 0
-    try:
-        while True:
-            os.waitpid(-1, 0)
-            reaped += 1
-    except ChildProcessError:
-        return reaped
+        return run(partial(start_waiter, str(exit_file), env, null, capped=capped), n)
 
 
 def launcher(n: int, exit_file: Path) -> tuple[float, float, float]:
@@ -124,10 +83,7 @@ def launcher(n: int, exit_file: Path) -> tuple[float, float, float]:
 
 
 def direct(n: int) -> tuple[float, float]:
-    cpu_0, t_0 = children_cpu(), time.perf_counter()
-    for _ in range(n):
-        subprocess.Popen(["/bin/true"], start_new_session=True).wait()
-    return (time.perf_counter() - t_0) / n * 1000, (children_cpu() - cpu_0) / n * 1000
+    return run(lambda: subprocess.Popen(["/bin/true"], start_new_session=True), n)
 
 
 def main() -> None:

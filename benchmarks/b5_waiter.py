@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from gatewayd.runfiles import reserve_exit_file
 from gatewayd.runners.spawn import Launch, spawn_waiter
@@ -54,6 +55,35 @@ def reap_orphans() -> None:
     with contextlib.suppress(ChildProcessError):
         while True:
             os.waitpid(-1, 0)
+
+
+def start_waiter(
+    exit_file: str, env: dict[str, str], log: BinaryIO, *, capped: bool, perl: bool = True
+) -> subprocess.Popen[bytes]:
+    """``/bin/true`` under gatewayd's own waiter (with the pump if ``capped``), as runs start."""
+    reserve_exit_file(Path(exit_file))
+    pipe = os.pipe() if capped else None
+    try:
+        process, pidfd = spawn_waiter(
+            Launch(
+                argv=["/bin/true"],
+                exit_path=exit_file,
+                cwd=None,
+                env=env,
+                log=log,
+                umask=0o022,
+                nofile=None,
+                max_output=16 << 20,
+                pipe=pipe,
+                perl_pump=perl,
+            )
+        )
+    finally:
+        for fd in pipe or ():
+            os.close(fd)
+    if pidfd is not None:
+        os.close(pidfd)
+    return process
 
 
 def run(start: Callable[[], subprocess.Popen[bytes]], n: int) -> tuple[float, float]:
@@ -84,29 +114,7 @@ def main() -> None:
             )
 
         def waiter_start(capped: bool, perl: bool = True) -> subprocess.Popen[bytes]:
-            reserve_exit_file(Path(exit_file))
-            pipe = os.pipe() if capped else None
-            try:
-                process, pidfd = spawn_waiter(
-                    Launch(
-                        argv=["/bin/true"],
-                        exit_path=exit_file,
-                        cwd=None,
-                        env=env,
-                        log=null,
-                        umask=0o022,
-                        nofile=None,
-                        max_output=16 << 20,
-                        pipe=pipe,
-                        perl_pump=perl,
-                    )
-                )
-            finally:
-                for fd in pipe or ():
-                    os.close(fd)
-            if pidfd is not None:
-                os.close(pidfd)
-            return process
+            return start_waiter(exit_file, env, null, capped=capped, perl=perl)
 
         run(direct_start, 50)
         direct = run(direct_start, n)

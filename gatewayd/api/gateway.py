@@ -58,6 +58,4 @@ class Gateway:
             sinks=sinks,
         )
         self.runs = Runs(store=store, pipeline=pipeline, scheduler=scheduler, reads=self.reads)
-        self.imports = Imports(
-            store=store, clock=clock, jobs=self.jobs, retention=retention, sinks=sinks
-        )
+        self.imports = Imports(store=store, clock=clock, jobs=self.jobs, retention=retention)

@@ -63,13 +63,11 @@ class Imports:
         clock: Clock,
         jobs: Jobs,
         retention: Retention,
-        sinks: frozenset[str],
     ) -> None:
         self._store = store
         self._clock = clock
         self._jobs = jobs
         self._retention = retention
-        self._sinks = sinks
 
     async def openclaw(
         self, directory: Path, *, host_zone: str, alert_sink: str | None, dry_run: bool
@@ -79,13 +77,8 @@ class Imports:
             zone(host_zone)
         except InvalidInput as exc:
             raise InvalidInput(f"host_zone: {exc.message}", data={"field": "host_zone"}) from None
-        if alert_sink is not None and alert_sink not in self._sinks:
-            known = ", ".join(sorted(self._sinks)) or "none"
-            raise InvalidInput(
-                f"--alert-sink: no alert sink {alert_sink!r} is configured (configured: "
-                f"{known}); add [alerts.{alert_sink}] to the config",
-                data={"field": "alert_sink"},
-            )
+        if alert_sink is not None:
+            self._jobs.check_sink(alert_sink, field="--alert-sink")
         read = partial(
             openclaw.read_plan,
             directory,

@@ -96,13 +96,17 @@ class Jobs:
                 f"(configured: {known}); add [agents.{payload.agent}] to the config"
             )
         for index, sink in enumerate(job.alerts.sinks):
-            if sink not in self._sinks:
-                known = ", ".join(sorted(self._sinks)) or "none"
-                raise InvalidInput(
-                    f"alerts.sinks[{index}]: no alert sink {sink!r} is configured "
-                    f"(configured: {known}); add [alerts.{sink}] to the config",
-                    data={"field": f"alerts.sinks[{index}]"},
-                )
+            self.check_sink(sink, field=f"alerts.sinks[{index}]")
+
+    def check_sink(self, sink: str, *, field: str) -> None:
+        """Refuse a sink that is not an ``[alerts.NAME]`` of the config, naming ``field``."""
+        if sink not in self._sinks:
+            known = ", ".join(sorted(self._sinks)) or "none"
+            raise InvalidInput(
+                f"{field}: no alert sink {sink!r} is configured "
+                f"(configured: {known}); add [alerts.{sink}] to the config",
+                data={"field": field},
+            )
 
     def prepare(
         self, spec: Any, *, source: JobSource = JobSource.API, allow_past_at: bool = False

@@ -137,7 +137,8 @@ class JobImport:
 
     @property
     def beyond_retention(self) -> int:
-        return len(self.planned.history.runs) - len(self.kept) if self.job else 0
+        brought = self.outcome in (ImportOutcome.IMPORTED, ImportOutcome.WOULD_IMPORT)
+        return len(self.planned.history.runs) - len(self.kept) if brought else 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -83,7 +83,7 @@ async def add(
                 raise Conflict(f"a job with id {job.id} exists") from None
             if await _one(conn, "SELECT 1 FROM jobs WHERE name = %s", (job.name,)):
                 raise await _name_taken(conn, job) from None
-            origin = JOBS.values_of(job, ["origin"])[0]
+            origin = None if job.origin is None else job.origin.key
             if origin and await _one(conn, "SELECT 1 FROM jobs WHERE origin = %s", (origin,)):
                 raise origin_taken(job) from None
         seen: dict[str, str] = {}

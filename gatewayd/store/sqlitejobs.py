@@ -48,7 +48,7 @@ def add(
                 raise Conflict(f"a job with id {job.id} exists") from None
             if conn.execute("SELECT 1 FROM jobs WHERE name = ?", (job.name,)).fetchone():
                 raise _name_taken(conn, job) from None
-            origin = JOBS.values_of(job, ["origin"])[0]
+            origin = None if job.origin is None else job.origin.key
             if origin and conn.execute("SELECT 1 FROM jobs WHERE origin = ?", (origin,)).fetchone():
                 raise origin_taken(job) from None
         raise

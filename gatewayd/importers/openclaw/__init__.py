@@ -7,10 +7,11 @@ nothing, anywhere. It does blocking I/O: call it on a worker thread.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from gatewayd.importers.openclaw.jobs import Refused, job_id_of, plan_job, unwrapped
+from gatewayd.importers.openclaw.jobs import plan_job
 from gatewayd.importers.openclaw.stores import RawJob, read_store
 from gatewayd.importers.plan import History, Plan, PlannedJob
 
@@ -19,21 +20,9 @@ HISTORY_TELEMETRY = "history: the model, usage and delivery outcome of each run 
 
 
 def _planned(raw: RawJob, *, host_zone: str, alert_sink: str | None, now: datetime) -> PlannedJob:
-    try:
-        job = plan_job(raw.body, raw.state, host_zone=host_zone, alert_sink=alert_sink, now=now)
-    except Refused as exc:
-        found = job_id_of(unwrapped(raw.body))
-        return PlannedJob(origin_id=found or "?", name=None, spec=None, refusal=str(exc))
+    job = plan_job(raw.body, raw.state, host_zone=host_zone, alert_sink=alert_sink, now=now)
     left = job.left_behind + ((HISTORY_TELEMETRY,) if raw.history_telemetry else ())
-    return PlannedJob(
-        origin_id=job.origin_id,
-        name=job.name,
-        spec=job.spec,
-        refusal=job.refusal,
-        left_behind=left,
-        notes=job.notes,
-        history=raw.history,
-    )
+    return replace(job, left_behind=left, history=raw.history)
 
 
 def read_plan(directory: Path, *, host_zone: str, alert_sink: str | None, now: datetime) -> Plan:
@@ -48,13 +37,8 @@ def read_plan(directory: Path, *, host_zone: str, alert_sink: str | None, now: d
     for raw in store.jobs:
         job = _planned(raw, host_zone=host_zone, alert_sink=alert_sink, now=now)
         if job.origin_id in seen:
-            job = PlannedJob(
-                origin_id=job.origin_id,
-                name=job.name,
-                spec=None,
-                refusal=f"the id {job.origin_id} is given twice in OpenClaw's store",
-                history=History(),
-            )
+            twice = f"the id {job.origin_id} is given twice in OpenClaw's store"
+            job = replace(job, spec=None, refusal=twice, history=History())
         seen.add(job.origin_id)
         jobs.append(job)
     return Plan(

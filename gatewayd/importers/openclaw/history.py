@@ -10,7 +10,6 @@ needs, is counted, never fatal. Lines of other actions are not runs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,13 +34,6 @@ class _Broken(ValueError):
 
 class _NotARun(ValueError):
     """A line of another action: not a run, not broken either."""
-
-
-@dataclass(slots=True)
-class _Reading:
-    runs: list[PlannedRun]
-    broken: int = 0
-    telemetry: bool = False
 
 
 def from_ms(value: Any) -> datetime:
@@ -111,24 +103,27 @@ def run_of(entry: Any) -> PlannedRun:
 def read_entries(entries: Iterable[Any], *, source: str) -> tuple[History, bool]:
     """The history of these entries (each a parsed line, or ``None`` for one that did not
     parse), oldest first; and whether any carried what gatewayd does not keep."""
-    reading = _Reading(runs=[])
+    runs: list[PlannedRun] = []
+    broken = 0
+    telemetry = False
     for entry in entries:
         try:
             run = run_of(entry)
         except _NotARun:
             continue
         except _Broken:
-            reading.broken += 1
+            broken += 1
             continue
-        reading.runs.append(run)
-        reading.telemetry = reading.telemetry or any(entry.get(k) is not None for k in TELEMETRY)
-    reading.runs.sort(key=lambda r: (r.started_at, r.ended_at))
-    history = History(source=source, runs=tuple(reading.runs), broken=reading.broken)
-    return history, reading.telemetry
+        runs.append(run)
+        telemetry = telemetry or any(entry.get(k) is not None for k in TELEMETRY)
+    runs.sort(key=lambda r: (r.started_at, r.ended_at))
+    return History(source=source, runs=tuple(runs), broken=broken), telemetry
 
 
-def parse_line(line: bytes) -> Any:
-    """One JSONL line, or ``None`` if it is not JSON."""
+def parse_line(line: bytes | str | None) -> Any:
+    """One JSONL line (or a JSON column), or ``None`` if it is not JSON."""
+    if line is None:
+        return None
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:

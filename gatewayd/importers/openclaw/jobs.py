@@ -328,7 +328,7 @@ def plan_job(
     raw = unwrapped(raw)
     origin_id = job_id_of(raw)
     if origin_id is None or not isinstance(raw, Mapping):
-        raise Refused("a job without an id")
+        return PlannedJob(origin_id="?", name=None, spec=None, refusal="a job without an id")
     name = raw.get("name")
     name = name if isinstance(name, str) else None
     m = _Mapping(raw=raw, host_zone=host_zone, now=now)

@@ -22,15 +22,14 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import json5
-import orjson
 
 from gatewayd.errors import InvalidInput, NotFound
-from gatewayd.importers.openclaw.history import read_entries, read_lines
+from gatewayd.importers.openclaw.history import parse_line, read_entries, read_lines
 from gatewayd.importers.openclaw.jobs import job_id_of, unwrapped
 from gatewayd.importers.plan import History
 
@@ -70,11 +69,6 @@ class RawStore:
     paths: tuple[str, ...]
     jobs: tuple[RawJob, ...]
     notes: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class _Notes:
-    items: list[str] = field(default_factory=list)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -117,7 +111,7 @@ def _file_history(directory: Path, job_id: str) -> tuple[History, bool]:
     return History(), False
 
 
-def _from_files(directory: Path, notes: _Notes) -> RawStore:
+def _from_files(directory: Path, notes: list[str]) -> RawStore:
     jobs_path = directory / JOBS_FILE
     state_path = directory / STATE_FILE
     bodies = _job_list(_json5(jobs_path), jobs_path)
@@ -145,7 +139,7 @@ def _from_files(directory: Path, notes: _Notes) -> RawStore:
                 history_telemetry=telemetry,
             )
         )
-    return RawStore(shape=shape, paths=tuple(paths), jobs=tuple(jobs), notes=tuple(notes.items))
+    return RawStore(shape=shape, paths=tuple(paths), jobs=tuple(jobs), notes=tuple(notes))
 
 
 @contextmanager
@@ -167,15 +161,6 @@ def _private_copy(database: Path) -> Iterator[sqlite3.Connection]:
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
-
-
-def _loads(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
 
 
 _ENTRY_COLUMNS = {
@@ -214,7 +199,7 @@ def _row_entries(
         for (body,) in conn.execute(
             f'SELECT entry_json FROM "{table}" WHERE job_id = ?', (job_id,)
         ):
-            yield _loads(body)
+            yield parse_line(body)
         return
     picked = [c for c in _ENTRY_COLUMNS if c in columns]
     query = f'SELECT {", ".join(picked)} FROM "{table}" WHERE job_id = ?'
@@ -222,7 +207,7 @@ def _row_entries(
         yield {_ENTRY_COLUMNS[c]: v for c, v in zip(picked, row, strict=True) if v is not None}
 
 
-def _from_sqlite(database: Path, directory: Path, notes: _Notes) -> RawStore:
+def _from_sqlite(database: Path, directory: Path, notes: list[str]) -> RawStore:
     try:
         with _private_copy(database) as conn:
             columns = _columns(conn, "cron_jobs")
@@ -237,7 +222,7 @@ def _from_sqlite(database: Path, directory: Path, notes: _Notes) -> RawStore:
             ).fetchall()
             tables = _run_tables(conn)
             if not tables:
-                notes.items.append(
+                notes.append(
                     f"{database} holds no run-log table gatewayd can read; history was "
                     f"looked for in {directory / RUNS_DIR} instead"
                 )
@@ -247,7 +232,7 @@ def _from_sqlite(database: Path, directory: Path, notes: _Notes) -> RawStore:
     except OSError as exc:
         raise InvalidInput(f"{database}: cannot be read: {exc.strerror}") from None
     return RawStore(
-        shape=StoreShape.SQLITE, paths=(str(database),), jobs=tuple(jobs), notes=tuple(notes.items)
+        shape=StoreShape.SQLITE, paths=(str(database),), jobs=tuple(jobs), notes=tuple(notes)
     )
 
 
@@ -258,7 +243,7 @@ def _sqlite_job(
     row: tuple[Any, ...],
 ) -> RawJob:
     job_id, body, state = row
-    parsed = _loads(body)
+    parsed = parse_line(body)
     if isinstance(parsed, Mapping) and job_id_of(parsed) is None:
         parsed = {**parsed, "id": job_id}
     if not tables:
@@ -266,7 +251,7 @@ def _sqlite_job(
     else:
         entries = [e for name, columns in tables for e in _row_entries(conn, name, columns, job_id)]
         history, telemetry = read_entries(entries, source=", ".join(name for name, _ in tables))
-    loaded_state = _loads(state)
+    loaded_state = parse_line(state)
     return RawJob(
         body=parsed if parsed is not None else {"id": job_id},
         state=loaded_state if isinstance(loaded_state, Mapping) else None,
@@ -289,7 +274,7 @@ def read_store(directory: Path) -> RawStore:
     renaming them ``.migrated``); else ``jobs.json``, with ``jobs-state.json`` if it
     is there.
     """
-    notes = _Notes()
+    notes: list[str] = []
     if directory.is_file() and directory.suffix in (".sqlite", ".db"):
         return _from_sqlite(directory.resolve(), directory.parent, notes)
     if not directory.is_dir():
@@ -300,11 +285,9 @@ def read_store(directory: Path) -> RawStore:
         found = _from_sqlite(database, directory, notes)
         if found.jobs or not files:
             if files:
-                notes.items.append(
-                    f"{directory / JOBS_FILE} was not read: {database} holds the jobs"
-                )
-            return dataclasses.replace(found, notes=tuple(notes.items))
-        notes.items.append(f"{database} holds no jobs: read {directory / JOBS_FILE}")
+                notes.append(f"{directory / JOBS_FILE} was not read: {database} holds the jobs")
+            return dataclasses.replace(found, notes=tuple(notes))
+        notes.append(f"{database} holds no jobs: read {directory / JOBS_FILE}")
     if files:
         return _from_files(directory, notes)
     raise NotFound(
